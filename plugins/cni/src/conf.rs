@@ -1,0 +1,318 @@
+//! Network configurations (what a plugin reads on stdin) and configuration lists (what a
+//! runtime loads from its config dir).
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{CniError, ErrorCode};
+use crate::names::{ContainerId, IfName, NetworkName};
+use crate::result::{CniResult, Dns};
+use crate::version::CniVersion;
+
+/// The spec's GC key, and the pre-release name libcni still accepts.
+pub const VALID_ATTACHMENTS_KEY: &str = "cni.dev/valid-attachments";
+pub const LEGACY_ATTACHMENTS_KEY: &str = "cni.dev/attachments";
+
+/// One plugin's configuration as it arrives on stdin: the well-known keys of the spec plus the
+/// plugin's own keys in `plugin`. Unknown keys are ignored, because runtimes inject their own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetConf<P> {
+    pub cni_version: CniVersion,
+    pub name: NetworkName,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub capabilities: BTreeMap<String, bool>,
+    #[serde(default)]
+    pub ipam: Option<IpamConf>,
+    #[serde(default)]
+    pub dns: Option<Dns>,
+    #[serde(default)]
+    pub runtime_config: Map<String, Value>,
+    #[serde(default)]
+    pub args: Map<String, Value>,
+    #[serde(default, deserialize_with = "deserialize_prev_result")]
+    pub prev_result: Option<CniResult>,
+    /// GC only: the attachments the runtime still knows about.
+    #[serde(
+        default,
+        rename = "cni.dev/valid-attachments",
+        alias = "cni.dev/attachments"
+    )]
+    pub valid_attachments: Option<Vec<Attachment>>,
+    #[serde(flatten)]
+    pub plugin: P,
+}
+
+fn deserialize_prev_result<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<CniResult>, D::Error> {
+    let value = Option::<Value>::deserialize(d)?;
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => CniResult::from_value(&v)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+impl<P> NetConf<P> {
+    /// A capability argument the runtime put in `runtimeConfig`, e.g. `portMappings` or `ips`.
+    pub fn runtime_arg<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CniError> {
+        typed_entry(&self.runtime_config, key, "runtimeConfig")
+    }
+
+    /// A value from the `args.cni` object of the conventions document, e.g. `ips` or `mac`.
+    pub fn cni_arg<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CniError> {
+        match self.args.get("cni") {
+            Some(Value::Object(cni)) => typed_entry(cni, key, "args.cni"),
+            Some(_) => Err(CniError::invalid_config("args.cni must be an object")),
+            None => Ok(None),
+        }
+    }
+
+    pub fn prev_result(&self) -> Result<&CniResult, CniError> {
+        self.prev_result.as_ref().ok_or_else(|| {
+            CniError::invalid_config(format!(
+                "plugin {:?} must be chained: prevResult is missing",
+                self.kind
+            ))
+        })
+    }
+}
+
+fn typed_entry<T: DeserializeOwned>(
+    map: &Map<String, Value>,
+    key: &str,
+    section: &str,
+) -> Result<Option<T>, CniError> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v.clone())
+            .map(Some)
+            .map_err(|e| CniError::new(ErrorCode::Decode, format!("decode {section}.{key}: {e}"))),
+    }
+}
+
+/// The `ipam` section: its `type` names the IPAM plugin, the rest belongs to that plugin.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IpamConf {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
+}
+
+/// An attachment as GC names it: `{"containerID": …, "ifname": …}`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Attachment {
+    #[serde(rename = "containerID")]
+    pub container_id: ContainerId,
+    pub ifname: IfName,
+}
+
+/// A configuration list (`*.conflist`), kept close to the wire: plugin entries stay raw JSON
+/// objects so that keys unknown to us reach the plugins unchanged, as the spec requires.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetConfList {
+    pub cni_version: CniVersion,
+    pub name: NetworkName,
+    pub disable_check: bool,
+    pub disable_gc: bool,
+    pub plugins: Vec<Map<String, Value>>,
+    /// The bytes the list was parsed from, cached beside results like libcni does.
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireConfList {
+    #[serde(default)]
+    cni_version: Option<String>,
+    #[serde(default)]
+    cni_versions: Option<Vec<String>>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_bool")]
+    disable_check: bool,
+    #[serde(default, rename = "disableGC", deserialize_with = "lenient_bool")]
+    disable_gc: bool,
+    #[serde(default)]
+    plugins: Option<Vec<Map<String, Value>>>,
+}
+
+/// libcni accepts `"disableCheck": "true"` as well as `true`.
+fn lenient_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Bool(b) => Ok(b),
+        Value::String(s) => s
+            .parse::<bool>()
+            .map_err(|_| serde::de::Error::custom(format!("expected a boolean, got {s:?}"))),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a boolean, got {other}"
+        ))),
+    }
+}
+
+impl NetConfList {
+    /// Parses a `.conflist`. With `cniVersions` (1.1), the newest version we support wins.
+    pub fn from_bytes(bytes: &[u8]) -> Result<NetConfList, CniError> {
+        let wire: WireConfList = serde_json::from_slice(bytes)?;
+        let cni_version = match (&wire.cni_versions, &wire.cni_version) {
+            (Some(list), _) if !list.is_empty() => crate::version::newest_supported(
+                list.iter().map(String::as_str),
+            )
+            .ok_or_else(|| {
+                CniError::new(ErrorCode::IncompatibleVersion, "incompatible CNI versions")
+                    .with_details(format!("cniVersions {list:?}: none is supported"))
+            })?,
+            (_, Some(v)) => CniVersion::try_from(v.as_str())?,
+            _ => {
+                return Err(CniError::invalid_config(
+                    "configuration list has neither cniVersion nor cniVersions",
+                ));
+            }
+        };
+        let name = NetworkName::try_from(wire.name.unwrap_or_default().as_str())?;
+        let plugins = wire.plugins.unwrap_or_default();
+        if plugins.is_empty() {
+            return Err(CniError::invalid_config(format!(
+                "configuration list {name} has no plugins"
+            )));
+        }
+        for (i, plugin) in plugins.iter().enumerate() {
+            let has_type = plugin
+                .get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| !t.is_empty());
+            if !has_type {
+                return Err(CniError::invalid_config(format!(
+                    "plugin {i} of list {name} has no type"
+                )));
+            }
+        }
+        Ok(NetConfList {
+            cni_version,
+            name,
+            disable_check: wire.disable_check,
+            disable_gc: wire.disable_gc,
+            plugins,
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    /// Wraps a single `.conf` into a list of one, as libcni's `ConfListFromConf` does.
+    pub fn from_single_conf(bytes: &[u8]) -> Result<NetConfList, CniError> {
+        let conf: Map<String, Value> = serde_json::from_slice(bytes)?;
+        let mut list = Map::new();
+        for key in ["cniVersion", "name"] {
+            if let Some(v) = conf.get(key) {
+                list.insert(key.into(), v.clone());
+            }
+        }
+        list.insert("plugins".into(), Value::Array(vec![Value::Object(conf)]));
+        let list_bytes = serde_json::to_vec(&Value::Object(list))?;
+        NetConfList::from_bytes(&list_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(rename_all = "camelCase")]
+    struct Bridge {
+        bridge: Option<String>,
+        #[serde(default)]
+        is_gateway: bool,
+    }
+
+    #[test]
+    fn spec_example_conf_parses_with_plugin_keys() {
+        let raw = json!({
+            "cniVersion": "1.1.0",
+            "name": "dbnet",
+            "type": "bridge",
+            "bridge": "cni0",
+            "isGateway": true,
+            "keyUnknownToUs": {"a": 1},
+            "ipam": {"type": "host-local", "subnet": "10.1.0.0/16", "gateway": "10.1.0.1"},
+            "dns": {"nameservers": ["10.1.0.1"]},
+            "runtimeConfig": {"mac": "00:11:22:33:44:55"},
+            "args": {"cni": {"ips": ["10.1.0.9"]}}
+        });
+        let conf: NetConf<Bridge> = serde_json::from_value(raw).unwrap();
+        assert_eq!(conf.plugin.bridge.as_deref(), Some("cni0"));
+        assert!(conf.plugin.is_gateway);
+        assert_eq!(conf.ipam.as_ref().unwrap().kind, "host-local");
+        assert_eq!(conf.ipam.as_ref().unwrap().rest["subnet"], "10.1.0.0/16");
+        assert_eq!(
+            conf.runtime_arg::<String>("mac").unwrap().as_deref(),
+            Some("00:11:22:33:44:55")
+        );
+        assert_eq!(
+            conf.cni_arg::<Vec<String>>("ips").unwrap(),
+            Some(vec!["10.1.0.9".to_string()])
+        );
+    }
+
+    #[test]
+    fn gc_attachments_both_keys() {
+        for key in [VALID_ATTACHMENTS_KEY, LEGACY_ATTACHMENTS_KEY] {
+            let raw = json!({"cniVersion": "1.1.0", "name": "n", "type": "t",
+                key: [{"containerID": "c1", "ifname": "eth0"}]});
+            let conf: NetConf<Map<String, Value>> = serde_json::from_value(raw).unwrap();
+            assert_eq!(conf.valid_attachments.unwrap()[0].ifname.as_str(), "eth0");
+        }
+    }
+
+    #[test]
+    fn prev_result_of_any_version() {
+        let raw = json!({"cniVersion": "0.3.1", "name": "n", "type": "t",
+            "prevResult": {"cniVersion": "0.3.1", "ips": [{"version": "4", "address": "10.0.0.2/24"}]}});
+        let conf: NetConf<Map<String, Value>> = serde_json::from_value(raw).unwrap();
+        assert_eq!(conf.prev_result().unwrap().ips.len(), 1);
+    }
+
+    #[test]
+    fn conflist_versions_and_flags() {
+        let list = NetConfList::from_bytes(
+            br#"{"cniVersions": ["0.4.0", "1.1.0", "7.0.0"], "name": "n", "disableCheck": "true",
+                 "disableGC": true, "plugins": [{"type": "loopback", "extra": 1}]}"#,
+        )
+        .unwrap();
+        assert_eq!(list.cni_version, CniVersion::V1_1_0);
+        assert!(list.disable_check && list.disable_gc);
+        assert_eq!(list.plugins[0]["extra"], 1);
+
+        let e = NetConfList::from_bytes(br#"{"cniVersion": "1.0.0", "name": "n", "plugins": []}"#)
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidConfig);
+        let e = NetConfList::from_bytes(
+            br#"{"cniVersion": "9.0.0", "name": "n", "plugins": [{"type":"x"}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::IncompatibleVersion);
+        let e = NetConfList::from_bytes(
+            br#"{"cniVersion": "1.0.0", "name": "../n", "plugins": [{"type":"x"}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidConfig);
+    }
+
+    #[test]
+    fn single_conf_becomes_list() {
+        let list = NetConfList::from_single_conf(
+            br#"{"cniVersion": "0.4.0", "name": "n", "type": "bridge", "bridge": "b0"}"#,
+        )
+        .unwrap();
+        assert_eq!(list.plugins.len(), 1);
+        assert_eq!(list.plugins[0]["bridge"], "b0");
+    }
+}

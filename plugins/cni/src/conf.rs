@@ -23,7 +23,7 @@ pub const LEGACY_ATTACHMENTS_KEY: &str = "cni.dev/attachments";
 pub struct NetConf<P> {
     pub cni_version: CniVersion,
     pub name: NetworkName,
-    #[serde(rename = "type")]
+    #[serde(default, rename = "type")]
     pub kind: String,
     #[serde(default)]
     pub capabilities: BTreeMap<String, bool>,

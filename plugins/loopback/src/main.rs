@@ -1,1 +1,3 @@
-fn main() {}
+fn main() {
+    berth_cni::run(loopback::Loopback)
+}

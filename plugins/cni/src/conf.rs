@@ -37,13 +37,12 @@ pub struct NetConf<P> {
     pub args: Map<String, Value>,
     #[serde(default, deserialize_with = "deserialize_prev_result")]
     pub prev_result: Option<CniResult>,
-    /// GC only: the attachments the runtime still knows about.
-    #[serde(
-        default,
-        rename = "cni.dev/valid-attachments",
-        alias = "cni.dev/attachments"
-    )]
+    /// GC only: the attachments the runtime still knows about (see `valid_attachments()`).
+    #[serde(default, rename = "cni.dev/valid-attachments")]
     pub valid_attachments: Option<Vec<Attachment>>,
+    /// The pre-release name of the same key, still sent by older libcni versions.
+    #[serde(default, rename = "cni.dev/attachments")]
+    pub legacy_attachments: Option<Vec<Attachment>>,
     #[serde(flatten)]
     pub plugin: P,
 }
@@ -73,6 +72,19 @@ impl<P> NetConf<P> {
             Some(_) => Err(CniError::invalid_config("args.cni must be an object")),
             None => Ok(None),
         }
+    }
+
+    /// The GC list: the spec's key, else the older one. A GC without either is refused rather
+    /// than read as "nothing is valid", which would release every attachment of the network.
+    pub fn valid_attachments(&self) -> Result<&[Attachment], CniError> {
+        self.valid_attachments
+            .as_deref()
+            .or(self.legacy_attachments.as_deref())
+            .ok_or_else(|| {
+                CniError::invalid_config(format!(
+                    "GC needs {VALID_ATTACHMENTS_KEY} (the attachments to keep)"
+                ))
+            })
     }
 
     pub fn prev_result(&self) -> Result<&CniResult, CniError> {
@@ -268,8 +280,24 @@ mod tests {
             let raw = json!({"cniVersion": "1.1.0", "name": "n", "type": "t",
                 key: [{"containerID": "c1", "ifname": "eth0"}]});
             let conf: NetConf<Map<String, Value>> = serde_json::from_value(raw).unwrap();
-            assert_eq!(conf.valid_attachments.unwrap()[0].ifname.as_str(), "eth0");
+            assert_eq!(conf.valid_attachments().unwrap()[0].ifname.as_str(), "eth0");
         }
+        // Both keys at once (a runtime writing both for compatibility): the spec key wins.
+        let raw = json!({"cniVersion": "1.1.0", "name": "n", "type": "t",
+            VALID_ATTACHMENTS_KEY: [{"containerID": "new", "ifname": "eth0"}],
+            LEGACY_ATTACHMENTS_KEY: [{"containerID": "old", "ifname": "eth0"}]});
+        let conf: NetConf<Map<String, Value>> = serde_json::from_value(raw).unwrap();
+        assert_eq!(
+            conf.valid_attachments().unwrap()[0].container_id.as_str(),
+            "new"
+        );
+        // Neither: refused, never "release everything".
+        let raw = json!({"cniVersion": "1.1.0", "name": "n", "type": "t"});
+        let conf: NetConf<Map<String, Value>> = serde_json::from_value(raw).unwrap();
+        assert_eq!(
+            conf.valid_attachments().unwrap_err().code,
+            ErrorCode::InvalidConfig
+        );
     }
 
     #[test]

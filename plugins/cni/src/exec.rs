@@ -79,24 +79,37 @@ pub fn exec_plugin(binary: &Path, env: &CniEnv<'_>, stdin: &[u8]) -> Result<Vec<
             format!("start plugin {}: {e}", binary.display()),
         )
     })?;
-    // The child reads stdin fully before answering; write from this thread then wait. A plugin
-    // that exits without reading gives EPIPE, which is not an error of ours.
-    if let Some(mut pipe) = child.stdin.take() {
-        if let Err(e) = pipe.write_all(stdin) {
-            if e.kind() != std::io::ErrorKind::BrokenPipe {
-                return Err(CniError::new(
-                    ErrorCode::Io,
-                    format!("write config to plugin {}: {e}", binary.display()),
-                ));
-            }
-        }
-    }
-    let out = child.wait_with_output().map_err(|e| {
+    // Feed stdin from its own thread while this one collects stdout and stderr, so a plugin
+    // that writes before it has read everything cannot deadlock us on full pipes.
+    let pipe = child.stdin.take();
+    let (write_result, out) = std::thread::scope(|scope| {
+        let writer = scope.spawn(move || match pipe {
+            // A plugin that exits without reading gives EPIPE: not an error of ours.
+            Some(mut pipe) => match pipe.write_all(stdin) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e),
+                _ => Ok(()),
+            },
+            None => Ok(()),
+        });
+        let out = child.wait_with_output();
+        (writer.join(), out)
+    });
+    let out = out.map_err(|e| {
         CniError::new(
             ErrorCode::Io,
             format!("wait for plugin {}: {e}", binary.display()),
         )
     })?;
+    match write_result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return Err(CniError::new(
+                ErrorCode::Io,
+                format!("write config to plugin {}: {e}", binary.display()),
+            ));
+        }
+        Err(_) => return Err(CniError::internal("stdin writer thread panicked")),
+    }
     if out.status.success() {
         return Ok(out.stdout);
     }

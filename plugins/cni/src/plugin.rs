@@ -123,10 +123,9 @@ fn dispatch_inner<P: Plugin>(
             }
             match command {
                 Command::Status => plugin.status(&args, &conf).map(|()| None),
-                Command::Gc => {
-                    let valid = conf.valid_attachments.clone().unwrap_or_default();
-                    plugin.gc(&args, &conf, &valid).map(|()| None)
-                }
+                Command::Gc => plugin
+                    .gc(&args, &conf, conf.valid_attachments()?)
+                    .map(|()| None),
                 other => Err(CniError::internal(format!(
                     "{other} parsed as a network verb"
                 ))),
@@ -321,6 +320,11 @@ mod tests {
         assert_eq!(call(&p, "CHECK", &conf("0.3.1")).1["code"], 1);
         assert_eq!(call(&p, "STATUS", &conf("1.0.0")).1["code"], 1);
         assert_eq!(call(&p, "GC", &conf("0.4.0")).1["code"], 1);
+        assert_eq!(
+            call(&p, "GC", &conf("1.1.0")).1["code"],
+            7,
+            "GC without a valid list"
+        );
         assert_eq!(p.calls.borrow().as_slice(), ["ADD eth0"]);
     }
 

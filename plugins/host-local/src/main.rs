@@ -1,1 +1,3 @@
-fn main() {}
+fn main() {
+    berth_cni::run(host_local::HostLocal)
+}

@@ -38,7 +38,7 @@ cargo fmt --all -- --check
 # Tests exec the plugin binaries, so build them first (debug profile, like the tests).
 cargo build --workspace --bins --quiet
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-cargo test --workspace
+cargo test --workspace --no-fail-fast
 
 # Leak audit: tests create namespaces named bt<pid>…; none may survive the run.
 leaks=$(ip netns list 2>/dev/null | awk '$1 ~ /^bt/ {print $1}' | tr '\n' ' ')

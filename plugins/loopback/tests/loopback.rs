@@ -191,11 +191,13 @@ fn version_status_gc() {
         .unwrap()
         .expect_success();
     assert_eq!(out["supportedVersions"], json!(VERSIONS));
-    for verb in ["STATUS", "GC"] {
+    let mut gc_conf = conf("1.1.0");
+    gc_conf["cni.dev/valid-attachments"] = json!([{"containerID": "ctr-1", "ifname": "lo"}]);
+    for (verb, conf) in [("STATUS", conf("1.1.0")), ("GC", gc_conf)] {
         let out = CniCall::new(env!("CARGO_BIN_EXE_loopback"))
             .command(verb)
             .path(&[std::path::Path::new("/x")])
-            .stdin_json(&conf("1.1.0"))
+            .stdin_json(&conf)
             .run_in(&env.host)
             .unwrap();
         assert_eq!(out.expect_success(), Value::Null, "{verb}");

@@ -113,7 +113,9 @@ fn typed_entry<T: DeserializeOwned>(
 /// The `ipam` section: its `type` names the IPAM plugin, the rest belongs to that plugin.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct IpamConf {
-    #[serde(rename = "type")]
+    /// Empty when missing: delegation then fails with code 7 naming the invalid type, rather
+    /// than the whole configuration failing to decode.
+    #[serde(default, rename = "type")]
     pub kind: String,
     #[serde(flatten)]
     pub rest: Map<String, Value>,

@@ -1,0 +1,575 @@
+//! Cgroups: one [`Cgroup`] trait, a v1 and a v2 manager, and detection of where each
+//! controller lives.
+//!
+//! Hosts come in three shapes, and this one is the awkward middle:
+//! - **pure v2**: one `cgroup2` mount (usually `/sys/fs/cgroup`) whose `cgroup.controllers`
+//!   lists memory, cpu, pids, …;
+//! - **pure v1**: one `cgroup` mount per controller (or per co-mounted group such as
+//!   `cpu,cpuacct`);
+//! - **hybrid**: v1 controller mounts *plus* a `cgroup2` mount (`/sys/fs/cgroup/unified`)
+//!   that may hold no controllers at all (crun refuses this layout).
+//!
+//! Detection therefore works per controller ([`Layout::detect`] reads
+//! `/proc/self/mountinfo`): a controller mounted on a v1 hierarchy is managed there, one only
+//! enabled on the v2 mount is managed there, and a v2 mount without controllers is ignored.
+//! [`Layout::manager`] returns the v1 manager, the v2 manager, or both behind [`Hybrid`].
+//!
+//! A container's cgroup is `<hierarchy>/<parent>/<id>` (parent `berth` by default,
+//! `--cgroup-parent` otherwise), the same in every hierarchy, like runc's cgroupfs driver.
+
+pub mod v1;
+pub mod v2;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use crate::names::ContainerId;
+
+pub use v1::V1Manager;
+pub use v2::V2Manager;
+
+/// Errors of the `cgroups` module.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("read /proc/self/mountinfo")]
+    ReadMountinfo(#[source] io::Error),
+    #[error("no cgroup filesystem is mounted")]
+    NoCgroupFs,
+    #[error("{limit} needs the {controller} cgroup controller, which this host does not provide")]
+    MissingController {
+        controller: &'static str,
+        limit: &'static str,
+    },
+    #[error("create cgroup {path}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("write {value:?} to {path}")]
+    Write {
+        path: PathBuf,
+        value: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("kill process {pid} left in cgroup {path}")]
+    Kill {
+        pid: i32,
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("remove cgroup {path}")]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Every failure of a teardown that kept going (see STYLE §3).
+#[derive(Debug)]
+pub struct CgroupErrors(pub Vec<CgroupError>);
+
+impl fmt::Display for CgroupErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for err in &self.0 {
+            if !first {
+                f.write_str("; ")?;
+            }
+            first = false;
+            write!(f, "{err}")?;
+            let mut source = std::error::Error::source(err);
+            while let Some(s) = source {
+                write!(f, ": {s}")?;
+                source = s.source();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for CgroupErrors {}
+
+/// CFS bandwidth: `quota_us` of CPU time every `period_us` (`--cpus 0.5` = 50000/100000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuQuota {
+    pub quota_us: u64,
+    pub period_us: u64,
+}
+
+/// The limits a container asks for; `None` leaves the kernel default (unlimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    /// `--memory`; swap is not granted on top (memsw / `memory.swap.max` set accordingly).
+    pub memory_bytes: Option<u64>,
+    pub cpu: Option<CpuQuota>,
+    pub pids_max: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupVersion {
+    V1,
+    V2,
+    Hybrid,
+}
+
+/// A container's cgroup, whatever the host's layout.
+pub trait Cgroup: fmt::Debug {
+    fn version(&self) -> CgroupVersion;
+    /// The cgroup's directories (one per v1 hierarchy, one for v2).
+    fn paths(&self) -> Vec<PathBuf>;
+    /// Whether `controller` is available to this manager.
+    fn has_controller(&self, controller: &str) -> bool;
+    /// Creates the directories and writes the limits. On error the caller calls
+    /// [`destroy`](Cgroup::destroy), which copes with a half-made cgroup.
+    fn create(&self, resources: &Resources) -> Result<(), CgroupError>;
+    /// Moves process `pid` (and its future children) into the cgroup.
+    fn add_process(&self, pid: i32) -> Result<(), CgroupError>;
+    /// The processes currently in the cgroup.
+    fn processes(&self) -> Result<Vec<i32>, CgroupError>;
+    /// Whether device access is restricted (v1 `devices` controller). On v2 that needs an
+    /// eBPF program (phase 2); until then seccomp refuses device-node creation instead.
+    fn restricts_devices(&self) -> bool;
+    /// Kills what is left, removes the directories and, when empty, the parent. Idempotent:
+    /// a cgroup already gone is success. Keeps going and reports every failure.
+    fn destroy(&self) -> Result<(), CgroupErrors>;
+}
+
+/// Checks that `resources` only asks for controllers `cgroup` has, before anything is created.
+pub fn check_controllers(cgroup: &dyn Cgroup, resources: &Resources) -> Result<(), CgroupError> {
+    let wanted = [
+        (resources.memory_bytes.is_some(), "memory", "--memory"),
+        (resources.cpu.is_some(), "cpu", "--cpus"),
+        (resources.pids_max.is_some(), "pids", "--pids-limit"),
+    ];
+    for (asked, controller, limit) in wanted {
+        if asked && !cgroup.has_controller(controller) {
+            return Err(CgroupError::MissingController { controller, limit });
+        }
+    }
+    Ok(())
+}
+
+/// Where the controllers live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// v1 controller → mount point of its hierarchy.
+    pub v1: BTreeMap<String, PathBuf>,
+    /// The cgroup2 mount and the controllers enabled on it (possibly none).
+    pub v2: Option<(PathBuf, BTreeSet<String>)>,
+}
+
+/// The controllers Berth manages (and, on v1, joins: the others only account). `cpuset` is
+/// left out: a new v1 cpuset cgroup starts with no CPUs and would need copying from its parent.
+pub const CONTROLLERS: [&str; 7] = [
+    "memory", "cpu", "cpuacct", "pids", "devices", "freezer", "blkio",
+];
+
+impl Layout {
+    /// Reads this process's mount table and the v2 root's `cgroup.controllers`.
+    pub fn detect() -> Result<Layout, CgroupError> {
+        let mountinfo =
+            fs::read_to_string("/proc/self/mountinfo").map_err(CgroupError::ReadMountinfo)?;
+        Layout::from_mountinfo(&mountinfo, |mount| {
+            fs::read_to_string(mount.join("cgroup.controllers")).ok()
+        })
+    }
+
+    /// Pure: parses `mountinfo`; `controllers_of(mount)` returns a v2 mount's
+    /// `cgroup.controllers`.
+    pub fn from_mountinfo(
+        mountinfo: &str,
+        controllers_of: impl Fn(&Path) -> Option<String>,
+    ) -> Result<Layout, CgroupError> {
+        let mut v1 = BTreeMap::new();
+        let mut v2 = None;
+        for line in mountinfo.lines() {
+            let Some((pre, post)) = line.split_once(" - ") else {
+                continue;
+            };
+            let pre: Vec<&str> = pre.split(' ').collect();
+            let post: Vec<&str> = post.split(' ').collect();
+            let (Some(root), Some(mount_point), Some(fstype)) =
+                (pre.get(3), pre.get(4), post.first())
+            else {
+                continue;
+            };
+            // A bind mount of a sub-cgroup (root other than "/") is not a hierarchy's root.
+            if *root != "/" {
+                continue;
+            }
+            let mount_point = PathBuf::from(unescape_mountinfo(mount_point));
+            match *fstype {
+                "cgroup" => {
+                    let options = post.get(2).copied().unwrap_or("");
+                    for option in options.split(',') {
+                        if CONTROLLERS.contains(&option) || option == "cpuset" {
+                            v1.entry(option.to_owned())
+                                .or_insert_with(|| mount_point.clone());
+                        }
+                    }
+                }
+                "cgroup2" if v2.is_none() => {
+                    let controllers = controllers_of(&mount_point)
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .map(str::to_owned)
+                        .collect();
+                    v2 = Some((mount_point, controllers));
+                }
+                _ => {}
+            }
+        }
+        if v1.is_empty() && v2.is_none() {
+            return Err(CgroupError::NoCgroupFs);
+        }
+        Ok(Layout { v1, v2 })
+    }
+
+    /// The manager for container `id` under `parent`: v1 controllers on v1, the rest (if any)
+    /// on v2.
+    pub fn manager(&self, parent: &str, id: &ContainerId) -> Box<dyn Cgroup> {
+        let v1: BTreeMap<String, PathBuf> = self
+            .v1
+            .iter()
+            .filter(|(c, _)| CONTROLLERS.contains(&c.as_str()))
+            .map(|(c, m)| (c.clone(), m.clone()))
+            .collect();
+        let v2 = self.v2.as_ref().and_then(|(mount, controllers)| {
+            let ours: BTreeSet<String> = controllers
+                .iter()
+                .filter(|c| CONTROLLERS.contains(&c.as_str()) && !v1.contains_key(*c))
+                .cloned()
+                .collect();
+            // On a hybrid host a v2 mount without controllers of ours is only a process
+            // tracker (systemd's): nothing to manage there.
+            (!ours.is_empty() || v1.is_empty())
+                .then(|| V2Manager::new(mount.clone(), parent, id, ours))
+        });
+        match (v1.is_empty(), v2) {
+            (true, Some(v2)) => Box::new(v2),
+            (false, None) => Box::new(V1Manager::new(&v1, parent, id)),
+            (false, Some(v2)) => Box::new(Hybrid {
+                v1: V1Manager::new(&v1, parent, id),
+                v2,
+            }),
+            // from_mountinfo refuses a layout with neither, but a hand-built one could have
+            // none: an empty v1 manager then manages nothing, and check_controllers says so.
+            (true, None) => Box::new(V1Manager::new(&BTreeMap::new(), parent, id)),
+        }
+    }
+}
+
+/// Mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() {
+            let digits = std::str::from_utf8(&bytes[i + 1..i + 4]).unwrap_or("");
+            if let Ok(b) = u8::from_str_radix(digits, 8) {
+                out.push(b);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// v1 controllers on their hierarchies plus controllers only the v2 mount has.
+#[derive(Debug)]
+pub struct Hybrid {
+    v1: V1Manager,
+    v2: V2Manager,
+}
+
+impl Cgroup for Hybrid {
+    fn version(&self) -> CgroupVersion {
+        CgroupVersion::Hybrid
+    }
+    fn paths(&self) -> Vec<PathBuf> {
+        let mut paths = self.v1.paths();
+        paths.extend(self.v2.paths());
+        paths
+    }
+    fn has_controller(&self, controller: &str) -> bool {
+        self.v1.has_controller(controller) || self.v2.has_controller(controller)
+    }
+    fn create(&self, resources: &Resources) -> Result<(), CgroupError> {
+        self.v1.create(resources)?;
+        self.v2.create(resources)
+    }
+    fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
+        self.v1.add_process(pid)?;
+        self.v2.add_process(pid)
+    }
+    fn processes(&self) -> Result<Vec<i32>, CgroupError> {
+        let mut pids = self.v1.processes()?;
+        pids.extend(self.v2.processes()?);
+        pids.sort_unstable();
+        pids.dedup();
+        Ok(pids)
+    }
+    fn restricts_devices(&self) -> bool {
+        self.v1.restricts_devices()
+    }
+    fn destroy(&self) -> Result<(), CgroupErrors> {
+        let mut errors = Vec::new();
+        if let Err(CgroupErrors(e)) = self.v1.destroy() {
+            errors.extend(e);
+        }
+        if let Err(CgroupErrors(e)) = self.v2.destroy() {
+            errors.extend(e);
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(CgroupErrors(errors))
+        }
+    }
+}
+
+/// Writes `value` to the control file `path`.
+pub(crate) fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
+    fs::write(path, value).map_err(|source| CgroupError::Write {
+        path: path.to_path_buf(),
+        value: value.to_owned(),
+        source,
+    })
+}
+
+/// The pids listed in `<dir>/cgroup.procs`; a missing cgroup has none.
+pub(crate) fn read_procs(dir: &Path) -> Result<Vec<i32>, CgroupError> {
+    let path = dir.join("cgroup.procs");
+    match fs::read_to_string(&path) {
+        Ok(text) => Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect()),
+        // ENODEV: the cgroup was removed (by a concurrent teardown) after we opened it.
+        Err(e) if is_gone(&e) => Ok(Vec::new()),
+        Err(source) => Err(CgroupError::Read { path, source }),
+    }
+}
+
+/// A cgroup that vanished under us (ENOENT, or ENODEV from a file of a removed cgroup).
+fn is_gone(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENODEV)
+}
+
+/// Creates `parent/<id>`, making the parent first if needed. A concurrent teardown may remove
+/// the shared parent between the two steps (see [`remove_parent_if_empty`]): then try again.
+pub(crate) fn make_dir(dir: &Path) -> Result<(), CgroupError> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        if let Some(parent) = dir.parent() {
+            fs::create_dir_all(parent).map_err(|source| CgroupError::CreateDir {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        match fs::create_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 5 => continue,
+            Err(source) => {
+                return Err(CgroupError::CreateDir {
+                    path: dir.to_path_buf(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// Kills every process in `dir` and removes it, retrying while the kernel still counts dying
+/// tasks (rmdir returns EBUSY until they are reaped). `kill_file` (v2's `cgroup.kill`) kills
+/// the whole subtree atomically where present.
+pub(crate) fn kill_and_remove(dir: &Path, kill_file: Option<&Path>, errors: &mut Vec<CgroupError>) {
+    const DEADLINE: Duration = Duration::from_secs(5);
+    let start = Instant::now();
+    loop {
+        if !dir.exists() {
+            return;
+        }
+        match kill_file {
+            Some(file) if file.exists() => {
+                if let Err(e) = write_file(file, "1") {
+                    errors.push(e);
+                    return;
+                }
+            }
+            _ => match read_procs(dir) {
+                Ok(pids) => {
+                    for pid in pids {
+                        match kill(Pid::from_raw(pid), Signal::SIGKILL) {
+                            Ok(()) | Err(nix::Error::ESRCH) => {}
+                            Err(source) => errors.push(CgroupError::Kill {
+                                pid,
+                                path: dir.to_path_buf(),
+                                source,
+                            }),
+                        }
+                    }
+                }
+                Err(e) => {
+                    errors.push(e);
+                    return;
+                }
+            },
+        }
+        match fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) if is_gone(&e) => return,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && start.elapsed() < DEADLINE => {
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(source) => {
+                errors.push(CgroupError::Remove {
+                    path: dir.to_path_buf(),
+                    source,
+                });
+                return;
+            }
+        }
+    }
+}
+
+/// Removes the shared parent (`<hierarchy>/berth`) once the last container is gone; another
+/// container still in it (EBUSY/ENOTEMPTY) or a concurrent removal (ENOENT) is fine.
+pub(crate) fn remove_parent_if_empty(dir: &Path) {
+    if let Some(parent) = dir.parent() {
+        let _ = fs::remove_dir(parent);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+30 24 0:26 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:9 - tmpfs tmpfs ro,mode=755
+31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw
+33 30 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid,nodev,noexec,relatime shared:14 - cgroup cgroup rw,cpu,cpuacct
+34 30 0:30 / /sys/fs/cgroup/memory rw,nosuid,nodev,noexec,relatime shared:15 - cgroup cgroup rw,memory
+35 30 0:31 / /sys/fs/cgroup/pids rw,nosuid,nodev,noexec,relatime shared:16 - cgroup cgroup rw,pids
+36 30 0:32 / /sys/fs/cgroup/systemd rw,nosuid,nodev,noexec,relatime shared:11 - cgroup cgroup rw,xattr,name=systemd
+37 30 0:33 /docker/abc /mnt/elsewhere rw - cgroup cgroup rw,freezer
+";
+
+    const PURE_V2: &str = "\
+29 24 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate
+";
+
+    fn id() -> ContainerId {
+        ContainerId::try_from("ab".repeat(32).as_str()).unwrap()
+    }
+
+    #[test]
+    fn hybrid_with_empty_unified_mount_is_v1() {
+        let layout = Layout::from_mountinfo(HYBRID, |_| Some(String::new())).unwrap();
+        assert_eq!(
+            layout.v1.get("cpuacct"),
+            Some(&PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"))
+        );
+        assert_eq!(
+            layout.v1.get("memory"),
+            Some(&PathBuf::from("/sys/fs/cgroup/memory"))
+        );
+        // Bind mounts of sub-cgroups are not hierarchy roots.
+        assert!(!layout.v1.contains_key("freezer"));
+        let cg = layout.manager("berth", &id());
+        assert_eq!(cg.version(), CgroupVersion::V1);
+        assert!(cg.has_controller("pids"));
+        assert!(!cg.has_controller("blkio"));
+        let paths = cg.paths();
+        // cpu and cpuacct share one directory.
+        assert_eq!(paths.len(), 3);
+        assert!(paths.contains(&PathBuf::from(format!(
+            "/sys/fs/cgroup/cpu,cpuacct/berth/{}",
+            id()
+        ))));
+    }
+
+    #[test]
+    fn controllers_only_on_unified_go_to_v2() {
+        let layout = Layout::from_mountinfo(HYBRID, |_| Some("io pids blkio".into())).unwrap();
+        let cg = layout.manager("berth", &id());
+        assert_eq!(cg.version(), CgroupVersion::Hybrid);
+        // pids is on v1 already; blkio only on v2.
+        assert!(cg.has_controller("blkio"));
+        assert!(cg.paths().contains(&PathBuf::from(format!(
+            "/sys/fs/cgroup/unified/berth/{}",
+            id()
+        ))));
+    }
+
+    #[test]
+    fn pure_v2() {
+        let layout = Layout::from_mountinfo(PURE_V2, |mount| {
+            assert_eq!(mount, Path::new("/sys/fs/cgroup"));
+            Some("cpuset cpu io memory hugetlb pids rdma misc\n".into())
+        })
+        .unwrap();
+        assert!(layout.v1.is_empty());
+        let cg = layout.manager("berth", &id());
+        assert_eq!(cg.version(), CgroupVersion::V2);
+        assert_eq!(
+            cg.paths(),
+            vec![PathBuf::from(format!("/sys/fs/cgroup/berth/{}", id()))]
+        );
+        assert!(cg.has_controller("memory") && !cg.restricts_devices());
+    }
+
+    #[test]
+    fn missing_controllers_are_named() {
+        let layout = Layout::from_mountinfo(PURE_V2, |_| Some("memory".into())).unwrap();
+        let cg = layout.manager("berth", &id());
+        let res = Resources {
+            pids_max: Some(10),
+            ..Resources::default()
+        };
+        let err = check_controllers(cg.as_ref(), &res).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--pids-limit needs the pids cgroup controller, which this host does not provide"
+        );
+    }
+
+    #[test]
+    fn no_cgroupfs_is_an_error() {
+        assert!(matches!(
+            Layout::from_mountinfo("", |_| None),
+            Err(CgroupError::NoCgroupFs)
+        ));
+    }
+
+    #[test]
+    fn mountinfo_octal_escapes() {
+        assert_eq!(unescape_mountinfo(r"/a\040b"), "/a b");
+        assert_eq!(unescape_mountinfo(r"/plain"), "/plain");
+        assert_eq!(unescape_mountinfo(r"/end\04"), r"/end\04");
+    }
+}

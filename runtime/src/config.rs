@@ -1,0 +1,640 @@
+//! Container configuration in two stages (STYLE §4): [`RunRequest`] holds the flags of
+//! `berth run` as typed; [`RunRequest::validate`] turns them into a [`RunSpec`] of validated
+//! types, refusing bad input before anything is created; [`RunSpec::into_config`] combines
+//! it with the image's defaults into the [`ContainerConfig`] that is stored and handed to the
+//! container's init.
+
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::caps::{CapSet, CapsError};
+use crate::cgroups::{CpuQuota, Resources};
+use crate::image::Image;
+use crate::names::{ContainerId, ContainerName, ImageName, NameError};
+
+/// Errors of the `config` module: each names the flag and echoes the input.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("--cap-add/--cap-drop")]
+    Caps(#[from] CapsError),
+    #[error(
+        "invalid --memory {input:?}: expected a number of bytes with an optional unit b, k, m or g (e.g. 64m, 1g)"
+    )]
+    Memory { input: String },
+    #[error("invalid --memory {input:?}: the minimum is 6m")]
+    MemoryTooSmall { input: String },
+    #[error("invalid --cpus {input:?}: expected a decimal number of CPUs such as 0.5")]
+    Cpus { input: String },
+    #[error("invalid --cpus {input:?}: the range is 0.01 to {available}.00 (CPUs available)")]
+    CpusRange { input: String, available: usize },
+    #[error("invalid --pids-limit {input}: use a positive number, or 0 or -1 for no limit")]
+    PidsLimit { input: i64 },
+    #[error("invalid -v {input:?}: expected HOST-DIR:CONTAINER-DIR[:ro|rw]")]
+    VolumeSyntax { input: String },
+    #[error("invalid -v {input:?}: {which} path {path:?} must be absolute and free of `..`")]
+    VolumePath {
+        input: String,
+        which: &'static str,
+        path: String,
+    },
+    #[error("invalid -v {input:?}: unknown option {option:?} (ro or rw)")]
+    VolumeOption { input: String, option: String },
+    #[error("invalid -v {input:?}: cannot mount over the container's /")]
+    VolumeOverRoot { input: String },
+    #[error("invalid -v {input:?}: host path {path} does not exist")]
+    VolumeSource {
+        input: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid -e {input:?}: expected KEY=VALUE or KEY (with a non-empty KEY)")]
+    Env { input: String },
+    #[error("invalid -w {input:?}: must be an absolute path free of `..`")]
+    Workdir { input: String },
+    #[error(
+        "invalid --hostname {input:?}: use letters, digits, '-' and '.', at most 64 characters"
+    )]
+    Hostname { input: String },
+    #[error("invalid --cgroup-parent {input:?}: use a relative path of [a-zA-Z0-9_.-] components")]
+    CgroupParent { input: String },
+    #[error(
+        "--network {input}: networks arrive with CNI support; only --network none works for now"
+    )]
+    Network { input: String },
+    #[error("no command given and image {image} has no default command")]
+    NoCommand { image: ImageName },
+}
+
+/// The flags of `berth run`, as typed (the wire stage).
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    pub image: String,
+    pub command: Vec<String>,
+    pub name: Option<String>,
+    pub hostname: Option<String>,
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub volumes: Vec<String>,
+    pub network: Option<String>,
+    pub memory: Option<String>,
+    pub cpus: Option<String>,
+    pub pids_limit: Option<i64>,
+    pub read_only: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub cgroup_parent: Option<String>,
+    pub interactive: bool,
+    pub tty: bool,
+    pub auto_remove: bool,
+}
+
+/// `-v HOST:CONTAINER[:ro]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Volume {
+    pub source: PathBuf,
+    pub destination: PathBuf,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// A network namespace with only `lo`, up.
+    #[default]
+    None,
+}
+
+/// Validated `berth run` flags, before the image's defaults are applied.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub image: ImageName,
+    pub command: Vec<String>,
+    pub name: Option<ContainerName>,
+    pub hostname: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub workdir: Option<PathBuf>,
+    pub volumes: Vec<Volume>,
+    pub network: NetworkMode,
+    pub resources: Resources,
+    pub read_only: bool,
+    pub capabilities: CapSet,
+    pub cgroup_parent: String,
+    pub interactive: bool,
+    pub tty: bool,
+    pub auto_remove: bool,
+}
+
+/// The complete configuration of a container: stored in its record, shown by `inspect`, and
+/// (with paths added) handed to its init.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerConfig {
+    pub image: ImageName,
+    /// argv of PID 1 (entrypoint + command).
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: PathBuf,
+    pub hostname: String,
+    pub volumes: Vec<Volume>,
+    pub network: NetworkMode,
+    pub resources: Resources,
+    pub read_only: bool,
+    pub capabilities: CapSet,
+    pub cgroup_parent: String,
+    pub interactive: bool,
+    pub tty: bool,
+    pub auto_remove: bool,
+}
+
+/// `$PATH` when neither the image nor `-e` sets one (docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The cgroup parent when `--cgroup-parent` is not given.
+pub const DEFAULT_CGROUP_PARENT: &str = "berth";
+
+impl RunRequest {
+    /// Validates every flag. `host_env` answers `-e KEY` (without a value), as docker takes
+    /// the value from the caller's environment; `cpus_available` bounds `--cpus`.
+    pub fn validate(
+        self,
+        host_env: impl Fn(&str) -> Option<String>,
+        cpus_available: usize,
+    ) -> Result<RunSpec, ConfigError> {
+        let image = ImageName::try_from(self.image.as_str())?;
+        let name = self
+            .name
+            .as_deref()
+            .map(ContainerName::try_from)
+            .transpose()?;
+        let hostname = self.hostname.map(parse_hostname).transpose()?;
+        let env = self
+            .env
+            .iter()
+            .filter_map(|e| parse_env(e, &host_env).transpose())
+            .collect::<Result<Vec<_>, _>>()?;
+        let workdir = self
+            .workdir
+            .map(|w| {
+                let path = PathBuf::from(&w);
+                if is_clean_absolute(&path) {
+                    Ok(path)
+                } else {
+                    Err(ConfigError::Workdir { input: w })
+                }
+            })
+            .transpose()?;
+        let volumes = self
+            .volumes
+            .iter()
+            .map(|v| parse_volume(v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let network = match self.network.as_deref() {
+            None | Some("none") => NetworkMode::None,
+            Some(other) => {
+                return Err(ConfigError::Network {
+                    input: other.to_owned(),
+                });
+            }
+        };
+        let resources = Resources {
+            memory_bytes: self.memory.as_deref().map(parse_memory).transpose()?,
+            cpu: self
+                .cpus
+                .as_deref()
+                .map(|c| parse_cpus(c, cpus_available))
+                .transpose()?,
+            pids_max: self.pids_limit.map(parse_pids_limit).transpose()?.flatten(),
+        };
+        let capabilities = CapSet::from_flags(&self.cap_add, &self.cap_drop)?;
+        let cgroup_parent = match self.cgroup_parent {
+            None => DEFAULT_CGROUP_PARENT.to_owned(),
+            Some(p) => parse_cgroup_parent(&p)?,
+        };
+        Ok(RunSpec {
+            image,
+            command: self.command,
+            name,
+            hostname,
+            env,
+            workdir,
+            volumes,
+            network,
+            resources,
+            read_only: self.read_only,
+            capabilities,
+            cgroup_parent,
+            interactive: self.interactive,
+            tty: self.tty,
+            auto_remove: self.auto_remove,
+        })
+    }
+}
+
+impl RunSpec {
+    /// Applies the image's defaults: argv = entrypoint + (command or the image's cmd), the
+    /// environment (PATH, HOSTNAME, the image's, `-e`, HOME, TERM with `-t`; later wins), the
+    /// working directory, and the short id as hostname.
+    pub fn into_config(
+        self,
+        image: &Image,
+        id: &ContainerId,
+    ) -> Result<ContainerConfig, ConfigError> {
+        let mut args = image.entrypoint.clone();
+        if self.command.is_empty() {
+            args.extend(image.cmd.iter().cloned());
+        } else {
+            args.extend(self.command);
+        }
+        if args.is_empty() {
+            return Err(ConfigError::NoCommand { image: self.image });
+        }
+        let hostname = self.hostname.unwrap_or_else(|| id.short().to_owned());
+
+        let mut env: Vec<(String, String)> = vec![
+            ("PATH".into(), DEFAULT_PATH.into()),
+            ("HOSTNAME".into(), hostname.clone()),
+        ];
+        let image_env = image
+            .env
+            .iter()
+            .filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())));
+        for (key, value) in image_env.chain(self.env) {
+            set_env(&mut env, key, value);
+        }
+        if !env.iter().any(|(k, _)| k == "HOME") {
+            env.push(("HOME".into(), "/root".into()));
+        }
+        if self.tty && !env.iter().any(|(k, _)| k == "TERM") {
+            env.push(("TERM".into(), "xterm".into()));
+        }
+
+        let workdir = self
+            .workdir
+            .or_else(|| {
+                image
+                    .workdir
+                    .as_deref()
+                    .map(PathBuf::from)
+                    .filter(|w| is_clean_absolute(w))
+            })
+            .unwrap_or_else(|| PathBuf::from("/"));
+
+        Ok(ContainerConfig {
+            image: self.image,
+            args,
+            env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            workdir,
+            hostname,
+            volumes: self.volumes,
+            network: self.network,
+            resources: self.resources,
+            read_only: self.read_only,
+            capabilities: self.capabilities,
+            cgroup_parent: self.cgroup_parent,
+            interactive: self.interactive,
+            tty: self.tty,
+            auto_remove: self.auto_remove,
+        })
+    }
+}
+
+fn set_env(env: &mut Vec<(String, String)>, key: String, value: String) {
+    match env.iter_mut().find(|(k, _)| *k == key) {
+        Some(slot) => slot.1 = value,
+        None => env.push((key, value)),
+    }
+}
+
+/// An absolute path with no `..` (and no `.`) components: safe to join under a root.
+pub fn is_clean_absolute(path: &Path) -> bool {
+    path.is_absolute()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+        && !path.as_os_str().as_encoded_bytes().contains(&0)
+}
+
+/// `64m`, `1g`, `1.5g`, `512k`, `1048576` (binary units, case-insensitive, optional `b`/`ib`
+/// suffix as docker's `RAMInBytes`).
+pub fn parse_memory(input: &str) -> Result<u64, ConfigError> {
+    let bad = || ConfigError::Memory {
+        input: input.to_owned(),
+    };
+    let lower = input.trim().to_ascii_lowercase();
+    let split = lower
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(split);
+    let shift = match unit {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(bad()),
+    };
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let bytes = value * 2f64.powi(shift);
+    if !bytes.is_finite() || bytes < 0.0 || bytes >= u64::MAX as f64 {
+        return Err(bad());
+    }
+    // Truncation intended: fractions of a byte are meaningless.
+    let bytes = bytes as u64;
+    if bytes < 6 << 20 {
+        return Err(ConfigError::MemoryTooSmall {
+            input: input.to_owned(),
+        });
+    }
+    Ok(bytes)
+}
+
+/// `--cpus 0.5` → 50000 µs every 100000 µs (docker's period).
+pub fn parse_cpus(input: &str, available: usize) -> Result<CpuQuota, ConfigError> {
+    const PERIOD_US: u64 = 100_000;
+    let cpus: f64 = input.trim().parse().map_err(|_| ConfigError::Cpus {
+        input: input.to_owned(),
+    })?;
+    let range = || ConfigError::CpusRange {
+        input: input.to_owned(),
+        available,
+    };
+    if !cpus.is_finite() || cpus < 0.01 || cpus > available as f64 {
+        return Err(range());
+    }
+    // Rounding intended: at most 1 µs off, and the range check above bounds the value.
+    let quota_us = (cpus * PERIOD_US as f64).round() as u64;
+    Ok(CpuQuota {
+        quota_us,
+        period_us: PERIOD_US,
+    })
+}
+
+/// Docker's convention: a positive limit, or 0 / -1 for none.
+fn parse_pids_limit(limit: i64) -> Result<Option<u64>, ConfigError> {
+    match limit {
+        0 | -1 => Ok(None),
+        n if n > 0 => Ok(u64::try_from(n).ok()),
+        n => Err(ConfigError::PidsLimit { input: n }),
+    }
+}
+
+/// `HOST:CONTAINER[:ro|rw]`: both absolute and free of `..`, the host path existing. The
+/// container path is resolved inside the rootfs later (symlinks cannot leave it).
+pub fn parse_volume(input: &str) -> Result<Volume, ConfigError> {
+    let parts: Vec<&str> = input.split(':').collect();
+    let (host, ctr, option) = match parts.as_slice() {
+        [h, c] => (*h, *c, None),
+        [h, c, o] => (*h, *c, Some(*o)),
+        _ => {
+            return Err(ConfigError::VolumeSyntax {
+                input: input.to_owned(),
+            });
+        }
+    };
+    let read_only = match option {
+        None | Some("rw") => false,
+        Some("ro") => true,
+        Some(other) => {
+            return Err(ConfigError::VolumeOption {
+                input: input.to_owned(),
+                option: other.to_owned(),
+            });
+        }
+    };
+    for (which, path) in [("host", host), ("container", ctr)] {
+        if !is_clean_absolute(Path::new(path)) {
+            return Err(ConfigError::VolumePath {
+                input: input.to_owned(),
+                which,
+                path: path.to_owned(),
+            });
+        }
+    }
+    let destination = PathBuf::from(ctr);
+    if destination.components().count() == 1 {
+        return Err(ConfigError::VolumeOverRoot {
+            input: input.to_owned(),
+        });
+    }
+    let source = PathBuf::from(host);
+    std::fs::metadata(&source).map_err(|e| ConfigError::VolumeSource {
+        input: input.to_owned(),
+        path: source.clone(),
+        source: e,
+    })?;
+    Ok(Volume {
+        source,
+        destination,
+        read_only,
+    })
+}
+
+/// `KEY=VALUE`, or `KEY` alone to pass the caller's value (skipped when unset).
+fn parse_env(
+    input: &str,
+    host_env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<(String, String)>, ConfigError> {
+    let bad = || ConfigError::Env {
+        input: input.to_owned(),
+    };
+    match input.split_once('=') {
+        Some(("", _)) => Err(bad()),
+        Some((key, value)) => Ok(Some((key.to_owned(), value.to_owned()))),
+        None if input.is_empty() => Err(bad()),
+        None => Ok(host_env(input).map(|v| (input.to_owned(), v))),
+    }
+}
+
+/// RFC 1123-ish: letters, digits, `-` and `.`, 1 to 64 bytes (the kernel's limit).
+fn parse_hostname(input: String) -> Result<String, ConfigError> {
+    let valid = !input.is_empty()
+        && input.len() <= 64
+        && !input.starts_with(['-', '.'])
+        && input
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if valid {
+        Ok(input)
+    } else {
+        Err(ConfigError::Hostname { input })
+    }
+}
+
+/// A relative cgroup path such as `berth` or `tests/berth-1` (a leading `/` is accepted).
+fn parse_cgroup_parent(input: &str) -> Result<String, ConfigError> {
+    let trimmed = input.trim_start_matches('/');
+    let valid = !trimmed.is_empty()
+        && trimmed.split('/').all(|c| {
+            !c.is_empty()
+                && c != "."
+                && c != ".."
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        });
+    if valid {
+        Ok(trimmed.to_owned())
+    } else {
+        Err(ConfigError::CgroupParent {
+            input: input.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn memory_units() {
+        assert_eq!(parse_memory("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_memory("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_memory("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_memory("1.5g").unwrap(), 3 << 29);
+        assert_eq!(parse_memory("8192k").unwrap(), 8 << 20);
+        assert_eq!(parse_memory("10MiB").unwrap(), 10 << 20);
+        assert_eq!(parse_memory("67108864").unwrap(), 64 << 20);
+        for bad in [
+            "",
+            "m",
+            "64x",
+            "-1m",
+            "1e3",
+            "6.4.1m",
+            "99999999999999999999g",
+        ] {
+            assert!(parse_memory(bad).is_err(), "{bad}");
+        }
+        assert!(matches!(
+            parse_memory("1m"),
+            Err(ConfigError::MemoryTooSmall { .. })
+        ));
+    }
+
+    #[test]
+    fn cpus_to_cfs_quota() {
+        assert_eq!(
+            parse_cpus("0.5", 2).unwrap(),
+            CpuQuota {
+                quota_us: 50_000,
+                period_us: 100_000
+            }
+        );
+        assert_eq!(parse_cpus("2", 2).unwrap().quota_us, 200_000);
+        assert_eq!(parse_cpus("0.01", 1).unwrap().quota_us, 1_000);
+        for bad in ["0", "3", "-1", "abc", "NaN", "inf", "0.001"] {
+            assert!(parse_cpus(bad, 2).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn volumes() {
+        let v = parse_volume("/tmp:/data:ro").unwrap();
+        assert_eq!(v.source, Path::new("/tmp"));
+        assert_eq!(v.destination, Path::new("/data"));
+        assert!(v.read_only);
+        assert!(!parse_volume("/tmp:/data").unwrap().read_only);
+        for bad in [
+            "/tmp",
+            "tmp:/data",
+            "/tmp:data",
+            "/tmp:/data/../etc",
+            "/tmp/../etc:/data",
+            "/tmp:/data:rx",
+            "/tmp:/:ro",
+            "/tmp:/a:ro:x",
+            "/no/such/dir/berth:/data",
+        ] {
+            assert!(parse_volume(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn env_forms() {
+        let host = |k: &str| (k == "FROM_HOST").then(|| "yes".to_owned());
+        assert_eq!(
+            parse_env("A=b=c", &host).unwrap(),
+            Some(("A".into(), "b=c".into()))
+        );
+        assert_eq!(
+            parse_env("A=", &host).unwrap(),
+            Some(("A".into(), "".into()))
+        );
+        assert_eq!(
+            parse_env("FROM_HOST", &host).unwrap(),
+            Some(("FROM_HOST".into(), "yes".into()))
+        );
+        assert_eq!(parse_env("UNSET", &host).unwrap(), None);
+        assert!(parse_env("=v", &host).is_err());
+        assert!(parse_env("", &host).is_err());
+    }
+
+    #[test]
+    fn network_only_none() {
+        let req = RunRequest {
+            image: "busybox".into(),
+            network: Some("bridge".into()),
+            ..RunRequest::default()
+        };
+        let err = req.validate(no_env, 2).unwrap_err();
+        assert!(err.to_string().contains("networks arrive with CNI support"));
+    }
+
+    #[test]
+    fn config_merges_image_defaults() {
+        let image = Image {
+            name: ImageName::try_from("busybox").unwrap(),
+            created: String::new(),
+            cmd: vec!["sh".into()],
+            entrypoint: vec![],
+            env: vec!["PATH=/bin".into(), "IMG=1".into()],
+            workdir: Some("/srv".into()),
+            source: String::new(),
+        };
+        let id = ContainerId::try_from("12".repeat(32).as_str()).unwrap();
+        let spec = RunRequest {
+            image: "busybox".into(),
+            env: vec!["IMG=2".into(), "X=y".into()],
+            tty: true,
+            ..RunRequest::default()
+        }
+        .validate(no_env, 2)
+        .unwrap();
+        let config = spec.into_config(&image, &id).unwrap();
+        assert_eq!(config.args, vec!["sh"]);
+        assert_eq!(config.hostname, "121212121212");
+        assert_eq!(config.workdir, Path::new("/srv"));
+        assert_eq!(
+            config.env,
+            vec![
+                "PATH=/bin",
+                "HOSTNAME=121212121212",
+                "IMG=2",
+                "X=y",
+                "HOME=/root",
+                "TERM=xterm"
+            ]
+        );
+        assert_eq!(config.cgroup_parent, DEFAULT_CGROUP_PARENT);
+    }
+
+    #[test]
+    fn hostnames_and_cgroup_parents() {
+        assert!(parse_hostname("web-1.local".into()).is_ok());
+        assert!(parse_hostname("-x".into()).is_err());
+        assert!(parse_hostname("a_b".into()).is_err());
+        assert!(parse_hostname("x".repeat(65)).is_err());
+        assert_eq!(parse_cgroup_parent("/berth-t1").unwrap(), "berth-t1");
+        assert_eq!(parse_cgroup_parent("a/b").unwrap(), "a/b");
+        for bad in ["", "/", "a/../b", "a//b", "a b"] {
+            assert!(parse_cgroup_parent(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Namespaces: the container's named network namespace (created by the runtime, joined by
+//! the init), and the fixed order in which the init enters the others.
+//!
+//! The network namespace exists *before* the container's process, as a file bind-mounted at
+//! `<runroot>/netns/<id>` (the way `ip netns add` makes one). That is what lets the CNI phase
+//! configure interfaces before the user's command runs, and what CNI_NETNS will name. It is
+//! created on a short-lived helper thread that unshares, brings `lo` up, bind-mounts its
+//! `/proc/thread-self/ns/net` and exits: the caller's thread never changes namespace
+//! (STYLE §6.1).
+//!
+//! The init (single-threaded, freshly exec'ed, already PID 1 of a new pid namespace made by
+//! `clone3`) then applies, in this order:
+//! 1. `setns(netns)`: join the prepared network namespace;
+//! 2. `unshare(NEWNS | NEWUTS | NEWIPC | NEWCGROUP)`: the cgroup namespace last among the
+//!    decisions that depend on placement, because its root is the cgroup the process is in at
+//!    unshare time, so the runtime must have moved the init into the container's cgroup first
+//!    (it has: the init only proceeds once its configuration arrives, which the runtime
+//!    sends after the move). `unshare(CLONE_NEWNS)` needs fs attributes not shared with other
+//!    threads: true in a single-threaded process.
+//!
+//! The user namespace, which would have to come first, is phase 2.
+
+use std::ffi::CStr;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::thread;
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, setns, unshare};
+
+/// Errors of the `namespaces` module.
+#[derive(Debug, thiserror::Error)]
+pub enum NamespaceError {
+    #[error("create netns mount point {path}")]
+    CreateFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("spawn the helper thread creating netns {path}")]
+    SpawnThread {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("helper thread creating netns {path} panicked")]
+    ThreadPanicked { path: PathBuf },
+    #[error("unshare a new network namespace for {path}")]
+    UnshareNet {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("bring lo up in netns {path}")]
+    LoopbackUp {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("bind-mount the new network namespace on {path}")]
+    BindNetns {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("unmount netns {path}")]
+    UnmountNetns {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("remove netns file {path}")]
+    RemoveNetns {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("open netns {path}")]
+    OpenNetns {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("join netns {path}")]
+    JoinNetns {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("unshare mount, uts, ipc and cgroup namespaces")]
+    Unshare(#[source] nix::Error),
+}
+
+/// Creates the network namespace file `path` (which must not exist) with `lo` up.
+/// On failure nothing is left behind.
+pub fn create_netns(path: &Path) -> Result<(), NamespaceError> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(path)
+        .map_err(|source| NamespaceError::CreateFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let result = thread::scope(|scope| {
+        let helper = thread::Builder::new()
+            .name("berth-netns".into())
+            .spawn_scoped(scope, || -> Result<(), NamespaceError> {
+                // Only this thread moves, and it exits right after the mount.
+                unshare(CloneFlags::CLONE_NEWNET).map_err(|source| NamespaceError::UnshareNet {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                loopback_up().map_err(|source| NamespaceError::LoopbackUp {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                mount(
+                    Some("/proc/thread-self/ns/net"),
+                    path,
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(|source| NamespaceError::BindNetns {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            })
+            .map_err(|source| NamespaceError::SpawnThread {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        helper.join().map_err(|_| NamespaceError::ThreadPanicked {
+            path: path.to_path_buf(),
+        })?
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(path);
+    }
+    result
+}
+
+/// Sets `IFF_UP` on `lo` in the calling thread's network namespace (the classic ioctl: one
+/// socket, no netlink needed for a single flag).
+fn loopback_up() -> io::Result<()> {
+    // SAFETY: plain socket(2); the result is checked before use.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own; OwnedFd closes it on every path.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data (a name array and a union of integers/addresses);
+    // all-zero is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    let name: &CStr = c"lo";
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(name.to_bytes_with_nul()) {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the name and writes ifru_flags of the ifreq we pass, which
+    // lives for the duration of the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &raw mut ifr) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just filled ifru_flags, the union member SIOCGIFFLAGS uses.
+    let flags = unsafe { ifr.ifr_ifru.ifru_flags };
+    // IFF_UP is 0x1: fits the short the kernel uses for flags.
+    ifr.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    // SAFETY: as above; SIOCSIFFLAGS reads the name and ifru_flags.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &raw const ifr) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Unmounts and removes the network namespace file. Idempotent: a missing or already
+/// unmounted file is success. `MNT_DETACH` as `ip netns delete`: it succeeds even while a
+/// process still holds the namespace; the kernel frees it with its last user.
+pub fn remove_netns(path: &Path) -> Result<(), NamespaceError> {
+    match umount2(path, MntFlags::MNT_DETACH) {
+        // EINVAL: not a mount point (never mounted, or unmounted already).
+        Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
+        Err(source) => {
+            return Err(NamespaceError::UnmountNetns {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    }
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(NamespaceError::RemoveNetns {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Step 1 in the init: join the prepared network namespace.
+pub fn join_netns(path: &Path) -> Result<(), NamespaceError> {
+    let file = File::open(path).map_err(|source| NamespaceError::OpenNetns {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| NamespaceError::JoinNetns {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Step 2 in the init: new mount, UTS, IPC and cgroup namespaces (the pid namespace came
+/// with clone3; the network namespace was joined).
+pub fn unshare_rest() -> Result<(), NamespaceError> {
+    unshare(
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWCGROUP,
+    )
+    .map_err(NamespaceError::Unshare)
+}

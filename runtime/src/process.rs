@@ -1,0 +1,564 @@
+//! The runtime's side of the container process: starting the init with `clone3`, the
+//! config/sync handshake, and supervising PID 1 in the foreground (signal forwarding, the
+//! pty, the exit status).
+//!
+//! **Why clone3 and not fork or `Command`.** PID 1 of a new pid namespace must be *created*
+//! in it (`unshare(CLONE_NEWPID)` only affects children), so the process is made by
+//! `clone3(CLONE_NEWPID | CLONE_PIDFD)`. Without `CLONE_VM` and with no stack given, clone3
+//! behaves like fork, and the child does nothing but async-signal-safe syscalls (`dup2`,
+//! `fcntl`, `execve`) on memory prepared beforehand, so it is sound even if the runtime had
+//! other threads. The pidfd it returns names the process for `pidfd_send_signal` and
+//! `poll` without pid-reuse races.
+//!
+//! **Signals.** [`SignalForwarder::block`] blocks the forwarded signals for the whole run and
+//! reads them from a signalfd; the init unblocks them before exec. A signal arriving during
+//! setup is not lost: it is forwarded once PID 1 runs. PID 1 of a pid namespace ignores
+//! signals it has no handler for (except SIGKILL), exactly as under docker without `--init`.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, IoSliceMut, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::pty::Winsize;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{
+    AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg, socketpair,
+};
+use nix::sys::termios::{self, SetArg, Termios};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{Pid, pipe2};
+
+use crate::init::{InitConfig, InitFailure};
+
+/// Errors of the `process` module.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("create a pipe to the container's init")]
+    Pipe(#[source] nix::Error),
+    #[error("open /dev/null for the container's stdin")]
+    DevNull(#[source] io::Error),
+    #[error("clone3 the container's init (new pid namespace)")]
+    Clone(#[source] io::Error),
+    #[error("send the configuration to the container's init")]
+    SendConfig(#[source] io::Error),
+    #[error("read the container init's report")]
+    ReadSync(#[source] io::Error),
+    /// The init reported a failure (its message names the step).
+    #[error("{message}")]
+    Init { message: String, exit_code: i32 },
+    #[error("block signals for forwarding")]
+    BlockSignals(#[source] nix::Error),
+    #[error("create a signalfd")]
+    SignalFd(#[source] nix::Error),
+    #[error("wait for the container")]
+    Wait(#[source] nix::Error),
+    #[error("poll the container, signals and terminal")]
+    Poll(#[source] nix::Error),
+    #[error("serialize the init configuration")]
+    Serialize(#[source] serde_json::Error),
+}
+
+impl ProcessError {
+    /// The exit code `berth run` reports for this failure (docker's 125/126/127).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ProcessError::Init { exit_code, .. } => *exit_code,
+            _ => 125,
+        }
+    }
+}
+
+/// The signals forwarded to PID 1 (SIGWINCH resizes the pty instead).
+const FORWARDED: [Signal; 9] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGCONT,
+    Signal::SIGALRM,
+    Signal::SIGWINCH,
+];
+
+/// Blocks the forwarded signals (SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2, SIGCONT,
+/// SIGALRM, SIGWINCH) for its lifetime and delivers them through a signalfd. Restores the
+/// previous mask on drop.
+#[derive(Debug)]
+pub struct SignalForwarder {
+    fd: SignalFd,
+    previous: SigSet,
+}
+
+impl SignalForwarder {
+    pub fn block() -> Result<SignalForwarder, ProcessError> {
+        let mut set = SigSet::empty();
+        for sig in FORWARDED {
+            set.add(sig);
+        }
+        let mut previous = SigSet::empty();
+        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut previous))
+            .map_err(ProcessError::BlockSignals)?;
+        let fd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+            .map_err(ProcessError::SignalFd)?;
+        Ok(SignalForwarder { fd, previous })
+    }
+}
+
+impl Drop for SignalForwarder {
+    fn drop(&mut self) {
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.previous), None);
+    }
+}
+
+/// What the container's stdin/stdout/stderr are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StdioMode {
+    /// `-i`: stdin is passed (or, with a tty, relayed); otherwise it is `/dev/null`.
+    pub interactive: bool,
+    /// `-t`: the init allocates a pty in the container's own devpts instance and sends the
+    /// master back over the sync socket (as runc's console socket); the runtime relays it.
+    pub tty: bool,
+}
+
+/// The master side of the container's pty, received from the init.
+#[derive(Debug)]
+pub struct Terminal {
+    master: OwnedFd,
+    interactive: bool,
+}
+
+/// The caller's terminal size (rows, columns), if stdin or stdout is a terminal.
+pub fn terminal_size() -> Option<(u16, u16)> {
+    caller_winsize().map(|w| (w.ws_row, w.ws_col))
+}
+
+fn caller_winsize() -> Option<Winsize> {
+    for fd in [libc::STDIN_FILENO, libc::STDOUT_FILENO] {
+        let mut size = Winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCGWINSZ writes one Winsize into the pointer we pass, which lives for
+        // the call. A descriptor that is not a terminal just fails.
+        let rc = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &raw mut size) };
+        if rc == 0 && size.ws_col > 0 {
+            return Some(size);
+        }
+    }
+    None
+}
+
+/// The container's init process, seen from the runtime.
+#[derive(Debug)]
+pub struct InitProcess {
+    pid: Pid,
+    pidfd: OwnedFd,
+    config: Option<File>,
+    sync: OwnedFd,
+    stdio: StdioMode,
+    reaped: bool,
+}
+
+impl InitProcess {
+    /// Starts `berth init` (this executable, re-exec'ed) as PID 1 of a new pid namespace.
+    /// The child waits for [`send_config`](Self::send_config).
+    pub fn spawn(stdio: StdioMode) -> Result<InitProcess, ProcessError> {
+        let (config_r, config_w) = pipe2(OFlag::O_CLOEXEC).map_err(ProcessError::Pipe)?;
+        // A socket rather than a pipe: with -t it carries the pty master (SCM_RIGHTS).
+        let (sync_r, sync_w) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(ProcessError::Pipe)?;
+
+        // Everything the child touches is prepared here: after clone3 it may not allocate.
+        // INVARIANT: these literals and decimal numbers contain no NUL byte.
+        let cstr = |s: String| CString::new(s).expect("no NUL in init arguments");
+        let program = cstr("/proc/self/exe".into());
+        let argv_owned = [
+            cstr("berth".into()),
+            cstr("init".into()),
+            cstr("--config-fd".into()),
+            cstr(config_r.as_raw_fd().to_string()),
+            cstr("--sync-fd".into()),
+            cstr(sync_w.as_raw_fd().to_string()),
+        ];
+        let mut argv: Vec<*const libc::c_char> = argv_owned.iter().map(|s| s.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+        // With a tty the init replaces all three; until then it reads nothing.
+        let dev_null = if stdio.tty || !stdio.interactive {
+            Some(File::open("/dev/null").map_err(ProcessError::DevNull)?)
+        } else {
+            None
+        };
+        let stdin_fd = dev_null.as_ref().map(|f| f.as_raw_fd());
+
+        let mut pidfd: libc::c_int = -1;
+        // SAFETY: clone_args is plain data (u64 fields); all-zero means "no options".
+        let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+        // Both constants are small positive bit masks / signal numbers.
+        args.flags = (libc::CLONE_NEWPID | libc::CLONE_PIDFD) as u64;
+        args.pidfd = (&raw mut pidfd) as u64;
+        args.exit_signal = libc::SIGCHLD as u64;
+
+        // SAFETY: clone3 with neither CLONE_VM nor a stack behaves like fork: the child gets
+        // a copy of this address space and returns 0 here. The child branch below calls only
+        // async-signal-safe functions (dup2, fcntl, execve, _exit) on memory prepared above,
+        // so it is sound even if other threads held locks at the time of the clone.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &raw mut args,
+                size_of::<libc::clone_args>(),
+            )
+        };
+        if ret == 0 {
+            // --- child: async-signal-safe only, until execve ---
+            // SAFETY: plain syscalls on descriptor numbers and pointers prepared before the
+            // clone (argv/envp are NULL-terminated arrays of valid C strings).
+            unsafe {
+                if let Some(fd) = stdin_fd {
+                    libc::dup2(fd, 0);
+                }
+                // The two descriptors the init uses survive the exec; all else is CLOEXEC.
+                libc::fcntl(config_r.as_raw_fd(), libc::F_SETFD, 0);
+                libc::fcntl(sync_w.as_raw_fd(), libc::F_SETFD, 0);
+                libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                libc::_exit(125);
+            }
+        }
+        if ret < 0 {
+            return Err(ProcessError::Clone(io::Error::last_os_error()));
+        }
+        // The parent keeps its ends only; dropping the child's ends lets EOF arrive.
+        drop(config_r);
+        drop(sync_w);
+        // Truncation impossible: clone3 returns a pid_t.
+        let pid = Pid::from_raw(ret as libc::pid_t);
+        // SAFETY: with CLONE_PIDFD the kernel stored a new descriptor in `pidfd`, owned by us.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+        Ok(InitProcess {
+            pid,
+            pidfd,
+            config: Some(File::from(config_w)),
+            sync: sync_r,
+            stdio,
+            reaped: false,
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    /// Sends the configuration and closes the pipe: the init's "go". Call it after the
+    /// process was moved into its cgroup.
+    pub fn send_config(&mut self, config: &InitConfig) -> Result<(), ProcessError> {
+        let json = serde_json::to_vec(config).map_err(ProcessError::Serialize)?;
+        let mut pipe = self.config.take().ok_or_else(|| {
+            ProcessError::SendConfig(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "configuration already sent",
+            ))
+        })?;
+        pipe.write_all(&json).map_err(ProcessError::SendConfig)
+    }
+
+    /// Waits until the init has exec'ed the user's command (EOF on the sync socket) or
+    /// reported why it could not. With a tty, returns the pty master the init sent.
+    pub fn wait_exec(&mut self) -> Result<Option<Terminal>, ProcessError> {
+        let mut report = Vec::new();
+        let mut master = None;
+        loop {
+            let mut buf = [0u8; 4096];
+            let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+            let (bytes, fds) = {
+                let mut iov = [IoSliceMut::new(&mut buf)];
+                let msg = match recvmsg::<()>(
+                    self.sync.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut cmsg),
+                    MsgFlags::MSG_CMSG_CLOEXEC,
+                ) {
+                    Ok(msg) => msg,
+                    Err(nix::Error::EINTR) => continue,
+                    Err(e) => return Err(ProcessError::ReadSync(e.into())),
+                };
+                let mut fds = Vec::new();
+                if let Ok(cmsgs) = msg.cmsgs() {
+                    for c in cmsgs {
+                        if let ControlMessageOwned::ScmRights(received) = c {
+                            fds.extend(received);
+                        }
+                    }
+                }
+                (msg.bytes, fds)
+            };
+            for fd in fds {
+                // SAFETY: SCM_RIGHTS installed this descriptor in our table for us.
+                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                master.get_or_insert(fd);
+            }
+            if bytes == 0 {
+                break;
+            }
+            report.extend_from_slice(&buf[..bytes]);
+        }
+        // The pty hand-over is marked by a lone newline, which JSON parsing ignores.
+        if report.iter().all(u8::is_ascii_whitespace) {
+            // EOF without a word: the successful execve closed the socket. (Every failure
+            // of the init, panics included, is reported before it exits; the command itself
+            // may well have exited already, so the process state proves nothing here.)
+            return Ok(master.map(|master| Terminal {
+                master,
+                interactive: self.stdio.interactive,
+            }));
+        }
+        match serde_json::from_slice::<InitFailure>(&report) {
+            Ok(failure) => Err(ProcessError::Init {
+                message: failure.message,
+                exit_code: failure.exit_code,
+            }),
+            Err(_) => Err(ProcessError::Init {
+                message: String::from_utf8_lossy(&report).trim().to_owned(),
+                exit_code: 125,
+            }),
+        }
+    }
+
+    /// Sends `signal` to PID 1 through the pidfd (no pid-reuse race).
+    pub fn signal(&self, signal: libc::c_int) -> io::Result<()> {
+        send_signal(self.pidfd.as_fd(), signal)
+    }
+
+    /// Reaps the process: its exit code, or 128 + signal when killed.
+    pub fn wait(&mut self) -> Result<i32, ProcessError> {
+        loop {
+            match waitpid(self.pid, None) {
+                Ok(WaitStatus::Exited(_, code)) => {
+                    self.reaped = true;
+                    return Ok(code);
+                }
+                Ok(WaitStatus::Signaled(_, sig, _)) => {
+                    self.reaped = true;
+                    return Ok(128 + sig as i32);
+                }
+                Ok(_) | Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(ProcessError::Wait(e)),
+            }
+        }
+    }
+
+    /// Runs PID 1 in the foreground until it exits: forwards signals, relays the pty, and
+    /// returns the exit code (128 + signal when killed).
+    pub fn supervise(
+        &mut self,
+        signals: &SignalForwarder,
+        terminal: Option<Terminal>,
+    ) -> Result<i32, ProcessError> {
+        let pty = terminal;
+        let _raw = match &pty {
+            Some(p) if p.interactive => RawMode::enter(),
+            _ => None,
+        };
+        if let Some(p) = &pty {
+            let _ = fcntl(&p.master, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+        }
+        let mut stdin_open = pty.as_ref().is_some_and(|p| p.interactive);
+        let stdin = io::stdin();
+        loop {
+            let mut fds = vec![
+                PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN),
+                PollFd::new(signals.fd.as_fd(), PollFlags::POLLIN),
+            ];
+            if let Some(p) = &pty {
+                fds.push(PollFd::new(p.master.as_fd(), PollFlags::POLLIN));
+                if stdin_open {
+                    fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+                }
+            }
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(ProcessError::Poll(e)),
+            }
+            let ready = |i: usize| {
+                fds.get(i)
+                    .and_then(|f| f.revents())
+                    .is_some_and(|r| !r.is_empty())
+            };
+            let (exited, signalled, master_ready, stdin_ready) =
+                (ready(0), ready(1), ready(2), ready(3));
+            drop(fds);
+            if signalled {
+                while let Ok(Some(info)) = signals.fd.read_signal() {
+                    // ssi_signo is a small positive signal number.
+                    let sig = info.ssi_signo as libc::c_int;
+                    if sig == libc::SIGWINCH {
+                        if let (Some(p), Some(size)) = (&pty, caller_winsize()) {
+                            // SAFETY: TIOCSWINSZ reads the Winsize we pass for the call.
+                            unsafe {
+                                libc::ioctl(p.master.as_raw_fd(), libc::TIOCSWINSZ, &raw const size)
+                            };
+                        }
+                        continue;
+                    }
+                    // ESRCH: it is exiting; the pidfd reports that next.
+                    let _ = self.signal(sig);
+                }
+            }
+            if let Some(p) = &pty {
+                if master_ready {
+                    copy_available(p.master.as_fd());
+                }
+                if stdin_open && stdin_ready {
+                    stdin_open = relay_stdin(p.master.as_fd());
+                }
+            }
+            if exited {
+                break;
+            }
+        }
+        if let Some(p) = &pty {
+            // PID 1 is gone, and with it the whole pid namespace: the slave is closed, so
+            // what is left in the master's buffer can be drained without blocking.
+            copy_available(p.master.as_fd());
+        }
+        self.wait()
+    }
+}
+
+impl Drop for InitProcess {
+    fn drop(&mut self) {
+        // A process that was never waited for (an error path) is killed and reaped so that
+        // nothing outlives the runtime.
+        if !self.reaped {
+            let _ = self.signal(libc::SIGKILL);
+            let _ = self.wait();
+        }
+    }
+}
+
+/// pidfd_send_signal(2).
+pub fn send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: integers and a null siginfo pointer (the kernel fills in a default one).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// pidfd_open(2) for a process that is not our child (`rm -f`).
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: integers only; a non-negative result is a new descriptor we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Truncation impossible: descriptors are ints.
+    // SAFETY: a fresh descriptor returned by the kernel, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Waits up to `timeout` for the process behind `pidfd` to exit.
+pub fn wait_pidfd(pidfd: BorrowedFd<'_>, timeout: Duration) -> bool {
+    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    let mut fds = [PollFd::new(pidfd, PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0)
+}
+
+/// Copies what the (non-blocking) master has to stdout.
+fn copy_available(master: BorrowedFd<'_>) {
+    let mut buf = [0u8; 8192];
+    let mut out = io::stdout().lock();
+    loop {
+        match nix::unistd::read(master, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                // The reader went away: keep draining so the container never blocks.
+                let _ = out.write_all(&buf[..n]);
+            }
+            // EAGAIN: nothing more now; EIO: the slave side is closed.
+            Err(_) => break,
+        }
+    }
+    let _ = out.flush();
+}
+
+/// Copies available stdin to the master; on EOF sends the terminal's EOF character and
+/// returns false (stop reading stdin).
+fn relay_stdin(master: BorrowedFd<'_>) -> bool {
+    let mut buf = [0u8; 8192];
+    match nix::unistd::read(io::stdin().as_fd(), &mut buf) {
+        Ok(0) | Err(_) => {
+            // ^D: the line discipline turns it into end-of-file for the reader inside.
+            write_all_fd(master, &[0x04]);
+            false
+        }
+        Ok(n) => {
+            write_all_fd(master, &buf[..n]);
+            true
+        }
+    }
+}
+
+/// Writes all of `data` to the non-blocking `fd`, waiting (up to a second at a time) while
+/// it is full; gives up if the other side stops reading.
+fn write_all_fd(fd: BorrowedFd<'_>, mut data: &[u8]) {
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(nix::Error::EAGAIN) => {
+                let mut fds = [PollFd::new(fd, PollFlags::POLLOUT)];
+                if !matches!(poll(&mut fds, PollTimeout::from(1000u16)), Ok(n) if n > 0) {
+                    return;
+                }
+            }
+            Err(nix::Error::EINTR) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// The caller's terminal in raw mode while a `-it` container runs, restored on drop.
+struct RawMode {
+    saved: Termios,
+}
+
+impl RawMode {
+    fn enter() -> Option<RawMode> {
+        let stdin = io::stdin();
+        let saved = termios::tcgetattr(stdin.as_fd()).ok()?;
+        let mut raw = saved.clone();
+        termios::cfmakeraw(&mut raw);
+        termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw).ok()?;
+        Some(RawMode { saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = termios::tcsetattr(io::stdin().as_fd(), SetArg::TCSANOW, &self.saved);
+    }
+}

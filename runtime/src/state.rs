@@ -1,0 +1,430 @@
+//! The state store: where everything lives, the lock, and container records.
+//!
+//! ```text
+//! <root>/                      persistent (--root, default /var/lib/berth)
+//!   berth.lock                 flock: held while records are created, changed or removed
+//!   images/<name>/rootfs       image root filesystems (never written after creation)
+//!   images/<name>/image.json
+//!   containers/<id>/container.json   the record: config + state
+//!   containers/<id>/upper,work       the overlay's writable layer (gone with the container)
+//!   containers/<id>/merged           the overlay mount point (mounted only in the
+//!                                    container's own mount namespace)
+//! <runroot>/                   runtime (--runroot, default /run/berth)
+//!   netns/<id>                 the container's network namespace, bind-mounted
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::config::ContainerConfig;
+use crate::names::{ContainerId, ContainerName, NameError};
+
+/// Errors of the `state` module.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(
+        "{flag} {path:?} must be an absolute path without ',', ':' or '\\' (overlayfs option syntax)"
+    )]
+    BadRoot { flag: &'static str, path: PathBuf },
+    #[error("create state directory {path}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("lock {path}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("parse {path}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("remove {path}")]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no such container: {query}")]
+    NotFound { query: String },
+    #[error("{query} matches more than one container id: be more specific")]
+    Ambiguous { query: String },
+    #[error("the container name {name} is already in use by container {id}")]
+    NameInUse {
+        name: ContainerName,
+        id: ContainerId,
+    },
+    #[error(transparent)]
+    Name(#[from] NameError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Recorded, not started (or its start failed).
+    Created,
+    /// PID 1 was exec'ed and, as far as the record knows, runs.
+    Running,
+    Exited,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerState {
+    pub status: Option<Status>,
+    /// PID 1 of the container, as the host sees it.
+    pub pid: Option<i32>,
+    /// Its start time (`/proc/<pid>/stat` field 22), telling it apart from a reused pid.
+    pub pid_start_time: Option<u64>,
+    pub exit_code: Option<i32>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+/// One container: `<root>/containers/<id>/container.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerRecord {
+    pub id: ContainerId,
+    pub name: ContainerName,
+    pub created: String,
+    pub config: ContainerConfig,
+    pub state: ContainerState,
+}
+
+impl ContainerRecord {
+    /// The status, checked against the kernel: a "running" record whose process is gone
+    /// (its `berth run` was killed) counts as exited.
+    pub fn live_status(&self) -> Status {
+        match self.state.status {
+            Some(Status::Running) => match (self.state.pid, self.state.pid_start_time) {
+                (Some(pid), Some(start)) if live_start_time(pid) == Some(start) => Status::Running,
+                _ => Status::Exited,
+            },
+            Some(status) => status,
+            None => Status::Created,
+        }
+    }
+}
+
+/// Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot).
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    stat_fields(pid).map(|(_, start)| start)
+}
+
+/// The start time of `pid` if it exists and has not exited (a zombie whose runtime was
+/// killed may linger until its new parent reaps it: it is not running).
+fn live_start_time(pid: i32) -> Option<u64> {
+    stat_fields(pid)
+        .filter(|(state, _)| !matches!(state, 'Z' | 'X'))
+        .map(|(_, start)| start)
+}
+
+/// (state, start time) from `/proc/<pid>/stat`.
+fn stat_fields(pid: i32) -> Option<(char, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+    // rest starts at field 3 (state); field 22 is the 20th from there.
+    let state = rest.next()?.chars().next()?;
+    let start = rest.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// Proof that the store lock is held: functions that change records take a `&StoreLock`.
+#[derive(Debug)]
+pub struct StoreLock {
+    _flock: Flock<File>,
+}
+
+/// The state roots.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+    runroot: PathBuf,
+}
+
+fn mkdir(path: &Path, mode: u32) -> Result<(), StateError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .map_err(|source| StateError::CreateDir {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, then rename.
+/// `durable` adds an fsync before the rename (for records that must survive a crash; status
+/// updates need not, since [`ContainerRecord::live_status`] checks the kernel anyway).
+fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<(), StateError> {
+    let err = |source| StateError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("json.tmp");
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err)?;
+    file.write_all(bytes).map_err(err)?;
+    if durable {
+        file.sync_all().map_err(err)?;
+    }
+    fs::rename(&tmp, path).map_err(err)
+}
+
+impl Store {
+    /// Opens (creating if needed) the state under `root` and `runroot`.
+    pub fn open(root: &Path, runroot: &Path) -> Result<Store, StateError> {
+        for (flag, path) in [("--root", root), ("--runroot", runroot)] {
+            let bad = path
+                .as_os_str()
+                .as_encoded_bytes()
+                .iter()
+                .any(|b| matches!(b, b',' | b':' | b'\\'));
+            if !path.is_absolute() || bad {
+                return Err(StateError::BadRoot {
+                    flag,
+                    path: path.to_path_buf(),
+                });
+            }
+        }
+        let store = Store {
+            root: root.to_path_buf(),
+            runroot: runroot.to_path_buf(),
+        };
+        mkdir(&store.root, 0o700)?;
+        mkdir(&store.containers_dir(), 0o700)?;
+        mkdir(&store.images_dir(), 0o700)?;
+        mkdir(&store.runroot, 0o700)?;
+        mkdir(&store.runroot.join("netns"), 0o755)?;
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn runroot(&self) -> &Path {
+        &self.runroot
+    }
+
+    pub fn images_dir(&self) -> PathBuf {
+        self.root.join("images")
+    }
+
+    pub fn containers_dir(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+
+    pub fn container_dir(&self, id: &ContainerId) -> PathBuf {
+        self.containers_dir().join(id.as_str())
+    }
+
+    pub fn netns_path(&self, id: &ContainerId) -> PathBuf {
+        self.runroot.join("netns").join(id.as_str())
+    }
+
+    fn record_path(&self, id: &ContainerId) -> PathBuf {
+        self.container_dir(id).join("container.json")
+    }
+
+    /// Takes the store lock (blocking). Held briefly: never across a container's lifetime.
+    pub fn lock(&self) -> Result<StoreLock, StateError> {
+        let path = self.root.join("berth.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| StateError::Lock {
+                path: path.clone(),
+                source,
+            })?;
+        let flock =
+            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| StateError::Lock {
+                path,
+                source: errno.into(),
+            })?;
+        Ok(StoreLock { _flock: flock })
+    }
+
+    pub fn load(&self, id: &ContainerId) -> Result<ContainerRecord, StateError> {
+        let path = self.record_path(id);
+        let text = fs::read(&path).map_err(|source| StateError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_slice(&text).map_err(|source| StateError::Parse { path, source })
+    }
+
+    /// Every container with a record, oldest first. Directories without a record (a creation
+    /// interrupted between mkdir and the first write) are skipped.
+    pub fn records(&self) -> Result<Vec<ContainerRecord>, StateError> {
+        let dir = self.containers_dir();
+        let entries = fs::read_dir(&dir).map_err(|source| StateError::Read {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut records = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| StateError::Read {
+                path: dir.clone(),
+                source,
+            })?;
+            let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| ContainerId::try_from(n).ok())
+            else {
+                continue;
+            };
+            match self.load(&id) {
+                Ok(record) => records.push(record),
+                Err(StateError::Read { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        records.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        Ok(records)
+    }
+
+    /// Writes a record (creating its directory), durably.
+    pub fn save(&self, lock: &StoreLock, record: &ContainerRecord) -> Result<(), StateError> {
+        self.write_record(lock, record, true)
+    }
+
+    fn write_record(
+        &self,
+        _lock: &StoreLock,
+        record: &ContainerRecord,
+        durable: bool,
+    ) -> Result<(), StateError> {
+        mkdir(&self.container_dir(&record.id), 0o700)?;
+        let json = serde_json::to_vec_pretty(record).map_err(|source| StateError::Parse {
+            path: self.record_path(&record.id),
+            source,
+        })?;
+        write_atomic(&self.record_path(&record.id), &json, durable)
+    }
+
+    /// Updates a record's state under the lock. A record removed meanwhile (`rm -f` racing a
+    /// foreground run) stays removed.
+    pub fn update_state(
+        &self,
+        id: &ContainerId,
+        change: impl FnOnce(&mut ContainerState),
+    ) -> Result<(), StateError> {
+        let lock = self.lock()?;
+        let mut record = match self.load(id) {
+            Ok(r) => r,
+            Err(StateError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        change(&mut record.state);
+        self.write_record(&lock, &record, false)
+    }
+
+    /// Removes a container's directory (record, overlay layers). Already gone is success.
+    pub fn remove(&self, _lock: &StoreLock, id: &ContainerId) -> Result<(), StateError> {
+        let dir = self.container_dir(id);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StateError::Remove { path: dir, source }),
+        }
+    }
+
+    /// Finds a container by full id, name, or unique id prefix (in that order).
+    pub fn find(&self, query: &str) -> Result<ContainerRecord, StateError> {
+        let records = self.records()?;
+        if let Some(r) = records.iter().find(|r| r.id.as_str() == query) {
+            return Ok(r.clone());
+        }
+        if let Some(r) = records.iter().find(|r| r.name.as_str() == query) {
+            return Ok(r.clone());
+        }
+        let not_found = || StateError::NotFound {
+            query: query.to_owned(),
+        };
+        if query.is_empty() {
+            return Err(not_found());
+        }
+        let mut matches = records.iter().filter(|r| r.id.as_str().starts_with(query));
+        match (matches.next(), matches.next()) {
+            (Some(r), None) => Ok(r.clone()),
+            (Some(_), Some(_)) => Err(StateError::Ambiguous {
+                query: query.to_owned(),
+            }),
+            (None, _) => Err(not_found()),
+        }
+    }
+
+    /// Fails if `name` is taken. Call with the lock held, right before saving the new record.
+    pub fn check_name_free(
+        &self,
+        _lock: &StoreLock,
+        name: &ContainerName,
+    ) -> Result<(), StateError> {
+        match self.records()?.into_iter().find(|r| &r.name == name) {
+            Some(r) => Err(StateError::NameInUse {
+                name: name.clone(),
+                id: r.id,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roots_must_be_safe_for_overlay_options() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ok = Store::open(&tmp.path().join("root"), &tmp.path().join("run"));
+        assert!(ok.is_ok());
+        for bad in ["relative", "/tmp/a,b", "/tmp/a:b"] {
+            assert!(Store::open(Path::new(bad), &tmp.path().join("run")).is_err());
+        }
+    }
+
+    #[test]
+    fn own_start_time_is_readable() {
+        let me = i32::try_from(std::process::id()).unwrap();
+        assert!(process_start_time(me).is_some());
+        assert_eq!(process_start_time(i32::MAX), None);
+    }
+}

@@ -1,0 +1,230 @@
+//! The world of a runtime test: a throwaway network namespace playing the host (the `berth`
+//! binary runs inside it, so nothing touches the real host network), temporary `--root` and
+//! `--runroot`, and a cgroup parent of its own, so leak checks see only this test's objects.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use netns_fixtures::{TestNetns, require_root};
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub struct Env {
+    pub host: TestNetns,
+    pub tmp: TempDir,
+    pub root: PathBuf,
+    pub runroot: PathBuf,
+    /// `--cgroup-parent` of every container of this test: `berth-t<pid>-<n>`.
+    pub cgroup_parent: String,
+}
+
+/// What a `berth` invocation did.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Env {
+    pub fn new() -> Env {
+        require_root();
+        let host = TestNetns::with_tag("rt").expect("create the test's host netns");
+        let tmp = tempfile::Builder::new()
+            .prefix("berth-rt-")
+            .tempdir()
+            .expect("create a temporary directory");
+        let root = tmp.path().join("root");
+        let runroot = tmp.path().join("run");
+        let cgroup_parent = format!(
+            "berth-t{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        Env {
+            host,
+            tmp,
+            root,
+            runroot,
+            cgroup_parent,
+        }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BERTH);
+        cmd.arg("--root")
+            .arg(&self.root)
+            .arg("--runroot")
+            .arg(&self.runroot)
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// `berth <args>`, run inside the test's host netns.
+    pub fn berth(&self, args: &[&str]) -> Run {
+        self.host
+            .output(&mut self.command(args))
+            .expect("run berth")
+            .into()
+    }
+
+    /// `berth run --cgroup-parent <ours> <args>`.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.berth(&self.run_args(args))
+    }
+
+    fn run_args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = vec!["run", "--cgroup-parent", self.cgroup_parent.as_str()];
+        all.extend_from_slice(args);
+        all
+    }
+
+    /// Starts `berth run …` in the background (stdout/stderr piped).
+    pub fn spawn_run(&self, args: &[&str]) -> Child {
+        let mut cmd = self.command(&self.run_args(args));
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        self.host.spawn(&mut cmd).expect("spawn berth run")
+    }
+
+    /// `berth ps -a --json`.
+    pub fn ps(&self) -> Vec<Value> {
+        let out = self.berth(&["ps", "-a", "--json"]);
+        assert_eq!(out.code, 0, "{out:?}");
+        serde_json::from_str::<Value>(&out.stdout)
+            .expect("ps --json is JSON")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Waits until container `name` is running; returns its full id.
+    pub fn wait_running(&self, name: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self
+                .ps()
+                .into_iter()
+                .find(|c| c["name"] == name && c["status"] == "running");
+            if let Some(c) = found {
+                return c["id"].as_str().unwrap_or_default().to_owned();
+            }
+            assert!(Instant::now() < deadline, "container {name} never ran");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The directories a container of this test has (or had) in each cgroup hierarchy.
+    pub fn cgroup_dirs(&self, id: &str) -> Vec<PathBuf> {
+        hierarchies()
+            .into_iter()
+            .map(|h| h.join(&self.cgroup_parent).join(id))
+            .filter(|p| p.exists())
+            .collect()
+    }
+
+    /// Nothing of this test may remain: no container record, no netns file, no mount under
+    /// the temporary roots, no cgroup directory under this test's parent.
+    pub fn assert_clean(&self) {
+        let records = self.ps();
+        assert!(records.is_empty(), "containers left: {records:?}");
+        let netns_dir = self.runroot.join("netns");
+        if netns_dir.exists() {
+            let left: Vec<_> = fs::read_dir(&netns_dir)
+                .expect("list netns dir")
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .collect();
+            assert!(left.is_empty(), "netns files left: {left:?}");
+        }
+        let mounts = mounts_under(self.tmp.path());
+        assert!(mounts.is_empty(), "mounts left: {mounts:?}");
+        let cgroups: Vec<_> = hierarchies()
+            .into_iter()
+            .map(|h| h.join(&self.cgroup_parent))
+            .filter(|p| p.exists())
+            .collect();
+        assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Best effort, also after a failed assertion: remove whatever the test left.
+        if let Ok(out) = self.command(&["ps", "-a", "--json"]).output() {
+            if let Ok(Value::Array(list)) = serde_json::from_slice::<Value>(&out.stdout) {
+                for c in list {
+                    if let Some(id) = c["id"].as_str() {
+                        let _ = self.command(&["rm", "-f", id]).output();
+                    }
+                }
+            }
+        }
+        for h in hierarchies() {
+            let _ = fs::remove_dir(h.join(&self.cgroup_parent));
+        }
+    }
+}
+
+/// Every cgroup hierarchy root: the v1 controller mounts under /sys/fs/cgroup, and
+/// /sys/fs/cgroup itself (a v2 host).
+pub fn hierarchies() -> Vec<PathBuf> {
+    let mut dirs = vec![PathBuf::from("/sys/fs/cgroup")];
+    if let Ok(entries) = fs::read_dir("/sys/fs/cgroup") {
+        dirs.extend(
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_dir()),
+        );
+    }
+    dirs
+}
+
+/// Mount points under `dir` in this process's mount table.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let table = fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
+    let prefix = dir.to_string_lossy().into_owned();
+    table
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Asserts a failed command printed exactly one line starting with `berth: `.
+pub fn assert_one_line_error(out: &Run) {
+    assert_ne!(out.code, 0, "{out:?}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{out:?}");
+    assert!(lines[0].starts_with("berth: "), "{out:?}");
+}

@@ -1,0 +1,188 @@
+//! The container lifecycle through the CLI: exit codes of failed starts, bad input, `ps`,
+//! `inspect`, `rm [-f]`, signal forwarding, and that nothing is left behind.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Env, assert_one_line_error};
+use serde_json::Value;
+
+#[test]
+fn command_not_found_is_127_and_not_executable_126() {
+    let env = Env::new();
+    let out = env.run(&["--rm", "busybox", "no-such-command"]);
+    assert_eq!(out.code, 127, "{out:?}");
+    assert_one_line_error(&out);
+    assert!(out.stderr.contains("executable file not found"), "{out:?}");
+    let out = env.run(&["--rm", "busybox", "/etc/passwd"]);
+    assert_eq!(out.code, 126, "{out:?}");
+    assert_one_line_error(&out);
+    env.assert_clean();
+}
+
+#[test]
+fn bad_input_is_one_line_and_leaves_nothing() {
+    let env = Env::new();
+    let cases: &[&[&str]] = &[
+        &["no-such-image"],
+        &["--memory", "lots", "busybox", "true"],
+        &["--memory", "1k", "busybox", "true"],
+        &["--cpus", "abc", "busybox", "true"],
+        &["--cpus", "512", "busybox", "true"],
+        &["-v", "relative:/data", "busybox", "true"],
+        &["-v", "/tmp:/data/../etc", "busybox", "true"],
+        &["-v", "/tmp:/data:rx", "busybox", "true"],
+        &["-e", "=value", "busybox", "true"],
+        &["--network", "bridge", "busybox", "true"],
+        &["--cap-add", "NOT_A_CAP", "busybox", "true"],
+        &["--name", "bad/name", "busybox", "true"],
+        &["--pids-limit", "-5", "busybox", "true"],
+        &["-w", "relative", "busybox", "true"],
+    ];
+    for args in cases {
+        let out = env.run(args);
+        assert_eq!(out.code, 125, "{args:?}: {out:?}");
+        assert_one_line_error(&out);
+        env.assert_clean();
+    }
+    let out = env.run(&["--network", "bridge", "busybox", "true"]);
+    assert!(
+        out.stderr.contains("networks arrive with CNI support"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn name_in_use_is_refused() {
+    let env = Env::new();
+    let out = env.run(&["--name", "web", "busybox", "true"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = env.run(&["--name", "web", "busybox", "true"]);
+    assert_eq!(out.code, 125, "{out:?}");
+    assert_one_line_error(&out);
+    assert!(out.stderr.contains("already in use"), "{out:?}");
+    assert_eq!(env.ps().len(), 1);
+    let out = env.berth(&["rm", "web"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    env.assert_clean();
+}
+
+#[test]
+fn ps_inspect_rm() {
+    let env = Env::new();
+    let out = env.run(&[
+        "--name",
+        "keep",
+        "busybox",
+        "sh",
+        "-c",
+        "echo data > /file; exit 3",
+    ]);
+    assert_eq!(out.code, 3, "{out:?}");
+
+    // Exited containers appear with -a only.
+    let out = env.berth(&["ps", "--json"]);
+    assert_eq!(out.stdout.trim(), "[]", "{out:?}");
+    let list = env.ps();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["name"], "keep");
+    assert_eq!(list[0]["status"], "exited");
+    assert_eq!(list[0]["exitCode"], 3);
+    let table = env.berth(&["ps", "-a"]);
+    assert!(table.stdout.contains("Exited (3)"), "{table:?}");
+
+    // inspect by name and by id prefix.
+    let id = list[0]["id"].as_str().unwrap().to_owned();
+    let out = env.berth(&["inspect", &id[..8]]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(doc["name"], "keep");
+    assert_eq!(doc["config"]["args"][0], "sh");
+    assert_eq!(doc["state"]["exitCode"], 3);
+    // The writable layer is kept until rm.
+    let upper = doc["paths"]["rootfsUpper"].as_str().unwrap();
+    assert!(std::path::Path::new(upper).join("file").exists());
+
+    let out = env.berth(&["rm", "keep"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "keep\n"), "{out:?}");
+    assert!(!std::path::Path::new(upper).exists());
+    let out = env.berth(&["rm", "keep"]);
+    assert_one_line_error(&out);
+    assert!(out.stderr.contains("no such container"), "{out:?}");
+    let out = env.berth(&["inspect", "keep"]);
+    assert_one_line_error(&out);
+    env.assert_clean();
+}
+
+#[test]
+fn rm_of_a_running_container_needs_force() {
+    let env = Env::new();
+    let mut child = env.spawn_run(&["--name", "long", "busybox", "sleep", "60"]);
+    let id = env.wait_running("long");
+    assert!(env.runroot.join("netns").join(&id).exists());
+    assert!(!env.cgroup_dirs(&id).is_empty());
+
+    let out = env.berth(&["rm", "long"]);
+    assert_one_line_error(&out);
+    assert!(out.stderr.contains("is running"), "{out:?}");
+
+    let out = env.berth(&["rm", "-f", "long"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(137));
+    env.assert_clean();
+}
+
+#[test]
+fn signals_are_forwarded_to_pid1() {
+    let env = Env::new();
+    let mut child = env.spawn_run(&[
+        "--rm",
+        "--name",
+        "trap",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo got TERM; exit 3' TERM; echo ready; while true; do sleep 0.05; done",
+    ]);
+    env.wait_running("trap");
+    // The shell installs its trap right after starting; give it a moment.
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "berth run did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ready\ngot TERM\n");
+    env.assert_clean();
+}
+
+#[test]
+fn concurrent_first_use_builds_the_image_once() {
+    let env = Env::new();
+    let outs: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| env.run(&["--rm", "busybox", "true"])))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for out in &outs {
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    let entries: Vec<_> = std::fs::read_dir(env.root.join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with(".lock"))
+        .collect();
+    assert_eq!(entries, vec!["busybox".to_owned()]);
+    env.assert_clean();
+}

@@ -1,35 +1,37 @@
 #!/usr/bin/env bash
-# The demo on the embedded defaults: a throwaway namespace plays the host, two namespaces play
-# containers; both are attached through the default Berth conflist (loopback, then bridge with
-# host-local IPAM and ipMasq) with our release binaries, ping each other and the gateway, and
-# everything is removed again — also when a step fails. The real host network is never touched.
+# The main demo, on the embedded defaults: the `berth` runtime starts networked containers on
+# its default network (bridge berth0, 10.210.0.0/16, loopback + bridge + host-local + portmap)
+# with the default busybox image built offline from the host's static busybox. A throwaway
+# network namespace plays the host and temporary --root/--runroot hold all state, so the real
+# host network is never touched; everything is removed at the end, also when a step fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [[ $(id -u) -ne 0 ]]; then
-  echo "demo: needs root to create network namespaces: sudo -E $0" >&2
+  echo "demo: needs root (namespaces, cgroups, mounts): sudo -E $0" >&2
   exit 1
 fi
-command -v ip >/dev/null || { echo "demo: needs iproute2 (apt-get install iproute2)" >&2; exit 1; }
-command -v ping >/dev/null || command -v busybox >/dev/null ||
-  { echo "demo: needs ping or busybox (apt-get install busybox-static)" >&2; exit 1; }
+for need in ip busybox nsenter; do
+  command -v "$need" >/dev/null || {
+    echo "demo: needs $need (apt-get install iproute2 busybox-static; or run scripts/test.sh once)" >&2
+    exit 1
+  }
+done
 
-echo "demo: building the plugins (release)…" >&2
-cargo build --release --quiet -p loopback -p bridge -p host-local -p berth-cni --bins
+echo "demo: building berth and the plugins (release)…" >&2
+cargo build --release --quiet -p berth-runtime -p loopback -p bridge -p host-local -p portmap -p firewall
 bin=$PWD/target/release
 
-tag=bd$$
-host=$tag-host
-ctrs=("$tag-c1" "$tag-c2")
+host=bd$$-host
 work=$(mktemp -d /tmp/berth-demo.XXXXXX)
+# nsenter joins only the network namespace (ip netns exec would also remount /sys and hide
+# the cgroup filesystems the runtime needs).
+berth() { nsenter --net="/run/netns/$host" "$bin/berth" --root "$work/root" --runroot "$work/run" "$@"; }
 
 cleanup() {
   set +e
-  for c in "${ctrs[@]}"; do
-    [[ -e /run/netns/$c ]] && ip netns exec "$host" env NETCONFPATH="$work/net.d" CNI_PATH="$bin" \
-      CNI_CACHE_DIR="$work/cache" "$bin/berth-cnitool" del berth "/run/netns/$c" "$c" 2>/dev/null
-    ip netns del "$c" 2>/dev/null
-  done
+  berth rm -f web client >/dev/null 2>&1
+  berth system prune >/dev/null 2>&1
   ip netns del "$host" 2>/dev/null
   rm -rf "$work"
 }
@@ -37,39 +39,27 @@ trap cleanup EXIT
 
 ip netns add "$host"
 ip -n "$host" link set lo up
-for c in "${ctrs[@]}"; do ip netns add "$c"; done
 
-# The default network: a bridge and subnet that collide with neither docker (172.17.0.0/16)
-# nor podman (10.88.0.0/16).
-mkdir -p "$work/net.d"
-cat > "$work/net.d/10-berth.conflist" <<JSON
-{
-  "cniVersion": "1.1.0",
-  "name": "berth",
-  "plugins": [
-    {"type": "loopback"},
-    {"type": "bridge", "bridge": "berth0", "isGateway": true, "ipMasq": true,
-     "ipam": {"type": "host-local", "dataDir": "$work/ipam",
-              "ranges": [[{"subnet": "10.210.0.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]}}
-  ]
-}
-JSON
+step() { printf '\n\033[1mdemo: %s\033[0m\n' "$*" >&2; }
 
-# iputils ping if installed, else busybox's.
-if command -v ping >/dev/null; then ping=(ping); else ping=(busybox ping); fi
+step "berth run -d --name web -p 8080:80 busybox httpd -f -p 80 -h /srv"
+berth run -d --name web -p 8080:80 -v "$PWD/docs:/srv:ro" busybox httpd -f -p 80 -h /srv
+step "berth run -d --name client busybox sleep 300"
+berth run -d --name client busybox sleep 300
+berth ps
 
-cni() { ip netns exec "$host" env NETCONFPATH="$work/net.d" CNI_PATH="$bin" CNI_CACHE_DIR="$work/cache" "$bin/berth-cnitool" "$@"; }
+step "client pings web by name over the default bridge"
+berth exec client ping -c 2 -W 1 web
 
-declare -A addr
-for c in "${ctrs[@]}"; do
-  result=$(cni add berth "/run/netns/$c" "$c")
-  addr[$c]=$(sed -n 's/.*"address": "\([0-9.]*\)\/.*/\1/p' <<<"$result" | head -n1)
-  printf 'demo: %-12s eth0 %s\n' "$c" "${addr[$c]}"
-done
+step "the published port answers on the host's localhost:8080"
+reply=$(printf 'HEAD /ARCHITECTURE.md HTTP/1.0\r\n\r\n' |
+  nsenter --net="/run/netns/$host" busybox nc -w 2 127.0.0.1 8080)
+echo "${reply%%$'\r'*}"
 
-echo "demo: ${ctrs[0]} -> ${ctrs[1]} (${addr[${ctrs[1]}]}):"
-ip netns exec "${ctrs[0]}" "${ping[@]}" -c 3 -W 1 "${addr[${ctrs[1]}]}"
-echo "demo: ${ctrs[1]} -> gateway 10.210.0.1:"
-ip netns exec "${ctrs[1]}" "${ping[@]}" -c 1 -W 1 10.210.0.1
-cni check berth "/run/netns/${ctrs[0]}" "${ctrs[0]}" && echo "demo: CHECK passed"
-echo "demo: done; removing everything" >&2
+step "a foreground container's exit code passes through"
+set +e; berth run --rm busybox sh -c 'exit 7'; echo "exit code: $?"; set -e
+
+step "berth rm -f web client"
+berth rm -f web client
+berth ps -a
+echo "demo: done; removing the throwaway host namespace and state" >&2

@@ -15,6 +15,19 @@ pub fn now_rfc3339() -> String {
     format_rfc3339(unix_now())
 }
 
+/// `2026-05-07T12:00:00.123456789Z`: the timestamps of log lines (the CRI log format's).
+pub fn now_rfc3339_nanos() -> String {
+    let (secs, nanos) = match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => (
+            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            d.subsec_nanos(),
+        ),
+        Err(_) => (0, 0),
+    };
+    let text = format_rfc3339(secs);
+    format!("{}.{nanos:09}Z", text.trim_end_matches('Z'))
+}
+
 /// Days since 1970-01-01 → (year, month, day), Howard Hinnant's `civil_from_days`.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;

@@ -4,14 +4,19 @@
 //! it with the image's defaults into the [`ContainerConfig`] that is stored and handed to the
 //! container's init.
 
+use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 
+use berth_cni::NetworkName;
 use serde::{Deserialize, Serialize};
 
 use crate::caps::{CapSet, CapsError};
 use crate::cgroups::{CpuQuota, Resources};
 use crate::image::Image;
 use crate::names::{ContainerId, ContainerName, ImageName, NameError};
+use crate::network::DEFAULT_NETWORK;
+use crate::network::definition::{DefinitionError, parse_network_name};
+use crate::network::ports::{self, PortError, PortMapping};
 
 /// Errors of the `config` module: each names the flag and echoes the input.
 #[derive(Debug, thiserror::Error)]
@@ -61,10 +66,25 @@ pub enum ConfigError {
     Hostname { input: String },
     #[error("invalid --cgroup-parent {input:?}: use a relative path of [a-zA-Z0-9_.-] components")]
     CgroupParent { input: String },
+    #[error("--network {mode} cannot be combined with other networks")]
+    NetworkAlone { mode: &'static str },
+    #[error("--network {name} is given twice")]
+    NetworkTwice { name: String },
+    #[error("--network")]
+    NetworkName(#[source] DefinitionError),
+    #[error(transparent)]
+    Ports(#[from] PortError),
+    #[error("{flag} needs a CNI network: it does not work with --network {mode}")]
+    NeedsCniNetwork {
+        flag: &'static str,
+        mode: &'static str,
+    },
+    #[error("invalid --ip {input:?}: not an IP address")]
+    Ip { input: String },
     #[error(
-        "--network {input}: networks arrive with CNI support; only --network none works for now"
+        "invalid --mac-address {input:?}: expected six hex pairs such as 02:42:ac:11:00:02 (unicast)"
     )]
-    Network { input: String },
+    Mac { input: String },
     #[error("no command given and image {image} has no default command")]
     NoCommand { image: ImageName },
 }
@@ -79,7 +99,12 @@ pub struct RunRequest {
     pub env: Vec<String>,
     pub workdir: Option<String>,
     pub volumes: Vec<String>,
-    pub network: Option<String>,
+    /// `--network`, repeatable: `none`, `host`, or network names (eth0, eth1, … in order).
+    pub networks: Vec<String>,
+    /// `-p`, repeatable.
+    pub publish: Vec<String>,
+    pub ip: Option<String>,
+    pub mac: Option<String>,
     pub memory: Option<String>,
     pub cpus: Option<String>,
     pub pids_limit: Option<i64>,
@@ -90,6 +115,7 @@ pub struct RunRequest {
     pub interactive: bool,
     pub tty: bool,
     pub auto_remove: bool,
+    pub detach: bool,
 }
 
 /// `-v HOST:CONTAINER[:ro]`, validated.
@@ -101,12 +127,33 @@ pub struct Volume {
     pub read_only: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "mode", content = "networks")]
 pub enum NetworkMode {
     /// A network namespace with only `lo`, up.
-    #[default]
     None,
+    /// The runtime's own network namespace (no isolation of the network).
+    Host,
+    /// A network namespace attached through CNI to these networks: eth0, eth1, … in order.
+    Cni(Vec<NetworkName>),
+}
+
+impl NetworkMode {
+    /// The CNI networks, in attachment order (none for `none` and `host`).
+    pub fn networks(&self) -> &[NetworkName] {
+        match self {
+            NetworkMode::Cni(list) => list,
+            _ => &[],
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            NetworkMode::None => "none",
+            NetworkMode::Host => "host",
+            NetworkMode::Cni(_) => "cni",
+        }
+    }
 }
 
 /// Validated `berth run` flags, before the image's defaults are applied.
@@ -120,6 +167,11 @@ pub struct RunSpec {
     pub workdir: Option<PathBuf>,
     pub volumes: Vec<Volume>,
     pub network: NetworkMode,
+    /// `-p`, one entry per port (ranges expanded); published on the first network.
+    pub ports: Vec<PortMapping>,
+    /// `--ip` and `--mac-address`: for the first network.
+    pub ip: Option<IpAddr>,
+    pub mac: Option<String>,
     pub resources: Resources,
     pub read_only: bool,
     pub capabilities: CapSet,
@@ -127,6 +179,7 @@ pub struct RunSpec {
     pub interactive: bool,
     pub tty: bool,
     pub auto_remove: bool,
+    pub detach: bool,
 }
 
 /// The complete configuration of a container: stored in its record, shown by `inspect`, and
@@ -142,6 +195,11 @@ pub struct ContainerConfig {
     pub hostname: String,
     pub volumes: Vec<Volume>,
     pub network: NetworkMode,
+    /// `-p`, one entry per port (ranges expanded); published on the first network.
+    pub ports: Vec<PortMapping>,
+    /// `--ip` and `--mac-address`: for the first network.
+    pub ip: Option<IpAddr>,
+    pub mac: Option<String>,
     pub resources: Resources,
     pub read_only: bool,
     pub capabilities: CapSet,
@@ -149,6 +207,7 @@ pub struct ContainerConfig {
     pub interactive: bool,
     pub tty: bool,
     pub auto_remove: bool,
+    pub detach: bool,
 }
 
 /// `$PATH` when neither the image nor `-e` sets one (docker's default).
@@ -192,14 +251,34 @@ impl RunRequest {
             .iter()
             .map(|v| parse_volume(v))
             .collect::<Result<Vec<_>, _>>()?;
-        let network = match self.network.as_deref() {
-            None | Some("none") => NetworkMode::None,
-            Some(other) => {
-                return Err(ConfigError::Network {
-                    input: other.to_owned(),
+        let network = parse_networks(&self.networks)?;
+        let ports = ports::parse_all(&self.publish)?;
+        let ip = self
+            .ip
+            .map(|input| {
+                input
+                    .parse::<IpAddr>()
+                    .map_err(|_| ConfigError::Ip { input })
+            })
+            .transpose()?;
+        let mac = self.mac.map(parse_mac).transpose()?;
+        if !matches!(network, NetworkMode::Cni(_)) {
+            let flag = if !ports.is_empty() {
+                Some("-p")
+            } else if ip.is_some() {
+                Some("--ip")
+            } else if mac.is_some() {
+                Some("--mac-address")
+            } else {
+                None
+            };
+            if let Some(flag) = flag {
+                return Err(ConfigError::NeedsCniNetwork {
+                    flag,
+                    mode: network.name(),
                 });
             }
-        };
+        }
         let resources = Resources {
             memory_bytes: self.memory.as_deref().map(parse_memory).transpose()?,
             cpu: self
@@ -223,6 +302,9 @@ impl RunRequest {
             workdir,
             volumes,
             network,
+            ports,
+            ip,
+            mac,
             resources,
             read_only: self.read_only,
             capabilities,
@@ -230,6 +312,7 @@ impl RunRequest {
             interactive: self.interactive,
             tty: self.tty,
             auto_remove: self.auto_remove,
+            detach: self.detach,
         })
     }
 }
@@ -291,6 +374,9 @@ impl RunSpec {
             hostname,
             volumes: self.volumes,
             network: self.network,
+            ports: self.ports,
+            ip: self.ip,
+            mac: self.mac,
             resources: self.resources,
             read_only: self.read_only,
             capabilities: self.capabilities,
@@ -298,11 +384,60 @@ impl RunSpec {
             interactive: self.interactive,
             tty: self.tty,
             auto_remove: self.auto_remove,
+            detach: self.detach,
         })
     }
 }
 
-fn set_env(env: &mut Vec<(String, String)>, key: String, value: String) {
+/// `--network` values: none → the default network; `none` or `host` alone; otherwise
+/// distinct network names (`default` names the default network).
+fn parse_networks(inputs: &[String]) -> Result<NetworkMode, ConfigError> {
+    let default = || parse_network_name(DEFAULT_NETWORK).map_err(ConfigError::NetworkName);
+    if inputs.is_empty() {
+        return Ok(NetworkMode::Cni(vec![default()?]));
+    }
+    for (mode, value) in [("none", NetworkMode::None), ("host", NetworkMode::Host)] {
+        if inputs.iter().any(|n| n == mode) {
+            if inputs.len() > 1 {
+                return Err(ConfigError::NetworkAlone { mode });
+            }
+            return Ok(value);
+        }
+    }
+    let mut names: Vec<NetworkName> = Vec::new();
+    for input in inputs {
+        let name = if input == "default" {
+            default()?
+        } else {
+            parse_network_name(input).map_err(ConfigError::NetworkName)?
+        };
+        if names.contains(&name) {
+            return Err(ConfigError::NetworkTwice {
+                name: name.to_string(),
+            });
+        }
+        names.push(name);
+    }
+    Ok(NetworkMode::Cni(names))
+}
+
+/// `02:42:ac:11:00:02`: six hex pairs, a unicast address, normalized to lowercase.
+fn parse_mac(input: String) -> Result<String, ConfigError> {
+    let bytes: Vec<u8> = input
+        .split(':')
+        .filter(|p| p.len() == 2)
+        .filter_map(|p| u8::from_str_radix(p, 16).ok())
+        .collect();
+    let valid =
+        bytes.len() == 6 && input.len() == 17 && bytes[0] & 1 == 0 && bytes.iter().any(|b| *b != 0);
+    if valid {
+        Ok(input.to_ascii_lowercase())
+    } else {
+        Err(ConfigError::Mac { input })
+    }
+}
+
+pub(crate) fn set_env(env: &mut Vec<(String, String)>, key: String, value: String) {
     match env.iter_mut().find(|(k, _)| *k == key) {
         Some(slot) => slot.1 = value,
         None => env.push((key, value)),
@@ -434,7 +569,7 @@ pub fn parse_volume(input: &str) -> Result<Volume, ConfigError> {
 }
 
 /// `KEY=VALUE`, or `KEY` alone to pass the caller's value (skipped when unset).
-fn parse_env(
+pub(crate) fn parse_env(
     input: &str,
     host_env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Option<(String, String)>, ConfigError> {
@@ -576,15 +711,77 @@ mod tests {
         assert!(parse_env("", &host).is_err());
     }
 
+    fn networks(list: &[&str]) -> Result<NetworkMode, ConfigError> {
+        parse_networks(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
     #[test]
-    fn network_only_none() {
-        let req = RunRequest {
+    fn network_modes() {
+        let names = |m: NetworkMode| {
+            m.networks()
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(networks(&[]).unwrap()), [DEFAULT_NETWORK]);
+        assert_eq!(
+            names(networks(&["default", "lab"]).unwrap()),
+            [DEFAULT_NETWORK, "lab"]
+        );
+        assert_eq!(networks(&["none"]).unwrap(), NetworkMode::None);
+        assert_eq!(networks(&["host"]).unwrap(), NetworkMode::Host);
+        for bad in [
+            &["none", "lab"][..],
+            &["lab", "host"],
+            &["lab", "lab"],
+            &["bad/name"],
+            &[""],
+        ] {
+            assert!(networks(bad).is_err(), "{bad:?}");
+        }
+        let req = |network: &str, publish: &[&str], ip: Option<&str>| RunRequest {
             image: "busybox".into(),
-            network: Some("bridge".into()),
+            networks: vec![network.into()],
+            publish: publish.iter().map(|s| s.to_string()).collect(),
+            ip: ip.map(Into::into),
             ..RunRequest::default()
         };
-        let err = req.validate(no_env, 2).unwrap_err();
-        assert!(err.to_string().contains("networks arrive with CNI support"));
+        let err = req("none", &["80:80"], None)
+            .validate(no_env, 2)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "-p needs a CNI network: it does not work with --network none"
+        );
+        assert!(
+            req("host", &[], Some("10.0.0.1"))
+                .validate(no_env, 2)
+                .is_err()
+        );
+        assert!(req("lab", &["80"], None).validate(no_env, 2).is_err());
+        assert!(req("lab", &[], Some("10.0.0")).validate(no_env, 2).is_err());
+        let spec = req("lab", &["8080-8081:80-81"], Some("10.0.0.9"))
+            .validate(no_env, 2)
+            .unwrap();
+        assert_eq!(spec.ports.len(), 2);
+    }
+
+    #[test]
+    fn mac_addresses() {
+        assert_eq!(
+            parse_mac("02:42:AC:11:00:02".into()).unwrap(),
+            "02:42:ac:11:00:02"
+        );
+        for bad in [
+            "01:00:5e:00:00:01",
+            "00:00:00:00:00:00",
+            "02:42:ac:11:00",
+            "0242ac110002",
+            "02:42:ac:11:00:2",
+            "zz:42:ac:11:00:02",
+        ] {
+            assert!(parse_mac(bad.into()).is_err(), "{bad}");
+        }
     }
 
     #[test]

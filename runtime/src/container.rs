@@ -1,41 +1,52 @@
-//! Containers: `run` in the foreground, `ps`, `inspect`, `rm`.
+//! Containers: create, start, finish (the steps `run` and the monitor share), release,
+//! `rm`, and the signals and waits `stop`, `rm -f` and `exec` build on.
 //!
-//! A foreground run, top-down:
-//! 1. validate every flag ([`RunRequest::validate`]) and block the signals to forward;
-//! 2. resolve the image (building `busybox` on first use), pick the id, check that the host
-//!    has the cgroup controllers the limits need: all before anything is created, so bad
-//!    input leaves nothing behind;
-//! 3. under the store lock: check the name, write the record (`created`);
-//! 4. create the overlay directories, the named netns (with `lo` up), the cgroup (limits);
-//! 5. clone3 the init into a new pid namespace, move it into the cgroup, send its
-//!    configuration, wait until it has exec'ed the command (or reports 126/127/125);
-//! 6. record `running`, supervise until PID 1 exits, record `exited` with its code;
-//! 7. release the netns and the cgroup (always, also on failure); with `--rm` remove the
-//!    container's directory and record.
-//!
-//! A record stays after the run (without `--rm`) holding the writable layer, until `rm`.
+//! A run, top-down:
+//! 1. [`create`]: validate every flag, resolve the image (building `busybox` on first use),
+//!    pick the id, check the cgroup controllers, load the networks and check they can honour
+//!    `-p`/`--ip`/`--mac-address`; then, under the store lock, check the name and the host
+//!    ports and write the record (`created`, supervised by the calling process). Everything
+//!    that can refuse bad input happens before this point, so it leaves nothing behind.
+//! 2. [`start`]: the overlay directories, the named netns (with `lo` up), the CNI attachments
+//!    (eth0, eth1, … in `--network` order; written to the record before ADD), the name files
+//!    (`/etc/hosts` of the peers updated too), the cgroup, then clone3 of the init, which
+//!    joins the cgroup, receives its configuration and execs the command; the record says
+//!    `running` with PID 1's pid and start time.
+//! 3. supervision: in the foreground by `berth run` itself ([`run`]: signals forwarded, pty
+//!    relayed), or by the monitor of a detached container ([`crate::monitor`]: logs).
+//! 4. [`finish`]: record the exit, then [`release`] (cgroup, CNI DEL, peers' hosts files,
+//!    netns: also after a failed start), then with `--rm` remove the record and directory.
 
 use std::fs;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Serialize;
+use berth_cni::Dns;
+use serde_json::{Map, Value};
 
-use crate::cgroups::{self, Cgroup, CgroupError, CgroupErrors, Layout};
+use crate::cgroups::{self, CgroupError, CgroupErrors, Layout};
 use crate::clock;
-use crate::config::{ConfigError, RunRequest};
+use crate::config::{ConfigError, ContainerConfig, NetworkMode, RunRequest, Volume};
 use crate::image::{ImageError, ImageStore};
 use crate::init::InitConfig;
+use crate::logs::LogError;
 use crate::names::{ContainerId, ContainerName, ImageName, NameError};
 use crate::namespaces::{self, NamespaceError};
-use crate::process::{self, InitProcess, ProcessError, SignalForwarder, StdioMode};
+use crate::network::hosts::{self, HostsError};
+use crate::network::ports::{self, PortError};
+use crate::network::{AttachRequest, NetworkError, Networks};
+use crate::process::{
+    self, InitProcess, ProcessError, SignalForwarder, SpawnOptions, StdioMode, Terminal,
+};
 use crate::rootfs::RootfsSpec;
 use crate::state::{
-    ContainerRecord, ContainerState, StateError, Status, Store, process_start_time,
+    AttachmentState, ContainerRecord, ContainerState, ProcessRef, StateError, Status, Store,
+    process_start_time,
 };
+use crate::timing;
 
 /// Errors of the `container` module.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +59,16 @@ pub enum ContainerError {
     State(#[from] StateError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error(transparent)]
+    Ports(#[from] PortError),
+    #[error(transparent)]
+    Hosts(#[from] HostsError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Exec(#[from] crate::exec::ExecError),
     #[error("detect the cgroup layout")]
     CgroupLayout(#[source] CgroupError),
     #[error(transparent)]
@@ -63,6 +84,12 @@ pub enum ContainerError {
         id: String,
         #[source]
         source: NamespaceError,
+    },
+    #[error("container {id}")]
+    Attach {
+        id: String,
+        #[source]
+        source: NetworkError,
     },
     #[error("create the cgroup of container {id}")]
     CreateCgroup {
@@ -92,15 +119,20 @@ pub enum ContainerError {
     },
     #[error("container {name} is running: stop it first or use rm -f")]
     Running { name: ContainerName },
-    #[error("kill container {name} (pid {pid})")]
+    #[error("container {name} is not running")]
+    NotRunning { name: ContainerName },
+    #[error("signal {signal} to container {name} (pid {pid})")]
     Kill {
         name: ContainerName,
         pid: i32,
+        signal: i32,
         #[source]
         source: io::Error,
     },
     #[error("container {name} (pid {pid}) did not exit after SIGKILL")]
     KillTimeout { name: ContainerName, pid: i32 },
+    #[error("invalid signal {input:?}: use a name such as TERM or SIGKILL, or a number")]
+    Signal { input: String },
     #[error("remove the network namespace of container {id}")]
     RemoveNetns {
         id: String,
@@ -113,6 +145,17 @@ pub enum ContainerError {
         #[source]
         source: CgroupErrors,
     },
+    #[error("start the monitor of container {id}")]
+    SpawnMonitor {
+        id: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("create a pipe for the container's stdio")]
+    Pipe(#[source] nix::Error),
+    /// What a detached container's monitor reported (its message names the step).
+    #[error("{message}")]
+    Monitor { message: String, exit_code: i32 },
     #[error("release container {id}: {}", join_errors(errors))]
     Teardown {
         id: String,
@@ -126,24 +169,29 @@ impl ContainerError {
     pub fn exit_code(&self) -> i32 {
         match self {
             ContainerError::Start { source, .. } => source.exit_code(),
+            ContainerError::Monitor { exit_code, .. } => *exit_code,
+            ContainerError::Teardown { errors, .. } => errors.first().map_or(125, Self::exit_code),
             _ => 125,
         }
     }
 }
 
+/// `err: cause: cause`, on one line.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 fn join_errors(errors: &[ContainerError]) -> String {
     errors
         .iter()
-        .map(|e| {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(s) = source {
-                text.push_str(": ");
-                text.push_str(&s.to_string());
-                source = s.source();
-            }
-            text
-        })
+        .map(|e| error_chain(e))
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -160,78 +208,34 @@ pub struct RunOutcome {
 }
 
 /// `berth run` in the foreground.
-pub fn run(store: &Store, request: RunRequest) -> Result<RunOutcome, ContainerError> {
-    // 1.
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let spec = request.validate(|key| std::env::var(key).ok(), cpus)?;
+pub fn run(
+    store: &Store,
+    networks: &Networks,
+    request: RunRequest,
+) -> Result<RunOutcome, ContainerError> {
+    // Blocked first: a signal arriving during setup is forwarded once PID 1 runs.
     let signals = SignalForwarder::block().map_err(ContainerError::Signals)?;
-
-    // 2.
-    let images = ImageStore::new(store.images_dir());
-    let image = images.resolve(&spec.image)?;
-    let layout = Layout::detect().map_err(ContainerError::CgroupLayout)?;
-    let id = ContainerId::random()?;
-    let cgroup = layout.manager(&spec.cgroup_parent, &id);
-    cgroups::check_controllers(cgroup.as_ref(), &spec.resources)
-        .map_err(ContainerError::Controller)?;
-    let wanted_name = spec.name.clone();
-    let config = spec.into_config(&image, &id)?;
-
-    // 3.
-    let record = {
-        let lock = store.lock()?;
-        let name = match wanted_name {
-            Some(name) => {
-                store.check_name_free(&lock, &name)?;
-                name
-            }
-            None => generate_name(store, &lock)?,
-        };
-        let record = ContainerRecord {
-            id: id.clone(),
-            name,
-            created: clock::now_rfc3339(),
-            config,
-            state: ContainerState {
-                status: Some(Status::Created),
-                ..ContainerState::default()
-            },
-        };
-        store.save(&lock, &record)?;
-        record
+    let record = timing::step("create", || create(store, networks, request))?;
+    let id = record.id.clone();
+    let stdio = StdioMode {
+        interactive: record.config.interactive,
+        tty: record.config.tty,
     };
-
-    // 4.–6.
-    let result = start_and_supervise(
-        store,
-        &record,
-        images.rootfs(&record.config.image),
-        cgroup.as_ref(),
-        &signals,
+    let result = start(store, networks, &record, SpawnOptions::init(stdio)).and_then(
+        |Started { mut init, terminal }| {
+            timing::step("container", || init.supervise(&signals, terminal)).map_err(|source| {
+                ContainerError::Supervise {
+                    id: id.short().to_owned(),
+                    source,
+                }
+            })
+        },
     );
-
-    // 7. Always: the netns and the cgroup go with the process.
-    let mut teardown = release(store, &record, Some(cgroup.as_ref()));
     let exit_code = match &result {
         Ok(code) => *code,
         Err(e) => e.exit_code(),
     };
-    if record.config.auto_remove {
-        match store.lock() {
-            Ok(lock) => {
-                if let Err(e) = store.remove(&lock, &record.id) {
-                    teardown.push(e.into());
-                }
-            }
-            Err(e) => teardown.push(e.into()),
-        }
-    } else if let Err(e) = store.update_state(&record.id, |s| {
-        s.status = Some(Status::Exited);
-        s.exit_code = Some(exit_code);
-        s.finished_at = Some(clock::now_rfc3339());
-    }) {
-        teardown.push(e.into());
-    }
+    let mut teardown = timing::step("finish", || finish(store, networks, &record, exit_code));
     match result {
         Ok(exit_code) => Ok(RunOutcome {
             id,
@@ -247,6 +251,65 @@ pub fn run(store: &Store, request: RunRequest) -> Result<RunOutcome, ContainerEr
             })
         }
     }
+}
+
+/// Step 1: validation, then the record (supervised by the calling process).
+pub fn create(
+    store: &Store,
+    networks: &Networks,
+    request: RunRequest,
+) -> Result<ContainerRecord, ContainerError> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let spec = request.validate(|key| std::env::var(key).ok(), cpus)?;
+
+    let images = ImageStore::new(store.images_dir());
+    let image = images.resolve(&spec.image)?;
+    let layout = Layout::detect().map_err(ContainerError::CgroupLayout)?;
+    let id = ContainerId::random()?;
+    let cgroup = layout.manager(&spec.cgroup_parent, &id);
+    cgroups::check_controllers(cgroup.as_ref(), &spec.resources)
+        .map_err(ContainerError::Controller)?;
+    let loaded = spec
+        .network
+        .networks()
+        .iter()
+        .map(|name| networks.load(store, name.as_str()))
+        .collect::<Result<Vec<_>, _>>()?;
+    networks.check_capabilities(&loaded, !spec.ports.is_empty(), spec.mac.is_some(), spec.ip)?;
+    let wanted_name = spec.name.clone();
+    let config = spec.into_config(&image, &id)?;
+
+    let lock = store.lock()?;
+    let name = match wanted_name {
+        Some(name) => {
+            store.check_name_free(&lock, &name)?;
+            name
+        }
+        None => generate_name(store, &lock)?,
+    };
+    if !config.ports.is_empty() {
+        let records = store.records()?;
+        ports::check_free(
+            &config.ports,
+            records
+                .iter()
+                .filter(|r| r.is_active())
+                .map(|r| (r.name.as_str(), r.config.ports.as_slice())),
+        )?;
+    }
+    let record = ContainerRecord {
+        id,
+        name,
+        created: clock::now_rfc3339(),
+        config,
+        state: ContainerState {
+            status: Some(Status::Created),
+            supervisor: ProcessRef::current(),
+            ..ContainerState::default()
+        },
+    };
+    store.save(&lock, &record)?;
+    Ok(record)
 }
 
 fn generate_name(
@@ -284,52 +347,96 @@ fn mkdir(path: PathBuf) -> Result<PathBuf, ContainerError> {
     Ok(path)
 }
 
-/// Steps 4–6 of [`run`]. On any error the init (if started) is killed and reaped by
-/// `InitProcess`'s drop; the caller releases the rest.
-fn start_and_supervise(
+/// A container whose command runs.
+#[derive(Debug)]
+pub struct Started {
+    pub init: InitProcess,
+    /// With `-t`: the pty master.
+    pub terminal: Option<Terminal>,
+}
+
+/// Step 2. On error the init (if started) is killed and reaped by `InitProcess`'s drop; the
+/// caller runs [`finish`], which releases the rest.
+pub fn start(
     store: &Store,
+    networks: &Networks,
     record: &ContainerRecord,
-    lower: PathBuf,
-    cgroup: &dyn Cgroup,
-    signals: &SignalForwarder,
-) -> Result<i32, ContainerError> {
+    options: SpawnOptions,
+) -> Result<Started, ContainerError> {
     let id = &record.id;
+    let short = || id.short().to_owned();
     let config = &record.config;
     let dir = store.container_dir(id);
+    let images = ImageStore::new(store.images_dir());
+    let upper = mkdir(dir.join("upper"))?;
+    let work = mkdir(dir.join("work"))?;
+    let merged = mkdir(dir.join("merged"))?;
+
+    let netns = match config.network {
+        NetworkMode::Host => None,
+        NetworkMode::None | NetworkMode::Cni(_) => {
+            let path = store.netns_path(id);
+            timing::step("netns", || namespaces::create_netns(&path)).map_err(|source| {
+                ContainerError::CreateNetns {
+                    id: short(),
+                    source,
+                }
+            })?;
+            Some(path)
+        }
+    };
+    let dns = match &netns {
+        Some(path) => timing::step("cni add", || attach_all(store, networks, record, path))?,
+        None => None,
+    };
+    timing::step("name files", || -> Result<(), ContainerError> {
+        let lock = store.lock()?;
+        hosts::write_all(store, &lock, id, dns.as_ref())?;
+        Ok(())
+    })?;
+
+    let layout = Layout::detect().map_err(ContainerError::CgroupLayout)?;
+    let cgroup = layout.manager(&config.cgroup_parent, id);
+    timing::step("cgroup", || cgroup.create(&config.resources)).map_err(|source| {
+        ContainerError::CreateCgroup {
+            id: short(),
+            source,
+        }
+    })?;
+
+    // The name files, unless the user mounted something of their own there.
+    let mut volumes = config.volumes.clone();
+    for (source, destination) in hosts::files(&dir) {
+        if !volumes
+            .iter()
+            .any(|v| v.destination == Path::new(destination))
+        {
+            volumes.push(Volume {
+                source,
+                destination: destination.into(),
+                read_only: false,
+            });
+        }
+    }
     let rootfs = RootfsSpec {
-        lower,
-        upper: mkdir(dir.join("upper"))?,
-        work: mkdir(dir.join("work"))?,
-        merged: mkdir(dir.join("merged"))?,
-        volumes: config.volumes.clone(),
+        lower: images.rootfs(&config.image),
+        upper,
+        work,
+        merged,
+        volumes,
         read_only: config.read_only,
         workdir: config.workdir.clone(),
     };
-    let netns = store.netns_path(id);
-    namespaces::create_netns(&netns).map_err(|source| ContainerError::CreateNetns {
-        id: id.short().to_owned(),
-        source,
-    })?;
-    cgroup
-        .create(&config.resources)
-        .map_err(|source| ContainerError::CreateCgroup {
-            id: id.short().to_owned(),
-            source,
-        })?;
 
     let start_err = |source| ContainerError::Start {
-        id: id.short().to_owned(),
+        id: short(),
         source,
     };
-    let mut init = InitProcess::spawn(StdioMode {
-        interactive: config.interactive,
-        tty: config.tty,
-    })
-    .map_err(start_err)?;
+    let mut init = InitProcess::spawn(options).map_err(start_err)?;
     cgroup
         .add_process(init.pid())
         .map_err(|source| ContainerError::JoinCgroup {
-            id: id.short().to_owned(),
+            id: short(),
             source,
         })?;
     init.send_config(&InitConfig {
@@ -345,7 +452,7 @@ fn start_and_supervise(
             .then(|| process::terminal_size().unwrap_or((24, 80))),
     })
     .map_err(start_err)?;
-    let terminal = init.wait_exec().map_err(start_err)?;
+    let terminal = timing::step("init to exec", || init.wait_exec()).map_err(start_err)?;
 
     let pid = init.pid();
     store.update_state(id, |s| {
@@ -354,60 +461,222 @@ fn start_and_supervise(
         s.pid_start_time = process_start_time(pid);
         s.started_at = Some(clock::now_rfc3339());
     })?;
-    init.supervise(signals, terminal)
-        .map_err(|source| ContainerError::Supervise {
-            id: id.short().to_owned(),
-            source,
-        })
+    Ok(Started { init, terminal })
 }
 
-/// Releases what a container holds on the host besides its directory: the netns file and
-/// the cgroup (killing leftovers). Idempotent; keeps going and returns every failure.
-fn release(
+/// The interface name of the `index`-th network.
+fn ifname(index: usize) -> String {
+    format!("eth{index}")
+}
+
+/// The capability arguments of the first network: `portMappings`, `mac`, `ips`.
+fn capability_args(config: &ContainerConfig, ifname: &str) -> Map<String, Value> {
+    let mut args = Map::new();
+    if ifname != self::ifname(0) {
+        return args;
+    }
+    if !config.ports.is_empty() {
+        args.insert(
+            "portMappings".into(),
+            Value::Array(config.ports.iter().map(|p| p.to_cni()).collect()),
+        );
+    }
+    if let Some(mac) = &config.mac {
+        args.insert("mac".into(), mac.clone().into());
+    }
+    if let Some(ip) = config.ip {
+        args.insert("ips".into(), Value::Array(vec![ip.to_string().into()]));
+    }
+    args
+}
+
+/// CNI ADD of every network, in order. The attachments are written to the record first, so
+/// that whoever releases the container (this process, or `rm -f` after a crash) DELs them
+/// even if ADD was interrupted. Returns the DNS of the first result that has one.
+fn attach_all(
     store: &Store,
+    networks: &Networks,
     record: &ContainerRecord,
-    cgroup: Option<&dyn Cgroup>,
-) -> Vec<ContainerError> {
-    let mut errors = Vec::new();
-    let id = record.id.short().to_owned();
-    let detected;
-    let cgroup = match cgroup {
-        Some(cgroup) => Some(cgroup),
-        None => match Layout::detect() {
-            Ok(layout) => {
-                detected = layout.manager(&record.config.cgroup_parent, &record.id);
-                Some(detected.as_ref())
+    netns: &Path,
+) -> Result<Option<Dns>, ContainerError> {
+    let id = &record.id;
+    let names = record.config.network.networks();
+    if names.is_empty() {
+        return Ok(None);
+    }
+    store.update_state(id, |s| {
+        s.attachments = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| AttachmentState {
+                network: n.to_string(),
+                ifname: ifname(i),
+                ips: Vec::new(),
+                mac: None,
+            })
+            .collect();
+    })?;
+    let mut dns = None;
+    for (i, name) in names.iter().enumerate() {
+        let attach_err = |source| ContainerError::Attach {
+            id: id.short().to_owned(),
+            source,
+        };
+        let ifname = ifname(i);
+        let mut network = networks.load(store, name.as_str()).map_err(attach_err)?;
+        if i > 0 {
+            network = network.without_default_routes().map_err(attach_err)?;
+        }
+        let request = AttachRequest {
+            id,
+            netns,
+            ifname: &ifname,
+            capability_args: capability_args(&record.config, &ifname),
+        };
+        let result = networks.attach(&network, &request).map_err(attach_err)?;
+        // The container's interface: the result entry with a sandbox and our name.
+        let iface = result
+            .interfaces
+            .iter()
+            .position(|i| i.name == ifname && i.sandbox.is_some());
+        let ips: Vec<_> = result
+            .ips
+            .iter()
+            .filter(|ip| ip.interface.is_none() || ip.interface == iface)
+            .map(|ip| ip.address)
+            .collect();
+        let mac = iface.and_then(|i| result.interfaces[i].mac.clone());
+        store.update_state(id, |s| {
+            if let Some(a) = s.attachments.iter_mut().find(|a| a.ifname == ifname) {
+                a.ips = ips;
+                a.mac = mac;
             }
-            Err(e) => {
-                errors.push(ContainerError::CgroupLayout(e));
-                None
-            }
-        },
-    };
-    if let Some(cgroup) = cgroup {
-        if let Err(source) = cgroup.destroy() {
-            errors.push(ContainerError::RemoveCgroup {
-                id: id.clone(),
-                source,
-            });
+        })?;
+        if dns.is_none() && !result.dns.nameservers.is_empty() {
+            dns = Some(result.dns);
         }
     }
-    if let Err(source) = namespaces::remove_netns(&store.netns_path(&record.id)) {
-        errors.push(ContainerError::RemoveNetns { id, source });
+    Ok(dns)
+}
+
+/// Step 4: records the exit (so `ps` shows it at once), releases what the container holds,
+/// then removes it (`--rm`) or marks it settled. Returns the teardown failures.
+pub fn finish(
+    store: &Store,
+    networks: &Networks,
+    record: &ContainerRecord,
+    exit_code: i32,
+) -> Vec<ContainerError> {
+    let mut teardown = Vec::new();
+    if let Err(e) = store.update_state(&record.id, |s| {
+        s.status = Some(Status::Exited);
+        s.exit_code = Some(exit_code);
+        s.finished_at = Some(clock::now_rfc3339());
+    }) {
+        teardown.push(e.into());
+    }
+    teardown.extend(release(store, networks, &record.id));
+    if record.config.auto_remove {
+        match store.lock() {
+            Ok(lock) => {
+                if let Err(e) = store.remove(&lock, &record.id) {
+                    teardown.push(e.into());
+                }
+            }
+            Err(e) => teardown.push(e.into()),
+        }
+    } else if let Err(e) = store.update_state(&record.id, |s| s.supervisor = None) {
+        teardown.push(e.into());
+    }
+    teardown
+}
+
+/// Releases what a container holds on the host besides its directory: the cgroup (killing
+/// leftovers), its CNI attachments (DEL in reverse order; the peers' hosts files follow),
+/// the netns file. Idempotent; keeps going and returns every failure.
+pub fn release(store: &Store, networks: &Networks, id: &ContainerId) -> Vec<ContainerError> {
+    let record = match store.load_if_exists(id) {
+        Ok(Some(r)) => r,
+        Ok(None) => return Vec::new(),
+        Err(e) => return vec![e.into()],
+    };
+    let short = id.short().to_owned();
+    let mut errors = Vec::new();
+    match Layout::detect() {
+        Ok(layout) => {
+            let manager = layout.manager(&record.config.cgroup_parent, id);
+            if let Err(source) = timing::step("cgroup destroy", || manager.destroy()) {
+                errors.push(ContainerError::RemoveCgroup {
+                    id: short.clone(),
+                    source,
+                });
+            }
+        }
+        Err(e) => errors.push(ContainerError::CgroupLayout(e)),
+    }
+    let netns = store.netns_path(id);
+    if !record.state.attachments.is_empty() {
+        let mut left = Vec::new();
+        for a in record.state.attachments.iter().rev() {
+            let request = AttachRequest {
+                id,
+                netns: &netns,
+                ifname: &a.ifname,
+                capability_args: capability_args(&record.config, &a.ifname),
+            };
+            if let Err(source) =
+                timing::step("cni del", || networks.detach(store, &a.network, &request))
+            {
+                errors.push(ContainerError::Attach {
+                    id: short.clone(),
+                    source,
+                });
+                left.insert(0, a.clone());
+            }
+        }
+        let names: Vec<String> = record
+            .state
+            .attachments
+            .iter()
+            .map(|a| a.network.clone())
+            .collect();
+        let updated = store.lock().map_err(ContainerError::from).and_then(|lock| {
+            store.update_state_locked(&lock, id, |s| s.attachments = left)?;
+            hosts::refresh(store, &lock, &names)?;
+            Ok(())
+        });
+        if let Err(e) = updated {
+            errors.push(e);
+        }
+    }
+    if let Err(source) = timing::step("netns remove", || namespaces::remove_netns(&netns)) {
+        errors.push(ContainerError::RemoveNetns { id: short, source });
     }
     errors
 }
 
-/// `berth rm [-f]`: removes a container; `force` kills a running one first.
-pub fn remove(store: &Store, query: &str, force: bool) -> Result<ContainerId, ContainerError> {
+/// `berth rm [-f]`: removes a container; `force` kills a running (or starting) one first.
+pub fn remove(
+    store: &Store,
+    networks: &Networks,
+    query: &str,
+    force: bool,
+) -> Result<ContainerId, ContainerError> {
     let record = store.find(query)?;
-    if record.live_status() == Status::Running {
-        if !force {
-            return Err(ContainerError::Running { name: record.name });
+    let status = record.live_status();
+    let supervised = record.is_supervised();
+    if force {
+        if record.is_active() {
+            terminate(&record)?;
         }
-        kill(&record)?;
+    } else if status == Status::Running || (status == Status::Created && supervised) {
+        // Running, or being started.
+        return Err(ContainerError::Running { name: record.name });
+    } else if supervised {
+        // Exited, and its supervisor is recording that and releasing it: let it finish.
+        settle(store, networks, &record.id)?;
     }
-    let mut errors = release(store, &record, None);
+    let mut errors = release(store, networks, &record.id);
     let lock = store.lock()?;
     if let Err(e) = store.remove(&lock, &record.id) {
         errors.push(e.into());
@@ -422,132 +691,128 @@ pub fn remove(store: &Store, query: &str, force: bool) -> Result<ContainerId, Co
     }
 }
 
-/// SIGKILL to PID 1 (which takes the whole pid namespace with it), then wait for it.
-fn kill(record: &ContainerRecord) -> Result<(), ContainerError> {
-    let (Some(pid), Some(start)) = (record.state.pid, record.state.pid_start_time) else {
-        return Ok(());
-    };
-    let name = record.name.clone();
-    let pidfd = match process::pidfd_open(pid) {
-        Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(()),
-        Err(source) => return Err(ContainerError::Kill { name, pid, source }),
-    };
-    // The pidfd pins the process: if the start time still matches now, the pid was not
-    // reused and the signal goes to the container.
-    if process_start_time(pid) != Some(start) {
-        return Ok(());
-    }
-    match process::send_signal(pidfd.as_fd(), libc::SIGKILL) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(()),
-        Err(source) => return Err(ContainerError::Kill { name, pid, source }),
-    }
-    if process::wait_pidfd(pidfd.as_fd(), Duration::from_secs(10)) {
-        Ok(())
-    } else {
-        Err(ContainerError::KillTimeout { name, pid })
-    }
-}
+/// How long a supervisor gets to record an exit and release the container (CNI DEL of
+/// every network) before `rm -f` stops waiting for it.
+pub const SUPERVISOR_GRACE: Duration = Duration::from_secs(20);
 
-/// A line of `berth ps`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ContainerSummary {
-    pub id: ContainerId,
-    pub name: ContainerName,
-    pub image: ImageName,
-    pub command: Vec<String>,
-    pub created: String,
-    pub status: Status,
-    /// "Up 5 seconds", "Exited (0) 2 minutes ago", "Created".
-    pub status_text: String,
-    pub exit_code: Option<i32>,
-    pub pid: Option<i32>,
-}
-
-impl ContainerSummary {
-    fn of(record: &ContainerRecord) -> ContainerSummary {
-        let status = record.live_status();
-        let status_text = match status {
-            Status::Created => "Created".to_owned(),
-            Status::Running => format!(
-                "Up {}",
-                record
-                    .state
-                    .started_at
-                    .as_deref()
-                    .and_then(clock::parse_rfc3339)
-                    .map_or_else(String::new, |t| clock::humanize(clock::unix_now() - t))
-            ),
-            Status::Exited => match (record.state.exit_code, &record.state.finished_at) {
-                (Some(code), Some(at)) => format!("Exited ({code}) {}", clock::ago(at)),
-                _ => "Exited".to_owned(),
-            },
-        };
-        ContainerSummary {
-            id: record.id.clone(),
-            name: record.name.clone(),
-            image: record.config.image.clone(),
-            command: record.config.args.clone(),
-            created: record.created.clone(),
-            status,
-            status_text,
-            exit_code: record.state.exit_code,
-            pid: (status == Status::Running)
-                .then_some(record.state.pid)
-                .flatten(),
+/// SIGKILL to PID 1 (which takes the whole pid namespace with it), then give the supervisor
+/// time to finish; a supervisor that does not (hung, or still starting the container) is
+/// killed too (the init dies with it: `PR_SET_PDEATHSIG`).
+fn terminate(record: &ContainerRecord) -> Result<(), ContainerError> {
+    if let Some(pidfd) = signal_pid1(record, libc::SIGKILL)? {
+        let pid = record.state.pid.unwrap_or_default();
+        if !process::wait_pidfd(pidfd.as_fd(), Duration::from_secs(10)) {
+            return Err(ContainerError::KillTimeout {
+                name: record.name.clone(),
+                pid,
+            });
         }
     }
+    let Some(supervisor) = record.state.supervisor else {
+        return Ok(());
+    };
+    if ProcessRef::current() == Some(supervisor) {
+        return Ok(());
+    }
+    let grace = if record.live_status() == Status::Running || record.state.pid.is_some() {
+        SUPERVISOR_GRACE
+    } else {
+        Duration::ZERO
+    };
+    if !wait_process(supervisor, grace) {
+        if let Some(fd) = pidfd_of(supervisor) {
+            let _ = process::send_signal(fd.as_fd(), libc::SIGKILL);
+            process::wait_pidfd(fd.as_fd(), Duration::from_secs(5));
+        }
+    }
+    Ok(())
 }
 
-/// `berth ps [-a]`: running containers, or all of them.
-pub fn list(store: &Store, all: bool) -> Result<Vec<ContainerSummary>, ContainerError> {
-    Ok(store
-        .records()?
-        .iter()
-        .map(ContainerSummary::of)
-        .filter(|s| all || s.status == Status::Running)
-        .collect())
+/// A pidfd for `process` if it is still that process.
+fn pidfd_of(process: ProcessRef) -> Option<OwnedFd> {
+    let fd = process::pidfd_open(process.pid).ok()?;
+    // The pidfd pins the process: if the start time still matches now, it is the one.
+    (process_start_time(process.pid) == Some(process.start_time)).then_some(fd)
 }
 
-/// `berth inspect`: the record plus what it implies on the host.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Inspection {
-    #[serde(flatten)]
-    pub record: ContainerRecord,
-    pub status: Status,
-    pub paths: InspectPaths,
+/// Waits up to `timeout` for `process` to exit; true if it is gone.
+pub fn wait_process(process: ProcessRef, timeout: Duration) -> bool {
+    match pidfd_of(process) {
+        Some(fd) => process::wait_pidfd(fd.as_fd(), timeout) || !process.is_alive(),
+        None => true,
+    }
 }
 
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InspectPaths {
-    pub directory: PathBuf,
-    pub rootfs_lower: PathBuf,
-    pub rootfs_upper: PathBuf,
-    pub netns: PathBuf,
-    pub cgroups: Vec<PathBuf>,
+/// Sends `signal` to the container's PID 1 if it runs; returns its pidfd (to wait on), or
+/// `None` if it was not running.
+pub fn signal_pid1(
+    record: &ContainerRecord,
+    signal: i32,
+) -> Result<Option<OwnedFd>, ContainerError> {
+    let (Some(pid), Some(start)) = (record.state.pid, record.state.pid_start_time) else {
+        return Ok(None);
+    };
+    let Some(pidfd) = pidfd_of(ProcessRef {
+        pid,
+        start_time: start,
+    }) else {
+        return Ok(None);
+    };
+    match process::send_signal(pidfd.as_fd(), signal) {
+        Ok(()) => Ok(Some(pidfd)),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(None),
+        Err(source) => Err(ContainerError::Kill {
+            name: record.name.clone(),
+            pid,
+            signal,
+            source,
+        }),
+    }
 }
 
-pub fn inspect(store: &Store, query: &str) -> Result<Inspection, ContainerError> {
-    let record = store.find(query)?;
-    let layout = Layout::detect().map_err(ContainerError::CgroupLayout)?;
-    let cgroup = layout.manager(&record.config.cgroup_parent, &record.id);
-    let images = ImageStore::new(store.images_dir());
-    let dir = store.container_dir(&record.id);
-    Ok(Inspection {
-        status: record.live_status(),
-        paths: InspectPaths {
-            rootfs_lower: images.rootfs(&record.config.image),
-            rootfs_upper: dir.join("upper"),
-            directory: dir,
-            netns: store.netns_path(&record.id),
-            cgroups: cgroup.paths(),
-        },
-        record,
-    })
+/// After the container's PID 1 is gone: waits for its supervisor to record the exit and
+/// release it; if the supervisor died without doing so (`berth` was killed), does it here
+/// (`--rm` containers are then removed, as their supervisor would have).
+pub fn settle(store: &Store, networks: &Networks, id: &ContainerId) -> Result<(), ContainerError> {
+    let Some(record) = store.load_if_exists(id)? else {
+        return Ok(());
+    };
+    if let Some(supervisor) = record.state.supervisor {
+        if ProcessRef::current() != Some(supervisor) {
+            wait_process(supervisor, SUPERVISOR_GRACE);
+        }
+    }
+    let Some(record) = store.load_if_exists(id)? else {
+        return Ok(());
+    };
+    let orphaned = !record.is_supervised()
+        && record.live_status() != Status::Running
+        && (record.state.supervisor.is_some() || !record.state.attachments.is_empty());
+    if !orphaned {
+        return Ok(());
+    }
+    let mut errors = release(store, networks, id);
+    let lock = store.lock()?;
+    let result = if record.config.auto_remove {
+        store.remove(&lock, id).map(|()| None)
+    } else {
+        store.update_state_locked(&lock, id, |s| {
+            s.status = Some(Status::Exited);
+            s.supervisor = None;
+            s.finished_at.get_or_insert_with(clock::now_rfc3339);
+        })
+    };
+    if let Err(e) = result {
+        errors.push(e.into());
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ContainerError::Teardown {
+            id: id.short().to_owned(),
+            errors,
+        })
+    }
 }
 
 /// `berth image rm`: refuses while a container (running or not) uses the image, since its
@@ -564,4 +829,10 @@ pub fn remove_image(store: &Store, name: &str) -> Result<ImageName, ContainerErr
     }
     ImageStore::new(store.images_dir()).remove(&name)?;
     Ok(name)
+}
+
+/// Descriptors for a child's stdio, as [`SpawnOptions::fds`] takes them.
+pub fn raw_fds(fds: [Option<&OwnedFd>; 3]) -> [Option<RawFd>; 3] {
+    use std::os::fd::AsRawFd;
+    fds.map(|fd| fd.map(AsRawFd::as_raw_fd))
 }

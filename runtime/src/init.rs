@@ -30,6 +30,13 @@
 //! 6. rlimits, groups, umask, close stray descriptors;
 //! 7. lock down: `no_new_privs`, capabilities, seccomp (last: from here on only `execve`);
 //! 8. `execve`.
+//!
+//! **`berth exec-init`** is the same helper for `berth exec`: the runtime has joined the
+//! container's pid namespace for its children and clone3s without `CLONE_NEWPID`, so the
+//! helper starts inside it; it moves into the container's cgroup before the "go", then joins
+//! the remaining namespaces of PID 1 ([`crate::namespaces::join_container`]) and continues
+//! with steps 5–8 under the container's capabilities, seccomp policy, environment and
+//! working directory.
 
 use std::convert::Infallible;
 use std::ffi::{CString, OsStr};
@@ -57,8 +64,8 @@ use crate::seccomp::{self, SeccompError, SeccompPolicy};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InitConfig {
-    /// The network namespace file to join.
-    pub netns: PathBuf,
+    /// The network namespace file to join; `None`: keep the runtime's (`--network host`).
+    pub netns: Option<PathBuf>,
     pub hostname: String,
     pub rootfs: RootfsSpec,
     pub args: Vec<String>,
@@ -69,6 +76,23 @@ pub struct InitConfig {
     /// `-t`: allocate a pty of this size (rows, columns) in the container's devpts, make its
     /// slave stdin/stdout/stderr, `/dev/console` and the controlling terminal, and send the
     /// master to the runtime.
+    pub tty: Option<(u16, u16)>,
+}
+
+/// Everything `berth exec-init` needs: the container to join and the command to become.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecConfig {
+    /// PID 1 of the container (host pid) and its start time: the namespaces to join are
+    /// `/proc/<pid>/ns/*`, opened only while the start time still matches.
+    pub pid: i32,
+    pub pid_start_time: u64,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: PathBuf,
+    pub capabilities: CapSet,
+    pub deny_device_nodes: bool,
+    /// `-t`: allocate a pty of this size in the container's devpts (no `/dev/console`).
     pub tty: Option<(u16, u16)>,
 }
 
@@ -155,6 +179,17 @@ impl InitError {
 /// Entry point of `berth init`. Never returns: it either becomes the user's command or
 /// reports why not over the sync socket and exits.
 pub fn main(config_fd: RawFd, sync_fd: RawFd) -> ! {
+    run_helper(sync_fd, || setup_and_exec(config_fd, sync_fd))
+}
+
+/// Entry point of `berth exec-init`: joins a running container's namespaces and becomes the
+/// command of `berth exec`. The runtime already placed it in the container's pid namespace
+/// (setns before clone3) and cgroup.
+pub fn exec_main(config_fd: RawFd, sync_fd: RawFd) -> ! {
+    run_helper(sync_fd, || join_and_exec(config_fd, sync_fd))
+}
+
+fn run_helper(sync_fd: RawFd, body: impl FnOnce() -> Result<Infallible, InitError>) -> ! {
     // `sync_fd` is the write end of the sync socket, inherited across exec. It is used as a
     // raw descriptor and never closed here. Close-on-exec: a successful execve closes it,
     // which the runtime reads as success.
@@ -170,7 +205,7 @@ pub fn main(config_fd: RawFd, sync_fd: RawFd) -> ! {
             },
         );
     }));
-    let err = match setup_and_exec(config_fd, sync_fd) {
+    let err = match body() {
         Err(err) => err,
         Ok(never) => match never {},
     };
@@ -219,13 +254,17 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 fn setup_and_exec(config_fd: RawFd, sync_fd: RawFd) -> Result<Infallible, InitError> {
     // 1. Signals, parent death, configuration.
     reset_signals();
-    // SAFETY: PR_SET_PDEATHSIG takes a signal number, no pointers. If the runtime dies, the
-    // container dies with it (no monitor in phase 1). Survives the final execve.
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number, no pointers. If the supervisor (the
+    // foreground `berth run`, or the monitor of a detached container) dies, the container
+    // dies with it, and its record tells `rm -f` / `system prune` what to release. Survives
+    // the final execve.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     let config = read_config(config_fd)?;
 
     // 2. Namespaces, in their fixed order (see crate::namespaces).
-    namespaces::join_netns(&config.netns)?;
+    if let Some(netns) = &config.netns {
+        namespaces::join_netns(netns)?;
+    }
     namespaces::unshare_rest()?;
 
     // 3. Hostname, in the new UTS namespace.
@@ -243,10 +282,63 @@ fn setup_and_exec(config_fd: RawFd, sync_fd: RawFd) -> Result<Infallible, InitEr
         rootfs::make_root_read_only()?;
     }
 
+    become_command(
+        &CommandSpec {
+            args: &config.args,
+            env: &config.env,
+            workdir: &config.rootfs.workdir,
+            capabilities: config.capabilities,
+            deny_device_nodes: config.deny_device_nodes,
+            tty: config.tty,
+            console: true,
+        },
+        sync_fd,
+    )
+}
+
+/// `berth exec-init`: steps 1, 2 (joining instead of creating) and 5–8 of the init.
+fn join_and_exec(config_fd: RawFd, sync_fd: RawFd) -> Result<Infallible, InitError> {
+    reset_signals();
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number, no pointers: the command dies with
+    // `berth exec` (which forwards signals and reports its exit code).
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let bytes = read_fd(config_fd)?;
+    let config: ExecConfig = serde_json::from_slice(&bytes).map_err(InitError::ParseConfig)?;
+    namespaces::join_container(config.pid, config.pid_start_time)?;
+    umask(Mode::empty());
+    become_command(
+        &CommandSpec {
+            args: &config.args,
+            env: &config.env,
+            workdir: &config.workdir,
+            capabilities: config.capabilities,
+            deny_device_nodes: config.deny_device_nodes,
+            tty: config.tty,
+            console: false,
+        },
+        sync_fd,
+    )
+}
+
+/// The command a helper becomes, and how it is locked down.
+struct CommandSpec<'a> {
+    args: &'a [String],
+    env: &'a [String],
+    workdir: &'a Path,
+    capabilities: CapSet,
+    deny_device_nodes: bool,
+    tty: Option<(u16, u16)>,
+    /// The pty slave also becomes `/dev/console` (the init, not an exec).
+    console: bool,
+}
+
+/// Steps 5–8, shared by the init and exec-init: terminal and session, working directory,
+/// the command (127/126 decided here), process attributes, lock-down, execve.
+fn become_command(config: &CommandSpec<'_>, sync_fd: RawFd) -> Result<Infallible, InitError> {
     // 5. Session (the container never shares the runtime's process group, so a Ctrl-C at
     // the terminal reaches only the runtime, which forwards it), terminal, cwd, command.
     if let Some(size) = config.tty {
-        open_console(size, sync_fd)?;
+        open_console(size, sync_fd, config.console)?;
     }
     setsid().map_err(InitError::Setsid)?;
     if config.tty.is_some() {
@@ -256,8 +348,8 @@ fn setup_and_exec(config_fd: RawFd, sync_fd: RawFd) -> Result<Infallible, InitEr
             return Err(InitError::ControllingTty(std::io::Error::last_os_error()));
         }
     }
-    chdir(&config.rootfs.workdir).map_err(|source| InitError::Workdir {
-        path: config.rootfs.workdir.clone(),
+    chdir(config.workdir).map_err(|source| InitError::Workdir {
+        path: config.workdir.to_path_buf(),
         source,
     })?;
     let command = config.args.first().cloned().unwrap_or_default();
@@ -306,7 +398,7 @@ fn setup_and_exec(config_fd: RawFd, sync_fd: RawFd) -> Result<Infallible, InitEr
 /// mean what they should), makes the slave fds 0-2 and `/dev/console`, and sends the
 /// master to the runtime over the sync socket with SCM_RIGHTS (the message is a single
 /// newline, which the runtime's JSON parsing of a later failure report ignores).
-fn open_console((rows, cols): (u16, u16), sync_fd: RawFd) -> Result<(), InitError> {
+fn open_console((rows, cols): (u16, u16), sync_fd: RawFd, console: bool) -> Result<(), InitError> {
     let pty_err = |step| move |source| InitError::Pty { step, source };
     let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
         .map_err(pty_err("open /dev/ptmx"))?;
@@ -327,7 +419,9 @@ fn open_console((rows, cols): (u16, u16), sync_fd: RawFd) -> Result<(), InitErro
         Mode::empty(),
     )
     .map_err(pty_err("open the slave"))?;
-    rootfs::bind_console(Path::new(&slave_path))?;
+    if console {
+        rootfs::bind_console(Path::new(&slave_path))?;
+    }
     for target in [0, 1, 2] {
         // SAFETY: dup2 onto the standard descriptors; `slave` stays open for the call.
         if unsafe { libc::dup2(slave.as_raw_fd(), target) } < 0 {
@@ -348,13 +442,19 @@ fn open_console((rows, cols): (u16, u16), sync_fd: RawFd) -> Result<(), InitErro
 }
 
 fn read_config(fd: RawFd) -> Result<InitConfig, InitError> {
+    let bytes = read_fd(fd)?;
+    serde_json::from_slice(&bytes).map_err(InitError::ParseConfig)
+}
+
+/// Reads the config pipe to its end.
+fn read_fd(fd: RawFd) -> Result<Vec<u8>, InitError> {
     // SAFETY: the runtime passed us this descriptor as the read end of the config pipe;
     // we take ownership and close it after reading.
     let mut file = unsafe { File::from_raw_fd(fd) };
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)
         .map_err(InitError::ReadConfig)?;
-    serde_json::from_slice(&bytes).map_err(InitError::ParseConfig)
+    Ok(bytes)
 }
 
 fn cstring(s: &OsStr, what: &'static str) -> Result<CString, InitError> {

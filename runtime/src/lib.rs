@@ -1,5 +1,5 @@
-//! The Berth container runtime: isolated containers, run in the foreground (phase 1), on top
-//! of Berth's CNI plugins (phase 2).
+//! The Berth container runtime: isolated containers on top of Berth's CNI plugins, run in
+//! the foreground or detached under a monitor.
 //!
 //! The library does the work; the `berth` binary is a thin clap front end. Modules, in the
 //! order a `berth run` uses them:
@@ -8,9 +8,15 @@
 //! - [`image`], [`layer`]: the image store, the offline busybox image, tarball / docker-save /
 //!   OCI import;
 //! - [`state`]: the state roots, the lock, container records; [`clock`]: timestamps;
-//! - [`container`]: the lifecycle (`run`, `ps`, `inspect`, `rm`);
+//! - [`network`]: network definitions, the default network, CNI attach/detach/GC, `-p`,
+//!   the name files (`/etc/hosts`, …);
+//! - [`container`]: create, start, finish, release, `rm`; [`listing`]: `ps`, `inspect`;
+//! - [`monitor`]: `run -d` and the monitor process; [`logs`]: the container log;
+//! - [`exec`], [`stop`], [`prune`]: the other lifecycle commands; [`timing`]: opt-in step
+//!   timings;
 //! - [`process`]: clone3 of the init, the handshake, signal forwarding, the pty;
-//! - [`init`]: the container side (`berth init`, PID 1 until it execs the command);
+//! - [`init`]: the container side (`berth init`, PID 1 until it execs the command, and
+//!   `berth exec-init`);
 //! - [`namespaces`], [`rootfs`], [`resolve`], [`cgroups`], [`caps`], [`seccomp`]: isolation.
 
 pub mod caps;
@@ -18,13 +24,21 @@ pub mod cgroups;
 pub mod clock;
 pub mod config;
 pub mod container;
+pub mod exec;
 pub mod image;
 pub mod init;
 pub mod layer;
+pub mod listing;
+pub mod logs;
+pub mod monitor;
 pub mod names;
 pub mod namespaces;
+pub mod network;
 pub mod process;
+pub mod prune;
 pub mod resolve;
 pub mod rootfs;
 pub mod seccomp;
 pub mod state;
+pub mod stop;
+pub mod timing;

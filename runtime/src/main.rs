@@ -5,22 +5,29 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use anyhow::Context;
 use berth_runtime::config::RunRequest;
-use berth_runtime::container::{self, ContainerSummary};
+use berth_runtime::container::{self, ContainerError};
+use berth_runtime::exec::ExecRequest;
 use berth_runtime::image::ImageStore;
+use berth_runtime::listing::{self, ContainerSummary};
 use berth_runtime::names::ImageName;
+use berth_runtime::network::definition::NetworkRequest;
+use berth_runtime::network::{self, DefaultNetwork, Networks};
 use berth_runtime::state::Store;
+use berth_runtime::{logs, monitor, prune, stop};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "berth",
     version,
-    about = "Run isolated containers (phase 1: foreground, no networking yet)"
+    about = "Run isolated containers, networked through Berth's CNI plugins"
 )]
 struct Cli {
-    /// Persistent state: images, container records and writable layers.
+    /// Persistent state: images, container records and writable layers, networks.
     #[arg(
         long,
         global = true,
@@ -31,14 +38,20 @@ struct Cli {
     /// Runtime state: network namespace files.
     #[arg(long, global = true, value_name = "DIR", default_value = "/run/berth")]
     runroot: PathBuf,
+    /// Where CNI plugins are (repeatable; default: $BERTH_CNI_PATH, else the directory of
+    /// berth, then /usr/libexec/berth/cni).
+    #[arg(long, global = true, value_name = "DIR")]
+    cni_plugin_dir: Vec<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a command in a new container, in the foreground.
+    /// Run a command in a new container (in the foreground, or detached with -d).
     Run(Box<RunArgs>),
+    /// Run a command in a running container.
+    Exec(ExecArgs),
     /// List containers.
     Ps {
         /// Show all containers (default: running only).
@@ -48,6 +61,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Stop containers: SIGTERM, then SIGKILL after the timeout.
+    Stop {
+        /// Seconds to wait before SIGKILL.
+        #[arg(short, long, default_value_t = 10)]
+        time: u64,
+        #[arg(required = true, value_name = "NAME|ID")]
+        containers: Vec<String>,
+    },
+    /// Send a signal to containers (default SIGKILL).
+    Kill {
+        /// Signal name or number (KILL, SIGTERM, 15, ...).
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+        #[arg(required = true, value_name = "NAME|ID")]
+        containers: Vec<String>,
+    },
     /// Remove containers.
     Rm {
         /// Kill running containers first.
@@ -55,6 +84,17 @@ enum Command {
         force: bool,
         #[arg(required = true, value_name = "NAME|ID")]
         containers: Vec<String>,
+    },
+    /// Print a detached container's output.
+    Logs {
+        /// Keep printing new output until the container stops.
+        #[arg(short, long)]
+        follow: bool,
+        /// Prefix each line with its timestamp.
+        #[arg(short, long)]
+        timestamps: bool,
+        #[arg(value_name = "NAME|ID")]
+        container: String,
     },
     /// Show a container's record as JSON.
     Inspect {
@@ -64,6 +104,12 @@ enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(NetworkCommand),
+    /// System-wide maintenance.
+    #[command(subcommand)]
+    System(SystemCommand),
     /// The container's init (internal: started by `berth run`).
     #[command(hide = true)]
     Init {
@@ -72,6 +118,17 @@ enum Command {
         #[arg(long)]
         sync_fd: i32,
     },
+    /// A process joining a container (internal: started by `berth exec`).
+    #[command(hide = true, name = "exec-init")]
+    ExecInit {
+        #[arg(long)]
+        config_fd: i32,
+        #[arg(long)]
+        sync_fd: i32,
+    },
+    /// The supervisor of a detached container (internal: started by `berth run -d`).
+    #[command(hide = true)]
+    Monitor { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,6 +148,64 @@ enum ImageCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum NetworkCommand {
+    /// Create a network (a conflist in <root>/networks).
+    Create(NetworkCreateArgs),
+    /// List networks.
+    Ls {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a network: its summary, conflist and containers, as JSON.
+    Inspect { name: String },
+    /// Remove networks no container uses.
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct NetworkCreateArgs {
+    /// bridge (default) or veth (a routed point-to-point link per container).
+    #[arg(short, long)]
+    driver: Option<String>,
+    /// Subnet in CIDR form (at most one IPv4 and one IPv6; default: a free 10.211.x.0/24).
+    #[arg(long)]
+    subnet: Vec<String>,
+    /// Gateway address (default: the subnet's first address).
+    #[arg(long)]
+    gateway: Option<String>,
+    /// Add IPv6 (a ULA /64 derived from the name unless an IPv6 --subnet is given).
+    #[arg(long)]
+    ipv6: bool,
+    /// No masquerading and no default route.
+    #[arg(long)]
+    internal: bool,
+    /// MTU of the container interfaces.
+    #[arg(long)]
+    mtu: Option<u32>,
+    /// Isolate this network's bridge from other isolated networks (firewall plugin).
+    #[arg(long)]
+    isolate: bool,
+    /// Bridge name (default: br-<12 hex digits of the name's hash>).
+    #[arg(long)]
+    bridge: Option<String>,
+    name: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum SystemCommand {
+    /// Remove stopped containers and what a crashed berth left; CNI garbage collection.
+    Prune {
+        /// Accepted for docker compatibility: berth never asks.
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
 #[derive(Debug, Args)]
 #[command(disable_help_flag = true)]
 struct RunArgs {
@@ -100,6 +215,9 @@ struct RunArgs {
     /// Remove the container when it exits.
     #[arg(long)]
     rm: bool,
+    /// Run in the background under a monitor; print the container id.
+    #[arg(short, long)]
+    detach: bool,
     /// Container name (default: generated).
     #[arg(long)]
     name: Option<String>,
@@ -115,9 +233,18 @@ struct RunArgs {
     /// Bind-mount a host directory: HOST:CONTAINER[:ro|rw].
     #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
     volumes: Vec<String>,
-    /// Network mode: only `none` until CNI support arrives.
-    #[arg(long, value_name = "MODE")]
-    network: Option<String>,
+    /// Network: a name (repeatable: eth0, eth1, ...), `none` or `host` (default: berth).
+    #[arg(long = "network", alias = "net", value_name = "NAME|none|host")]
+    networks: Vec<String>,
+    /// Publish ports: [IP:]HOST:CONTAINER[/tcp|udp], ranges as 8080-8081:80-81.
+    #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:CTR[/PROTO]")]
+    publish: Vec<String>,
+    /// IP address on the first network.
+    #[arg(long)]
+    ip: Option<String>,
+    /// MAC address on the first network.
+    #[arg(long)]
+    mac_address: Option<String>,
     /// Memory limit (e.g. 64m, 1g); no swap on top.
     #[arg(long, short = 'm')]
     memory: Option<String>,
@@ -155,10 +282,38 @@ struct RunArgs {
     image_and_command: Vec<String>,
 }
 
+#[derive(Debug, Args)]
+struct ExecArgs {
+    /// Keep stdin open (pass it to the process).
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short, long)]
+    tty: bool,
+    /// Set an environment variable (KEY=VALUE, or KEY to pass the caller's value).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Working directory (default: the container's).
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    workdir: Option<String>,
+    /// The container, then the command and its arguments.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        num_args = 2..,
+        value_name = "CONTAINER COMMAND [ARG...]"
+    )]
+    container_and_command: Vec<String>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Init { config_fd, sync_fd } = cli.command {
-        berth_runtime::init::main(config_fd, sync_fd);
+    match cli.command {
+        Command::Init { config_fd, sync_fd } => berth_runtime::init::main(config_fd, sync_fd),
+        Command::ExecInit { config_fd, sync_fd } => {
+            berth_runtime::init::exec_main(config_fd, sync_fd)
+        }
+        _ => {}
     }
     match dispatch(cli) {
         Ok(code) => code,
@@ -184,19 +339,63 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
     }
 }
 
+impl Failure {
+    fn setup(error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            error: error.into(),
+            code: 125,
+        }
+    }
+
+    fn container(error: ContainerError) -> Failure {
+        let code = u8::try_from(error.exit_code()).unwrap_or(125);
+        Failure {
+            error: error.into(),
+            code,
+        }
+    }
+}
+
 fn exit_code(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(255))
 }
 
 fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
-    let store = Store::open(&cli.root, &cli.runroot).map_err(|e| Failure {
-        error: e.into(),
-        code: 125,
-    })?;
+    let store = Store::open(&cli.root, &cli.runroot).map_err(Failure::setup)?;
+    let exe = std::env::current_exe().ok();
+    let path = network::plugin_path(
+        &cli.cni_plugin_dir,
+        std::env::var_os("BERTH_CNI_PATH").as_deref(),
+        exe.as_deref(),
+    );
+    let defaults = DefaultNetwork::from_env(|k| std::env::var(k).ok()).map_err(Failure::setup)?;
+    let networks = Networks::new(&store, path, defaults);
     match cli.command {
-        Command::Run(args) => run(&store, *args),
+        Command::Run(args) => run(&store, &networks, *args),
+        Command::Exec(args) => {
+            let mut rest = args.container_and_command.into_iter();
+            let request = ExecRequest {
+                container: rest.next().unwrap_or_default(),
+                command: rest.collect(),
+                interactive: args.interactive,
+                tty: args.tty,
+                env: args.env,
+                workdir: args.workdir,
+            };
+            let container = request.container.clone();
+            match berth_runtime::exec::exec(&store, request) {
+                Ok(code) => Ok(exit_code(code)),
+                Err(e) => {
+                    let code = u8::try_from(e.exit_code()).unwrap_or(125);
+                    Err(Failure {
+                        error: anyhow::Error::from(e).context(format!("exec in {container}")),
+                        code,
+                    })
+                }
+            }
+        }
         Command::Ps { all, json } => {
-            let list = container::list(&store, all)?;
+            let list = listing::list(&store, all)?;
             if json {
                 print_json(&list)?;
             } else {
@@ -204,35 +403,78 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Rm { force, containers } => {
-            let mut failed = None;
-            for query in &containers {
-                match container::remove(&store, query, force) {
-                    Ok(_) => println!("{query}"),
-                    Err(e) => {
-                        // Keep going with the others, like docker; report each failure.
-                        eprintln!(
-                            "berth: {:#}",
-                            anyhow::Error::from(e).context(format!("remove container {query}"))
-                        );
-                        failed = Some(ExitCode::FAILURE);
-                    }
-                }
-            }
-            Ok(failed.unwrap_or(ExitCode::SUCCESS))
+        Command::Stop { time, containers } => for_each(&containers, "stop", |query| {
+            stop::stop(&store, &networks, query, Duration::from_secs(time))
+        }),
+        Command::Kill { signal, containers } => {
+            let signal = stop::parse_signal(&signal).map_err(Failure::container)?;
+            for_each(&containers, "kill", |query| {
+                stop::kill(&store, query, signal)
+            })
+        }
+        Command::Rm { force, containers } => for_each(&containers, "remove", |query| {
+            container::remove(&store, &networks, query, force)
+        }),
+        Command::Logs {
+            follow,
+            timestamps,
+            container,
+        } => {
+            logs::show(&store, &container, follow, timestamps)
+                .with_context(|| format!("logs of {container}"))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { container } => {
-            let inspection = container::inspect(&store, &container)
+            let inspection = listing::inspect(&store, &container)
                 .with_context(|| format!("inspect {container}"))?;
             print_json(&inspection)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Image(command) => image(&store, command),
-        Command::Init { .. } => unreachable!("handled in main"),
+        Command::Network(command) => network_command(&store, &networks, command),
+        Command::System(SystemCommand::Prune { force: _ }) => {
+            let pruned = prune::prune(&store, &networks);
+            for name in &pruned.removed {
+                println!("{name}");
+            }
+            for error in &pruned.errors {
+                eprintln!("berth: system prune: {}", container::error_chain(error));
+            }
+            Ok(if pruned.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Monitor { id } => Ok(exit_code(monitor::main(&store, &networks, &id))),
+        Command::Init { .. } | Command::ExecInit { .. } => unreachable!("handled in main"),
     }
 }
 
-fn run(store: &Store, args: RunArgs) -> Result<ExitCode, Failure> {
+/// Runs `action` for each container, like docker: prints the query on success, reports each
+/// failure on its own line, keeps going, and fails if any failed.
+fn for_each<T>(
+    containers: &[String],
+    verb: &str,
+    mut action: impl FnMut(&str) -> Result<T, ContainerError>,
+) -> Result<ExitCode, Failure> {
+    let mut failed = None;
+    for query in containers {
+        match action(query) {
+            Ok(_) => println!("{query}"),
+            Err(e) => {
+                eprintln!(
+                    "berth: {:#}",
+                    anyhow::Error::from(e).context(format!("{verb} container {query}"))
+                );
+                failed = Some(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(failed.unwrap_or(ExitCode::SUCCESS))
+}
+
+fn run(store: &Store, networks: &Networks, args: RunArgs) -> Result<ExitCode, Failure> {
     let mut rest = args.image_and_command.into_iter();
     let image = rest.next().unwrap_or_default();
     let request = RunRequest {
@@ -243,7 +485,10 @@ fn run(store: &Store, args: RunArgs) -> Result<ExitCode, Failure> {
         env: args.env,
         workdir: args.workdir,
         volumes: args.volumes,
-        network: args.network,
+        networks: args.networks,
+        publish: args.publish,
+        ip: args.ip,
+        mac: args.mac_address,
         memory: args.memory,
         cpus: args.cpus,
         pids_limit: args.pids_limit,
@@ -254,8 +499,18 @@ fn run(store: &Store, args: RunArgs) -> Result<ExitCode, Failure> {
         interactive: args.interactive,
         tty: args.tty,
         auto_remove: args.rm,
+        detach: args.detach,
     };
-    match container::run(store, request) {
+    if request.detach {
+        let id = monitor::run_detached(store, networks, request).map_err(Failure::container)?;
+        println!("{id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let result = container::run(store, networks, request);
+    if let Some(line) = berth_runtime::timing::report() {
+        eprintln!("berth: timing: {line}");
+    }
+    match result {
         Ok(outcome) => {
             for warning in outcome.teardown {
                 eprintln!(
@@ -266,13 +521,7 @@ fn run(store: &Store, args: RunArgs) -> Result<ExitCode, Failure> {
             }
             Ok(exit_code(outcome.exit_code))
         }
-        Err(e) => {
-            let code = e.exit_code();
-            Err(Failure {
-                error: e.into(),
-                code: u8::try_from(code).unwrap_or(125),
-            })
-        }
+        Err(e) => Err(Failure::container(e)),
     }
 }
 
@@ -314,6 +563,104 @@ fn image(store: &Store, command: ImageCommand) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn network_command(
+    store: &Store,
+    networks: &Networks,
+    command: NetworkCommand,
+) -> Result<ExitCode, Failure> {
+    match command {
+        NetworkCommand::Create(args) => {
+            let name = args.name.clone();
+            let spec = NetworkRequest {
+                name: args.name,
+                driver: args.driver,
+                subnets: args.subnet,
+                gateway: args.gateway,
+                ipv6: args.ipv6,
+                internal: args.internal,
+                mtu: args.mtu,
+                isolate: args.isolate,
+                bridge: args.bridge,
+            }
+            .validate()
+            .map_err(|e| {
+                Failure::setup(anyhow::Error::from(e).context(format!("create network {name}")))
+            })?;
+            let created = networks.create(store, spec).map_err(|e| {
+                Failure::setup(anyhow::Error::from(e).context(format!("create network {name}")))
+            })?;
+            println!("{}", created.summary.name);
+        }
+        NetworkCommand::Ls { json } => {
+            let list: Vec<_> = networks
+                .list_all(store)
+                .context("list networks")?
+                .into_iter()
+                .map(|n| n.summary)
+                .collect();
+            if json {
+                print_json(&list)?;
+            } else {
+                println!("{:<20} {:<8} {:<16} SUBNETS", "NAME", "DRIVER", "BRIDGE");
+                for n in &list {
+                    let subnets: Vec<String> = n.subnets.iter().map(ToString::to_string).collect();
+                    println!(
+                        "{:<20} {:<8} {:<16} {}",
+                        n.name,
+                        n.driver,
+                        n.bridge.as_deref().unwrap_or("-"),
+                        subnets.join(", ")
+                    );
+                }
+            }
+        }
+        NetworkCommand::Inspect { name } => {
+            let network = networks
+                .load(store, &name)
+                .with_context(|| format!("inspect network {name}"))?;
+            let containers: Vec<_> = store
+                .records()?
+                .into_iter()
+                .filter_map(|r| {
+                    let a = r.state.attachments.iter().find(|a| a.network == name)?;
+                    Some(serde_json::json!({
+                        "name": r.name.as_str(),
+                        "id": r.id.as_str(),
+                        "ifname": a.ifname,
+                        "ips": a.ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        "mac": a.mac,
+                    }))
+                })
+                .collect();
+            let conflist: serde_json::Value =
+                serde_json::from_slice(&network.list.bytes).unwrap_or_default();
+            let mut doc = serde_json::to_value(&network.summary).context("serialize network")?;
+            if let Some(map) = doc.as_object_mut() {
+                map.insert("containers".into(), containers.into());
+                map.insert("conflist".into(), conflist);
+            }
+            print_json(&doc)?;
+        }
+        NetworkCommand::Rm { names } => {
+            let mut failed = None;
+            for name in names {
+                match networks.remove(store, &name) {
+                    Ok(()) => println!("{name}"),
+                    Err(e) => {
+                        eprintln!(
+                            "berth: {:#}",
+                            anyhow::Error::from(e).context(format!("remove network {name}"))
+                        );
+                        failed = Some(ExitCode::FAILURE);
+                    }
+                }
+            }
+            return Ok(failed.unwrap_or(ExitCode::SUCCESS));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let result = serde_json::to_writer_pretty(&mut out, value)
@@ -328,8 +675,8 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 
 fn print_ps(list: &[ContainerSummary]) {
     println!(
-        "{:<12}  {:<10}  {:<24}  {:<18}  {:<30}  NAMES",
-        "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS"
+        "{:<12}  {:<10}  {:<24}  {:<18}  {:<30}  {:<24}  NAMES",
+        "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS"
     );
     for c in list {
         let mut command = c.command.join(" ");
@@ -337,12 +684,13 @@ fn print_ps(list: &[ContainerSummary]) {
             command = command.chars().take(21).collect::<String>() + "…";
         }
         println!(
-            "{:<12}  {:<10}  {:<24}  {:<18}  {:<30}  {}",
+            "{:<12}  {:<10}  {:<24}  {:<18}  {:<30}  {:<24}  {}",
             c.id.short(),
             c.image.as_str(),
             format!("\"{command}\""),
             berth_runtime::clock::ago(&c.created),
             c.status_text,
+            c.ports.join(", "),
             c.name
         );
     }

@@ -18,7 +18,8 @@
 //!    sends after the move). `unshare(CLONE_NEWNS)` needs fs attributes not shared with other
 //!    threads: true in a single-threaded process.
 //!
-//! The user namespace, which would have to come first, is phase 2.
+//! The user namespace, which would have to come first, is not used yet. `berth exec` joins
+//! the namespaces of a running container instead ([`join_container`]).
 
 use std::ffi::CStr;
 use std::fs::{self, File, OpenOptions};
@@ -92,6 +93,54 @@ pub enum NamespaceError {
     },
     #[error("unshare mount, uts, ipc and cgroup namespaces")]
     Unshare(#[source] nix::Error),
+    #[error("open {path}")]
+    OpenNs {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the container's PID 1 ({pid}) exited")]
+    Gone { pid: i32 },
+    #[error("join the {kind} namespace of pid {pid}")]
+    JoinNs {
+        kind: &'static str,
+        pid: i32,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// The namespaces `berth exec` joins, in this order (the pid namespace was joined by the
+/// runtime before clone3). The cgroup namespace first: its root is taken from the cgroup the
+/// joining process is in, which the runtime already set. The mount namespace last: `setns`
+/// into it resets root and cwd to the container's root, after which the host's `/proc` is
+/// out of reach; every descriptor is therefore opened before the first `setns`.
+const EXEC_ORDER: [(&str, CloneFlags); 5] = [
+    ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("mnt", CloneFlags::CLONE_NEWNS),
+];
+
+/// In `berth exec-init` (single-threaded, so joining the mount namespace is allowed): joins
+/// the namespaces of the container's PID 1, if `pid` still is that process.
+pub fn join_container(pid: i32, start_time: u64) -> Result<(), NamespaceError> {
+    let mut files = Vec::with_capacity(EXEC_ORDER.len());
+    for (kind, flag) in EXEC_ORDER {
+        let path = PathBuf::from(format!("/proc/{pid}/ns/{kind}"));
+        let file = File::open(&path).map_err(|source| NamespaceError::OpenNs { path, source })?;
+        files.push((file, kind, flag));
+    }
+    // The descriptors pin the namespaces; if the start time still matches now, they are the
+    // container's and not those of a process that reused the pid.
+    if crate::state::process_start_time(pid) != Some(start_time) {
+        return Err(NamespaceError::Gone { pid });
+    }
+    for (file, kind, flag) in files {
+        setns(&file, flag).map_err(|source| NamespaceError::JoinNs { kind, pid, source })?;
+    }
+    Ok(())
 }
 
 /// Creates the network namespace file `path` (which must not exist) with `lo` up.

@@ -33,7 +33,7 @@ use nix::sys::termios::{self, SetArg, Termios};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{Pid, pipe2};
 
-use crate::init::{InitConfig, InitFailure};
+use crate::init::InitFailure;
 
 /// Errors of the `process` module.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +133,39 @@ pub struct Terminal {
     interactive: bool,
 }
 
+impl Terminal {
+    /// The master (the monitor reads the container's output from it).
+    pub fn master(&self) -> BorrowedFd<'_> {
+        self.master.as_fd()
+    }
+}
+
+/// Which helper the runtime starts, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct SpawnOptions {
+    /// `init` (PID 1 of a new container) or `exec-init` (a process joining a running one).
+    pub subcommand: &'static str,
+    /// `clone3(CLONE_NEWPID)`: PID 1 of a new pid namespace. Without it the child lands in
+    /// the pid namespace the caller set for its children (`berth exec`).
+    pub new_pid_namespace: bool,
+    pub stdio: StdioMode,
+    /// Descriptors to install as the child's stdin, stdout and stderr instead of the
+    /// caller's (the monitor's pipes). With a tty the init replaces them all anyway.
+    pub fds: [Option<RawFd>; 3],
+}
+
+impl SpawnOptions {
+    /// `berth init` with the caller's stdio: a foreground `berth run`.
+    pub fn init(stdio: StdioMode) -> SpawnOptions {
+        SpawnOptions {
+            subcommand: "init",
+            new_pid_namespace: true,
+            stdio,
+            fds: [None; 3],
+        }
+    }
+}
+
 /// The caller's terminal size (rows, columns), if stdin or stdout is a terminal.
 pub fn terminal_size() -> Option<(u16, u16)> {
     caller_winsize().map(|w| (w.ws_row, w.ws_col))
@@ -168,9 +201,11 @@ pub struct InitProcess {
 }
 
 impl InitProcess {
-    /// Starts `berth init` (this executable, re-exec'ed) as PID 1 of a new pid namespace.
-    /// The child waits for [`send_config`](Self::send_config).
-    pub fn spawn(stdio: StdioMode) -> Result<InitProcess, ProcessError> {
+    /// Starts `berth init` (this executable, re-exec'ed) as PID 1 of a new pid namespace, or
+    /// `berth exec-init` (see [`SpawnOptions`]). The child waits for
+    /// [`send_config`](Self::send_config).
+    pub fn spawn(options: SpawnOptions) -> Result<InitProcess, ProcessError> {
+        let stdio = options.stdio;
         let (config_r, config_w) = pipe2(OFlag::O_CLOEXEC).map_err(ProcessError::Pipe)?;
         // A socket rather than a pipe: with -t it carries the pty master (SCM_RIGHTS).
         let (sync_r, sync_w) = socketpair(
@@ -187,7 +222,7 @@ impl InitProcess {
         let program = cstr("/proc/self/exe".into());
         let argv_owned = [
             cstr("berth".into()),
-            cstr("init".into()),
+            cstr(options.subcommand.into()),
             cstr("--config-fd".into()),
             cstr(config_r.as_raw_fd().to_string()),
             cstr("--sync-fd".into()),
@@ -202,13 +237,18 @@ impl InitProcess {
         } else {
             None
         };
-        let stdin_fd = dev_null.as_ref().map(|f| f.as_raw_fd());
+        let [stdin_given, stdout_fd, stderr_fd] = options.fds;
+        let stdin_fd = stdin_given.or(dev_null.as_ref().map(|f| f.as_raw_fd()));
 
         let mut pidfd: libc::c_int = -1;
         // SAFETY: clone_args is plain data (u64 fields); all-zero means "no options".
         let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
         // Both constants are small positive bit masks / signal numbers.
-        args.flags = (libc::CLONE_NEWPID | libc::CLONE_PIDFD) as u64;
+        args.flags = if options.new_pid_namespace {
+            (libc::CLONE_NEWPID | libc::CLONE_PIDFD) as u64
+        } else {
+            libc::CLONE_PIDFD as u64
+        };
         args.pidfd = (&raw mut pidfd) as u64;
         args.exit_signal = libc::SIGCHLD as u64;
 
@@ -230,6 +270,12 @@ impl InitProcess {
             unsafe {
                 if let Some(fd) = stdin_fd {
                     libc::dup2(fd, 0);
+                }
+                if let Some(fd) = stdout_fd {
+                    libc::dup2(fd, 1);
+                }
+                if let Some(fd) = stderr_fd {
+                    libc::dup2(fd, 2);
                 }
                 // The two descriptors the init uses survive the exec; all else is CLOEXEC.
                 libc::fcntl(config_r.as_raw_fd(), libc::F_SETFD, 0);
@@ -262,9 +308,14 @@ impl InitProcess {
         self.pid.as_raw()
     }
 
+    /// The pidfd: readable once the process exited.
+    pub fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
     /// Sends the configuration and closes the pipe: the init's "go". Call it after the
     /// process was moved into its cgroup.
-    pub fn send_config(&mut self, config: &InitConfig) -> Result<(), ProcessError> {
+    pub fn send_config<T: serde::Serialize>(&mut self, config: &T) -> Result<(), ProcessError> {
         let json = serde_json::to_vec(config).map_err(ProcessError::Serialize)?;
         let mut pipe = self.config.take().ok_or_else(|| {
             ProcessError::SendConfig(io::Error::new(
@@ -483,9 +534,18 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
 
 /// Waits up to `timeout` for the process behind `pidfd` to exit.
 pub fn wait_pidfd(pidfd: BorrowedFd<'_>, timeout: Duration) -> bool {
-    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
-    let mut fds = [PollFd::new(pidfd, PollFlags::POLLIN)];
-    matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0)
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(pidfd, PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(n) if n > 0 => return true,
+            Ok(_) if left.is_zero() => return false,
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(_) => return false,
+        }
+    }
 }
 
 /// Copies what the (non-blocking) master has to stdout.

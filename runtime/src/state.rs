@@ -9,9 +9,20 @@
 //!   containers/<id>/upper,work       the overlay's writable layer (gone with the container)
 //!   containers/<id>/merged           the overlay mount point (mounted only in the
 //!                                    container's own mount namespace)
+//!   containers/<id>/hosts, hostname, resolv.conf   bind-mounted on the container's /etc
+//!   containers/<id>/ctr.log          stdout/stderr of a detached container (CRI format)
+//!   networks/<name>.conflist   network definitions (the default `berth` is generated)
+//!   cni/cache                  the CNI result cache (libcni layout)
+//!   cni/networks/<name>/       host-local IPAM state of each network
 //! <runroot>/                   runtime (--runroot, default /run/berth)
 //!   netns/<id>                 the container's network namespace, bind-mounted
 //! ```
+//!
+//! **Who cleans up.** Every record names its *supervisor*: the process that will record the
+//! container's exit and release what it holds (the `berth run` in the foreground, the
+//! monitor of a detached container). Attachments are written to the record *before* CNI ADD
+//! runs and removed only after DEL succeeded, so when a supervisor dies (SIGKILL, a crash),
+//! `rm -f` and `system prune` know exactly what to undo.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -101,6 +112,54 @@ pub struct ContainerState {
     pub exit_code: Option<i32>,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// The process that records the exit and releases the container (see the module doc);
+    /// cleared once it has done so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervisor: Option<ProcessRef>,
+    /// CNI attachments made or being made: written before ADD, removed after DEL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<AttachmentState>,
+}
+
+/// A process named so that a reused pid is not mistaken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessRef {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+impl ProcessRef {
+    /// The calling process.
+    pub fn current() -> Option<ProcessRef> {
+        let pid = i32::try_from(std::process::id()).ok()?;
+        ProcessRef::of(pid)
+    }
+
+    pub fn of(pid: i32) -> Option<ProcessRef> {
+        Some(ProcessRef {
+            pid,
+            start_time: process_start_time(pid)?,
+        })
+    }
+
+    /// Still running (not exited, not a zombie), and not a reuse of the pid.
+    pub fn is_alive(&self) -> bool {
+        live_start_time(self.pid) == Some(self.start_time)
+    }
+}
+
+/// One network attachment of a container (its `eth<n>` on a network).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachmentState {
+    pub network: String,
+    pub ifname: String,
+    /// Addresses from the CNI result (empty until ADD succeeded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<ipnetwork::IpNetwork>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 /// One container: `<root>/containers/<id>/container.json`.
@@ -126,6 +185,17 @@ impl ContainerRecord {
             Some(status) => status,
             None => Status::Created,
         }
+    }
+
+    /// Its supervisor is alive: the container is starting, running, or being released, and
+    /// nobody else may release or remove it.
+    pub fn is_supervised(&self) -> bool {
+        self.state.supervisor.is_some_and(|s| s.is_alive())
+    }
+
+    /// Holds (or is about to hold) network resources: running, or supervised.
+    pub fn is_active(&self) -> bool {
+        self.live_status() == Status::Running || self.is_supervised()
     }
 }
 
@@ -337,23 +407,43 @@ impl Store {
         write_atomic(&self.record_path(&record.id), &json, durable)
     }
 
-    /// Updates a record's state under the lock. A record removed meanwhile (`rm -f` racing a
-    /// foreground run) stays removed.
+    /// Updates a record's state under the lock and returns the new record. A record removed
+    /// meanwhile (`rm -f` racing a run) stays removed (`None`).
     pub fn update_state(
         &self,
         id: &ContainerId,
         change: impl FnOnce(&mut ContainerState),
-    ) -> Result<(), StateError> {
+    ) -> Result<Option<ContainerRecord>, StateError> {
         let lock = self.lock()?;
-        let mut record = match self.load(id) {
-            Ok(r) => r,
-            Err(StateError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                return Ok(());
-            }
-            Err(e) => return Err(e),
+        self.update_state_locked(&lock, id, change)
+    }
+
+    /// [`Store::update_state`] with the lock already held.
+    pub fn update_state_locked(
+        &self,
+        lock: &StoreLock,
+        id: &ContainerId,
+        change: impl FnOnce(&mut ContainerState),
+    ) -> Result<Option<ContainerRecord>, StateError> {
+        let Some(mut record) = self.load_if_exists(id)? else {
+            return Ok(None);
         };
         change(&mut record.state);
-        self.write_record(&lock, &record, false)
+        // Not fsynced: a crash of berth keeps the page cache, and a crash of the machine
+        // takes the netns and the veths with it (GC releases the rest).
+        self.write_record(lock, &record, false)?;
+        Ok(Some(record))
+    }
+
+    /// The record, or `None` if it was removed.
+    pub fn load_if_exists(&self, id: &ContainerId) -> Result<Option<ContainerRecord>, StateError> {
+        match self.load(id) {
+            Ok(r) => Ok(Some(r)),
+            Err(StateError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Removes a container's directory (record, overlay layers). Already gone is success.

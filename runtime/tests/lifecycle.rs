@@ -48,10 +48,7 @@ fn bad_input_is_one_line_and_leaves_nothing() {
         env.assert_clean();
     }
     let out = env.run(&["--network", "bridge", "busybox", "true"]);
-    assert!(
-        out.stderr.contains("networks arrive with CNI support"),
-        "{out:?}"
-    );
+    assert!(out.stderr.contains("network bridge not found"), "{out:?}");
 }
 
 #[test]

@@ -12,6 +12,8 @@ use std::collections::HashSet;
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -245,11 +247,37 @@ pub fn load_conf_list(dir: &Path, name: &str) -> Result<NetConfList, InvokeError
         })
 }
 
+/// One plugin execution, as reported to the observer of [`CniConfig::with_observer`].
+#[derive(Debug, Clone, Copy)]
+pub struct ExecEvent<'a> {
+    /// The plugin's `type`.
+    pub plugin: &'a str,
+    pub verb: Command,
+    /// Wall time from spawning the plugin to its exit (stdin written, stdout read).
+    pub duration: Duration,
+    pub success: bool,
+}
+
+/// Called after every plugin execution, from the thread that ran it: a timing hook (the
+/// benchmarks time each plugin of a chain with it). It must be cheap and must not panic.
+pub type ExecObserver = Arc<dyn Fn(&ExecEvent<'_>) + Send + Sync>;
+
 /// Runs configuration lists through plugins found on `path`, caching results in `cache_dir`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CniConfig {
     pub path: Vec<PathBuf>,
     pub cache_dir: PathBuf,
+    observer: Option<ExecObserver>,
+}
+
+impl fmt::Debug for CniConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CniConfig")
+            .field("path", &self.path)
+            .field("cache_dir", &self.cache_dir)
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
 }
 
 impl CniConfig {
@@ -257,7 +285,14 @@ impl CniConfig {
         CniConfig {
             path,
             cache_dir: cache_dir.into(),
+            observer: None,
         }
+    }
+
+    /// Reports every plugin execution (type, verb, duration, success) to `observer`.
+    pub fn with_observer(mut self, observer: ExecObserver) -> CniConfig {
+        self.observer = Some(observer);
+        self
     }
 
     pub fn add_network_list(
@@ -411,7 +446,17 @@ impl CniConfig {
             args: rt.map_or(&no_args, |r| &r.args),
             path: &self.path,
         };
-        exec_plugin(&bin, &env, conf).map_err(|e| plugin_error(list, plugin, verb, e))
+        let start = Instant::now();
+        let out = exec_plugin(&bin, &env, conf);
+        if let Some(observe) = &self.observer {
+            observe(&ExecEvent {
+                plugin: kind,
+                verb,
+                duration: start.elapsed(),
+                success: out.is_ok(),
+            });
+        }
+        out.map_err(|e| plugin_error(list, plugin, verb, e))
     }
 
     fn cache_path(&self, network: &NetworkName, id: &ContainerId, ifname: &IfName) -> PathBuf {
@@ -788,6 +833,34 @@ fi
             .map(|c| c.to_string())
             .collect();
         assert_eq!(left, ["net1/ctr2/eth0"]);
+    }
+
+    #[test]
+    fn observer_sees_every_execution_in_order() {
+        let (_dir, cfg, list, rt) = setup("1.0.0");
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        let cfg = cfg.with_observer(Arc::new(move |e: &ExecEvent<'_>| {
+            sink.lock()
+                .unwrap()
+                .push(format!("{} {} {}", e.verb, e.plugin, e.success));
+        }));
+        cfg.add_network_list(&list, &rt).unwrap();
+        cfg.del_network_list(&list, &rt).unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "ADD first true",
+                "ADD second true",
+                "DEL second true",
+                "DEL first true"
+            ]
+        );
+        let mut missing = cfg.clone();
+        missing.path = vec![PathBuf::from("/nonexistent")];
+        // A plugin that is not found never ran: nothing to report.
+        missing.add_network_list(&list, &rt).unwrap_err();
+        assert_eq!(seen.lock().unwrap().len(), 4);
     }
 
     #[test]

@@ -1,8 +1,14 @@
 //! Firewall rules for Berth's plugins: one rule model, an iptables and an nftables backend.
 //!
-//! Today: masquerading of container addresses (`ipMasq` of `bridge` and `veth`). Port
-//! mappings (`portmap`) and isolation will use the same [`Owner`] tags, comment format and
-//! backend trait.
+//! - Masquerading of container addresses (`ipMasq` of `bridge` and `veth`).
+//! - Port mappings (`portmap`): DNAT of published host ports, hairpin and localhost SNAT,
+//!   port ranges, only for traffic to the host's own addresses.
+//! - Isolation between networks (the `firewall` plugin).
+//! - Reconcile: every rule re-applied after a firewall flush or reload.
+//!
+//! Every rule carries its owner (the CNI attachment) in a comment, and every owner has its
+//! own chain named after a hash of it, so DEL and GC find an owner's rules without scanning
+//! everything. See the backends' module docs for the layouts.
 //!
 //! ```no_run
 //! use berth_firewall::{Firewall, Masquerade, Owner};
@@ -19,35 +25,56 @@
 //! # Which namespace
 //! Every method acts on the **network namespace of the calling thread**: the rules are
 //! written by `iptables-restore` or `nft` child processes, and a child inherits the namespace
-//! of the thread that spawns it. For the host's NAT (masquerade, portmap) call these from the
-//! plugin's own thread, not inside `Netns::run` of the container.
+//! of the thread that spawns it (so do threads this crate starts). For the host's NAT
+//! (masquerade, portmap) call these from the plugin's own thread, not inside `Netns::run` of
+//! the container.
 //!
-//! # Concurrency
-//! Each call reads the current rules once and then applies one atomic batch per family
-//! (iptables) or one transaction (nftables). Calls for different owners never touch each
-//! other's rules; a batch that fails because a concurrent call for the same owner changed the
-//! rules in between is recomputed from a fresh read, a few times.
+//! # Concurrency and cost
+//! Each call applies one atomic batch per family (iptables) or one transaction (nftables),
+//! and on the per-container paths (ADD, DEL) reads nothing or a fixed-size part of the
+//! ruleset, so its cost does not grow with the number of attachments. Calls for different
+//! owners never touch each other's rules; a batch that fails because a concurrent call
+//! changed the rules in between is recomputed from a fresh read, a few times.
 
+pub mod conntrack;
 mod iptables;
+mod isolation;
 mod model;
 mod nftables;
+mod ports;
 mod runner;
 
 use std::collections::HashSet;
 
 pub use iptables::{CHAIN_PREFIX, IptablesError, IptablesVariant};
+pub use isolation::Isolation;
 pub use model::{Family, InputError, MAX_COMMENT};
 pub use nftables::NftError;
+pub use ports::{
+    DEFAULT_MARK_BIT, MAX_MARK_BIT, MarkSpec, PortError, PortMap, PortMapping, PortRange, Protocol,
+    conditions_look_like_iptables,
+};
 pub use runner::RunError;
 
+use isolation::IsoPlan;
 use model::{MasqPlan, Tag};
+use ports::PortPlan;
 
-/// A firewall implementation, as named by the `ipMasqBackend` config key.
+/// A firewall implementation, as named by the `ipMasqBackend` or `backend` config key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     Iptables,
     Nftables,
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendKind::Iptables => "iptables",
+            BackendKind::Nftables => "nftables",
+        })
+    }
 }
 
 /// Who a rule belongs to: the CNI attachment (network name, container id, interface). It is
@@ -70,11 +97,30 @@ pub struct Masquerade {
     pub sources: Vec<ipnetwork::IpNetwork>,
 }
 
+/// One owner's rules as they should be, for [`Firewall::reconcile`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Desired {
+    Masquerade(Masquerade),
+    PortMap(PortMap),
+    Isolation(Isolation),
+}
+
+/// What [`Firewall::reconcile`] had to put back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Shared chains, maps or rules were missing (typically: the ruleset was flushed).
+    pub skeleton_repaired: bool,
+    /// Owners (`net/ctr/eth0`, or `network n (bridge b)`) whose rules were missing or wrong.
+    pub repaired: Vec<String>,
+}
+
 /// Errors of the firewall layer: invalid input or a failure of the chosen backend.
 #[derive(Debug, thiserror::Error)]
 pub enum FirewallError {
     #[error(transparent)]
     Input(#[from] InputError),
+    #[error(transparent)]
+    Ports(#[from] PortError),
     #[error(transparent)]
     Iptables(#[from] IptablesError),
     #[error(transparent)]
@@ -88,7 +134,7 @@ pub enum FirewallError {
 }
 
 impl FirewallError {
-    /// `check_masquerade` found rules missing (as opposed to failing to look).
+    /// A check found rules missing (as opposed to failing to look).
     pub fn is_missing(&self) -> bool {
         matches!(
             self,
@@ -96,10 +142,27 @@ impl FirewallError {
                 | FirewallError::Nftables(NftError::Missing { .. })
         )
     }
+
+    /// The request itself is wrong (bad owner, port, address, option): nothing was applied.
+    pub fn is_input(&self) -> bool {
+        matches!(
+            self,
+            FirewallError::Input(_)
+                | FirewallError::Ports(_)
+                | FirewallError::Nftables(NftError::Unsupported { .. })
+        )
+    }
 }
 
-/// What each backend does with the rule model. New rule kinds (port mappings, isolation)
-/// become new methods here, implemented by both backends.
+/// A validated [`Desired`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Plan {
+    Masquerade(MasqPlan),
+    Ports(PortPlan),
+    Isolation(IsoPlan),
+}
+
+/// What each backend does with the rule model.
 trait Backend: Send + Sync + std::fmt::Debug {
     fn kind(&self) -> BackendKind;
     fn iptables_variant(&self) -> Option<IptablesVariant>;
@@ -112,6 +175,16 @@ trait Backend: Send + Sync + std::fmt::Debug {
         network: &str,
         keep: &HashSet<Tag>,
     ) -> Result<Vec<Owner>, FirewallError>;
+    fn add_ports(&self, plan: &PortPlan) -> Result<(), FirewallError>;
+    /// `plan`, when the request is known, lets DEL delete without listing.
+    fn del_ports(&self, tag: &Tag, plan: Option<&PortPlan>) -> Result<(), FirewallError>;
+    fn check_ports(&self, plan: &PortPlan) -> Result<(), FirewallError>;
+    fn gc_ports(&self, network: &str, keep: &HashSet<Tag>) -> Result<Vec<Owner>, FirewallError>;
+    fn add_isolation(&self, plan: &IsoPlan) -> Result<(), FirewallError>;
+    fn check_isolation(&self, plan: &IsoPlan) -> Result<(), FirewallError>;
+    /// Removes the network's isolation when `remove`; true if there was some.
+    fn gc_isolation(&self, network: &str, remove: bool) -> Result<bool, FirewallError>;
+    fn reconcile(&self, desired: &[Plan]) -> Result<ReconcileReport, FirewallError>;
 }
 
 /// The chosen firewall backend. All methods act on the network namespace of the calling
@@ -122,9 +195,9 @@ pub struct Firewall {
 }
 
 impl Firewall {
-    /// `requested` (from the plugin's `ipMasqBackend`) or, when None, iptables if the host
-    /// uses it (an `iptables` binary that works), else nftables. Detects the iptables variant
-    /// (nf_tables vs legacy) and always uses the matching `iptables-restore`/`ip6tables-restore`.
+    /// `requested` (from the plugin's config) or, when None, iptables if the host uses it
+    /// (an `iptables` binary that works), else nftables. Detects the iptables variant
+    /// (nf_tables vs legacy) and always uses the matching binaries.
     ///
     /// Only looks for binaries and runs `iptables -V`: the namespace does not matter here.
     pub fn detect(requested: Option<BackendKind>) -> Result<Firewall, FirewallError> {
@@ -182,11 +255,105 @@ impl Firewall {
         keep: &[Owner],
     ) -> Result<Vec<Owner>, FirewallError> {
         model::check_network(network)?;
-        let keep = keep
-            .iter()
-            .map(Tag::new)
-            .collect::<Result<HashSet<_>, _>>()?;
-        self.backend.gc_masquerade(network, &keep)
+        self.backend.gc_masquerade(network, &tags(keep)?)
+    }
+
+    /// Checks a port mapping request completely without touching anything: every error
+    /// [`Firewall::add_port_mappings`] could report about the input.
+    pub fn validate_port_mappings(pm: &PortMap) -> Result<(), FirewallError> {
+        PortPlan::new(pm).map(drop)
+    }
+
+    /// Publishes `pm`'s ports. Validates everything first (nothing is applied on bad
+    /// input), then applies one batch per family. Idempotent; a repeated ADD replaces the
+    /// owner's mappings. A host port another owner holds is taken over (last ADD wins).
+    pub fn add_port_mappings(&self, pm: &PortMap) -> Result<(), FirewallError> {
+        let plan = PortPlan::new(pm)?;
+        if plan.is_empty() {
+            return Ok(());
+        }
+        self.backend.add_ports(&plan)
+    }
+
+    /// Removes exactly `owner`'s port mappings. `request` (the same request ADD got, when
+    /// the runtime passes it again) lets the backend delete without listing anything; an
+    /// invalid or stale one only costs a listing. Idempotent.
+    pub fn del_port_mappings(
+        &self,
+        owner: &Owner,
+        request: Option<&PortMap>,
+    ) -> Result<(), FirewallError> {
+        let tag = Tag::new(owner)?;
+        let plan = request
+            .filter(|pm| pm.owner == *owner)
+            .and_then(|pm| PortPlan::new(pm).ok())
+            .filter(|p| !p.is_empty());
+        self.backend.del_ports(&tag, plan.as_ref())
+    }
+
+    /// Error naming what is missing if `pm`'s rules are not all in place.
+    pub fn check_port_mappings(&self, pm: &PortMap) -> Result<(), FirewallError> {
+        let plan = PortPlan::new(pm)?;
+        if plan.is_empty() {
+            return Ok(());
+        }
+        self.backend.check_ports(&plan)
+    }
+
+    /// Removes the port mappings of every owner of `network` not in `keep`.
+    pub fn gc_port_mappings(
+        &self,
+        network: &str,
+        keep: &[Owner],
+    ) -> Result<Vec<Owner>, FirewallError> {
+        model::check_network(network)?;
+        self.backend.gc_ports(network, &tags(keep)?)
+    }
+
+    /// Isolates the network's bridge from the other isolated bridges (idempotent; usually
+    /// one fixed-size read when the network is already isolated).
+    pub fn add_isolation(&self, iso: &Isolation) -> Result<(), FirewallError> {
+        self.backend.add_isolation(&IsoPlan::new(iso)?)
+    }
+
+    pub fn check_isolation(&self, iso: &Isolation) -> Result<(), FirewallError> {
+        self.backend.check_isolation(&IsoPlan::new(iso)?)
+    }
+
+    /// Isolation belongs to the network, not to one attachment: it goes when GC finds no
+    /// attachment left (`attachments_left == false`). Returns whether something was removed.
+    pub fn gc_isolation(
+        &self,
+        network: &str,
+        attachments_left: bool,
+    ) -> Result<bool, FirewallError> {
+        model::check_network(network)?;
+        self.backend.gc_isolation(network, !attachments_left)
+    }
+
+    /// Puts every rule of `desired` back where it is missing or wrong, shared chains
+    /// included, in one batch per table and family; touches nothing that is in place. For
+    /// the runtime after a firewall flush or reload (`nft flush ruleset`, `firewall-cmd
+    /// --reload`). Everything is validated first.
+    pub fn reconcile(&self, desired: &[Desired]) -> Result<ReconcileReport, FirewallError> {
+        let mut plans = Vec::with_capacity(desired.len());
+        for d in desired {
+            plans.push(match d {
+                Desired::Masquerade(m) => Plan::Masquerade(MasqPlan::new(m)?),
+                Desired::PortMap(pm) => {
+                    let plan = PortPlan::new(pm)?;
+                    if plan.is_empty() {
+                        continue;
+                    }
+                    Plan::Ports(plan)
+                }
+                Desired::Isolation(i) => Plan::Isolation(IsoPlan::new(i)?),
+            });
+        }
+        if plans.is_empty() {
+            return Ok(ReconcileReport::default());
+        }
+        self.backend.reconcile(&plans)
     }
 
     /// Err when the backend cannot be used (binary missing, table not listable) — callers
@@ -194,6 +361,19 @@ impl Firewall {
     pub fn status(&self) -> Result<(), FirewallError> {
         self.backend.status()
     }
+}
+
+/// The UDP host ports of `pm` per family: after ADD, their stale conntrack entries go
+/// ([`conntrack::delete_udp_entries`]).
+pub fn udp_ports(pm: &PortMap) -> Result<Vec<(Family, PortRange)>, FirewallError> {
+    Ok(PortPlan::new(pm)?.udp_ports())
+}
+
+fn tags(owners: &[Owner]) -> Result<HashSet<Tag>, FirewallError> {
+    Ok(owners
+        .iter()
+        .map(Tag::new)
+        .collect::<Result<HashSet<_>, _>>()?)
 }
 
 #[cfg(test)]
@@ -208,6 +388,7 @@ mod tests {
             ("IptablesError", size_of::<IptablesError>()),
             ("NftError", size_of::<NftError>()),
             ("RunError", size_of::<RunError>()),
+            ("PortError", size_of::<PortError>()),
         ] {
             eprintln!("{name}: {size} bytes");
             assert!(size <= 128, "{name} is {size} bytes");

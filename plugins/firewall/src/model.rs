@@ -68,6 +68,26 @@ impl Family {
         // INVARIANT: both prefixes are within their family's length.
         IpNetwork::new(ip, prefix).expect("valid multicast prefix")
     }
+
+    /// `0.0.0.0/0` or `::/0`.
+    pub fn any(self) -> IpNetwork {
+        let ip = match self {
+            Family::V4 => IpAddr::from([0, 0, 0, 0]),
+            Family::V6 => IpAddr::from([0u16; 8]),
+        };
+        // INVARIANT: a zero prefix is valid for both families.
+        IpNetwork::new(ip, 0).expect("valid zero prefix")
+    }
+
+    /// `127.0.0.0/8` or `::1/128`.
+    pub fn loopback(self) -> IpNetwork {
+        let (ip, prefix) = match self {
+            Family::V4 => (IpAddr::from([127, 0, 0, 0]), 8),
+            Family::V6 => (IpAddr::from([0, 0, 0, 0, 0, 0, 0, 1u16]), 128),
+        };
+        // INVARIANT: both prefixes are within their family's length.
+        IpNetwork::new(ip, prefix).expect("valid loopback prefix")
+    }
 }
 
 impl fmt::Display for Family {
@@ -151,22 +171,29 @@ impl Tag {
     /// (NUL-separated, so field boundaries count). Deterministic, so DEL finds the chain
     /// from the owner alone.
     pub fn chain_name(&self, prefix: &str) -> String {
-        let mut hasher = Sha256::new();
-        for field in [
-            &self.owner.network,
-            &self.owner.container_id,
-            &self.owner.ifname,
-        ] {
-            hasher.update(field.as_bytes());
-            hasher.update([0]);
-        }
-        let digest = hasher.finalize();
-        let mut name = String::with_capacity(prefix.len() + HASH_HEX);
-        name.push_str(prefix);
-        for byte in digest.iter().take(HASH_HEX / 2) {
-            name.push_str(&format!("{byte:02x}"));
-        }
-        name
+        hashed_name(
+            prefix,
+            &[
+                &self.owner.network,
+                &self.owner.container_id,
+                &self.owner.ifname,
+            ],
+        )
+    }
+
+    /// A 32-bit owner id (the first bytes of the same hash as [`Tag::chain_name`]): the data
+    /// of the owner's nftables map elements, so a DEL can tell its elements from another
+    /// owner's with the same key.
+    pub fn id(&self) -> u32 {
+        let name = self.chain_name("");
+        u32::from_str_radix(&name[..8], 16).unwrap_or(0)
+    }
+
+    /// Which of [`BUCKETS`] dispatch chains holds this owner's entry rules: derived from the
+    /// owner alone, so DEL finds them without listing the others.
+    pub fn bucket(&self) -> usize {
+        let digest = Sha256::digest(self.chain_name("").as_bytes());
+        usize::from(digest[0]) % BUCKETS
     }
 }
 
@@ -176,10 +203,31 @@ impl fmt::Display for Tag {
     }
 }
 
+/// Number of dispatch chains the iptables backend spreads owners over. A DEL lists one of
+/// them, so its cost stays flat as attachments grow (a `-D` scans its chain's rules).
+pub const BUCKETS: usize = 16;
+
+/// `<prefix><12 hex>`: the first 48 bits of SHA-256 over `fields`, each followed by a NUL
+/// (so field boundaries count).
+pub fn hashed_name(prefix: &str, fields: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for field in fields {
+        hasher.update(field.as_bytes());
+        hasher.update([0]);
+    }
+    let digest = hasher.finalize();
+    let mut name = String::with_capacity(prefix.len() + HASH_HEX);
+    name.push_str(prefix);
+    for byte in digest.iter().take(HASH_HEX / 2) {
+        name.push_str(&format!("{byte:02x}"));
+    }
+    name
+}
+
 /// Owner fields come from CNI-validated names, but they end up inside quoted comments of
 /// two different parsers (iptables-restore, nft), so check anyway: printable ASCII without
 /// whitespace, quotes or backslashes.
-fn check_word(field: &'static str, value: &str) -> Result<(), InputError> {
+pub fn check_word(field: &'static str, value: &str) -> Result<(), InputError> {
     let err = |reason| InputError::Field {
         field,
         value: value.to_owned(),
@@ -216,16 +264,6 @@ pub struct FamilyMasq {
     pub sources: Vec<IpAddr>,
     /// Their subnets (host bits cleared), deduplicated, in input order.
     pub subnets: Vec<IpNetwork>,
-}
-
-impl FamilyMasq {
-    /// The destinations left alone: the owner's subnets, then multicast.
-    pub fn exempt(&self) -> impl Iterator<Item = IpNetwork> + '_ {
-        self.subnets
-            .iter()
-            .copied()
-            .chain([self.family.multicast()])
-    }
 }
 
 /// A validated [`Masquerade`]: its tag and one [`FamilyMasq`] per family that has sources.
@@ -360,10 +398,14 @@ mod tests {
                 "198.18.0.6".parse().unwrap()
             ]
         );
-        let exempt: Vec<String> = v4.exempt().map(|n| n.to_string()).collect();
-        assert_eq!(exempt, ["198.18.0.0/24", "224.0.0.0/4"]);
-        let v6: Vec<String> = plan.families[1].exempt().map(|n| n.to_string()).collect();
-        assert_eq!(v6, ["fd42:b347::/64", "ff00::/8"]);
+        let subnets: Vec<String> = v4.subnets.iter().map(|n| n.to_string()).collect();
+        assert_eq!(subnets, ["198.18.0.0/24"]);
+        let v6: Vec<String> = plan.families[1]
+            .subnets
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(v6, ["fd42:b347::/64"]);
     }
 
     #[test]

@@ -65,6 +65,10 @@ impl Program {
             .map(|path| Program { path })
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Runs the program with `args`, writing `stdin` to it, and returns its stdout. A non-zero
     /// exit is [`RunError::Failed`].
     pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, RunError> {

@@ -3,152 +3,82 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+mod common;
+
+use std::net::IpAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use berth_firewall::{BackendKind, Firewall, FirewallError, IptablesVariant, Masquerade, Owner};
+use common::{BACKENDS, World, addr_in, owner, sh};
 use ipnetwork::IpNetwork;
 use netns_fixtures::{TestNetns, require_root, test_subnet_v4, test_subnet_v6};
 
-const BACKENDS: [BackendKind; 2] = [BackendKind::Iptables, BackendKind::Nftables];
-const BUILTIN: [&str; 4] = [":PREROUTING ", ":INPUT ", ":OUTPUT ", ":POSTROUTING "];
-
-fn owner(network: &str, container_id: &str, ifname: &str) -> Owner {
-    Owner {
-        network: network.into(),
-        container_id: container_id.into(),
-        ifname: ifname.into(),
-    }
+trait Masq {
+    fn add(&self, m: &Masquerade) -> Result<(), FirewallError>;
+    fn del(&self, o: &Owner) -> Result<(), FirewallError>;
+    fn check(&self, m: &Masquerade) -> Result<(), FirewallError>;
+    fn gc(&self, network: &str, keep: &[Owner]) -> Vec<Owner>;
 }
 
-/// Host number `host` in `net`, with `net`'s prefix: the shape of a CNI result address.
-fn addr_in(net: IpNetwork, host: u8) -> IpNetwork {
-    let ip = match net.network() {
-        IpAddr::V4(ip) => Ipv4Addr::from(u32::from(ip) + u32::from(host)).into(),
-        IpAddr::V6(ip) => Ipv6Addr::from(u128::from(ip) + u128::from(host)).into(),
-    };
-    IpNetwork::new(ip, net.prefix()).unwrap()
-}
-
-/// A namespace playing the host, and a firewall of one backend acting in it.
-struct World {
-    ns: TestNetns,
-    fw: Firewall,
-}
-
-impl World {
-    fn new(kind: BackendKind) -> World {
-        require_root();
-        let fw = Firewall::detect(Some(kind)).unwrap();
-        assert_eq!(fw.kind(), kind);
-        World {
-            ns: TestNetns::new().unwrap(),
-            fw,
-        }
-    }
-
+impl Masq for World {
     fn add(&self, m: &Masquerade) -> Result<(), FirewallError> {
-        self.ns.run(|| self.fw.add_masquerade(m)).unwrap()
+        self.on(|fw| fw.add_masquerade(m))
     }
 
     fn del(&self, o: &Owner) -> Result<(), FirewallError> {
-        self.ns.run(|| self.fw.del_masquerade(o)).unwrap()
+        self.on(|fw| fw.del_masquerade(o))
     }
 
     fn check(&self, m: &Masquerade) -> Result<(), FirewallError> {
-        self.ns.run(|| self.fw.check_masquerade(m)).unwrap()
+        self.on(|fw| fw.check_masquerade(m))
     }
 
     fn gc(&self, network: &str, keep: &[Owner]) -> Vec<Owner> {
-        self.ns
-            .run(|| self.fw.gc_masquerade(network, keep))
-            .unwrap()
-            .unwrap()
-    }
-
-    fn sh(&self, program: &str, args: &[&str]) -> String {
-        let out = self.ns.output(Command::new(program).args(args)).unwrap();
-        assert!(
-            out.status.success(),
-            "{program} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Every rule of the namespace's nat tables and every non-built-in chain, prefixed by
-    /// the tool (iptables) — or the whole nft ruleset (nftables).
-    fn rules(&self) -> Vec<String> {
-        match self.fw.kind() {
-            BackendKind::Iptables => ["iptables-save", "ip6tables-save"]
-                .into_iter()
-                .flat_map(|tool| {
-                    self.sh(tool, &["-t", "nat"])
-                        .lines()
-                        .filter(|l| {
-                            l.starts_with("-A ")
-                                || (l.starts_with(':') && !BUILTIN.iter().any(|b| l.starts_with(b)))
-                        })
-                        .map(|l| format!("{tool}: {l}"))
-                        .collect::<Vec<_>>()
-                })
-                .collect(),
-            BackendKind::Nftables => self
-                .sh("nft", &["list", "ruleset"])
-                .lines()
-                .map(str::to_owned)
-                .collect(),
-        }
-    }
-
-    /// Asserts that nothing of ours is left: no BERTH chain, no jump, no comment; for nft at
-    /// most an empty `berth` table.
-    fn assert_clean(&self, context: &str) {
-        let rules = self.rules();
-        let leftovers: Vec<&String> = rules
-            .iter()
-            .filter(|l| l.contains("BERTH") || l.contains("\"berth ") || l.contains("saddr"))
-            .collect();
-        assert!(leftovers.is_empty(), "{context}: left over: {leftovers:#?}");
+        self.on(|fw| fw.gc_masquerade(network, keep)).unwrap()
     }
 }
 
-/// The chain name in an iptables dump, for `owner`'s comment.
-fn chain_of(rules: &[String], comment: &str) -> String {
-    let line = rules
+/// The owner chain's name in a listing, found through `comment`.
+fn chain_of(lines: &[String], prefix: &str) -> String {
+    let line = lines
         .iter()
-        .find(|l| l.contains(&format!("\"{comment}\"")) && l.contains("-A POSTROUTING"))
-        .unwrap_or_else(|| panic!("no jump for {comment:?} in {rules:#?}"));
-    let chain = line.rsplit(' ').next().unwrap().to_owned();
+        .find(|l| l.contains(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} chain in {lines:#?}"));
+    let at = line.find(prefix).unwrap();
+    let name: String = line[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    assert_eq!(name.len(), prefix.len() + 12, "{name}");
     assert!(
-        chain.starts_with("BERTH-MASQ-") && chain.len() == 23,
-        "{chain}"
+        name[prefix.len()..].chars().all(|c| c.is_ascii_hexdigit()),
+        "{name}"
     );
-    assert!(
-        chain[11..].chars().all(|c| c.is_ascii_hexdigit()),
-        "{chain}"
-    );
-    chain
+    name
 }
 
-/// What `add` of `m` (one v4 and one v6 source) must leave in the namespace, exactly.
-fn expected(kind: BackendKind, rules: &[String], m: &Masquerade) -> Vec<String> {
+/// What `add` of `m` (one v4 and one v6 source) must leave of the owner, exactly (sorted).
+fn expected(kind: BackendKind, lines: &[String], m: &Masquerade) -> Vec<String> {
     let o = &m.owner;
     let comment = format!("berth {} {} {}", o.network, o.container_id, o.ifname);
     let [v4, v6] = [m.sources[0], m.sources[1]];
     let subnet = |n: IpNetwork| IpNetwork::new(n.network(), n.prefix()).unwrap();
-    match kind {
+    let mut want = match kind {
         BackendKind::Iptables => {
-            let chain = chain_of(rules, &comment);
+            let chain = chain_of(lines, "BERTH-MASQ-");
+            let bucket = lines
+                .iter()
+                .find(|l| l.contains(&format!("-j {chain}")))
+                .and_then(|l| l.split(' ').nth(2))
+                .unwrap()
+                .to_owned();
+            assert!(bucket.starts_with("BERTH-MQ-"), "{bucket}");
             let c = format!("-m comment --comment \"{comment}\"");
             let fam = |tool: &str, src: IpNetwork, full: u8, mcast: &str| {
                 vec![
                     format!("{tool}: :{chain} - [0:0]"),
-                    format!(
-                        "{tool}: -A POSTROUTING -s {}/{full} {c} -j {chain}",
-                        src.ip()
-                    ),
+                    format!("{tool}: -A {bucket} -s {}/{full} {c} -j {chain}", src.ip()),
                     format!("{tool}: -A {chain} -d {} {c} -j ACCEPT", subnet(src)),
                     format!("{tool}: -A {chain} ! -d {mcast} {c} -j MASQUERADE"),
                 ]
@@ -157,24 +87,48 @@ fn expected(kind: BackendKind, rules: &[String], m: &Masquerade) -> Vec<String> 
             lines.extend(fam("ip6tables-save", v6, 128, "ff00::/8"));
             lines
         }
-        BackendKind::Nftables => vec![
-            "table inet berth {".into(),
-            "\tchain postrouting {".into(),
-            "\t\ttype nat hook postrouting priority srcnat; policy accept;".into(),
-            format!(
-                "\t\tip saddr {} ip daddr != {} ip daddr != 224.0.0.0/4 masquerade comment \"{comment}\"",
-                v4.ip(),
-                subnet(v4)
-            ),
-            format!(
-                "\t\tip6 saddr {} ip6 daddr != {} ip6 daddr != ff00::/8 masquerade comment \"{comment}\"",
-                v6.ip(),
-                subnet(v6)
-            ),
-            "\t}".into(),
-            "}".into(),
-        ],
-    }
+        BackendKind::Nftables => {
+            // Elements only: per source a masq member, per (source, subnet) an exemption,
+            // and an index entry, all with the owner id as data.
+            let joined = lines.join("\n");
+            let marker = format!("{} comment \"{comment}\" : 0x", v4.ip());
+            let at = joined
+                .find(&marker)
+                .unwrap_or_else(|| panic!("no masq4 element in {joined}"));
+            let id = &joined[at + marker.len() - 2..at + marker.len() + 8];
+            let c = format!("comment \"{comment}\"");
+            let elements = [
+                format!("{} {c} : {id}", v4.ip()),
+                format!("{} . {} {c} : {id}", v4.ip(), subnet(v4)),
+                format!(
+                    "{id} . 0x00000000 {c} : {} . {} . 0x{:08x}",
+                    v4.ip(),
+                    subnet(v4).ip(),
+                    subnet(v4).prefix()
+                ),
+                format!("{} {c} : {id}", v6.ip()),
+                format!("{} . {} {c} : {id}", v6.ip(), subnet(v6)),
+                format!(
+                    "{id} . 0x00000001 {c} : {} . {} . 0x{:08x}",
+                    v6.ip(),
+                    subnet(v6).ip(),
+                    subnet(v6).prefix()
+                ),
+            ];
+            for e in &elements {
+                assert!(joined.contains(e.as_str()), "missing {e} in {joined}");
+            }
+            assert_eq!(joined.matches(&c).count(), elements.len(), "{joined}");
+            return lines.to_vec();
+        }
+    };
+    want.sort();
+    want
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
 }
 
 fn dual_stack(o: Owner, host: u8) -> Masquerade {
@@ -197,11 +151,23 @@ fn add_check_del_leave_exactly_our_rules() {
         assert!(err.is_missing(), "{kind:?}: {err}");
 
         w.add(&m).unwrap();
-        let after_one = w.rules();
-        assert_eq!(after_one, expected(kind, &after_one, &m), "{kind:?}");
+        let after_one = w.ruleset();
+        // The backend's own view (iptables-nft tables also show up in `nft list ruleset`).
+        let view = if kind == BackendKind::Iptables {
+            "iptables"
+        } else {
+            "nft:"
+        };
+        let ours = sorted(
+            common::owner_lines(&after_one)
+                .into_iter()
+                .filter(|l| l.starts_with(view) || l.starts_with("ip6tables") && view == "iptables")
+                .collect(),
+        );
+        assert_eq!(ours, expected(kind, &ours, &m), "{kind:?}");
         w.add(&m).unwrap();
         assert_eq!(
-            w.rules(),
+            w.ruleset(),
             after_one,
             "{kind:?}: second add changed the rules"
         );
@@ -227,29 +193,31 @@ fn check_names_the_missing_rule_and_add_repairs_it() {
         let w = World::new(kind);
         let m = dual_stack(owner("net-a", "ctr-1", "eth0"), 7);
         w.add(&m).unwrap();
-        let good = w.rules();
-        // Remove the IPv4 half behind Berth's back.
+        let good = sorted(w.owner_lines());
+        let good_view: Vec<&String> = good.iter().filter(|l| !l.starts_with("nft: ")).collect();
+        let _ = good_view;
+        // Remove the IPv4 half of the dispatch behind Berth's back.
         match kind {
             BackendKind::Iptables => {
-                w.sh("iptables", &["-w", "-t", "nat", "-F", "POSTROUTING"]);
+                let jump = good
+                    .iter()
+                    .find(|l| l.starts_with("iptables-save: -A BERTH-MQ-"))
+                    .unwrap();
+                let bucket = jump.split(' ').nth(2).unwrap();
+                sh(&w.ns, "iptables", &["-w", "-t", "nat", "-F", bucket]);
             }
             BackendKind::Nftables => {
-                let listing = w.sh(
-                    "nft",
-                    &["-a", "list", "chain", "inet", "berth", "postrouting"],
-                );
-                let line = listing.lines().find(|l| l.contains("ip saddr")).unwrap();
-                let handle = line.rsplit(' ').next().unwrap();
-                w.sh(
+                let ip = m.sources[0].ip().to_string();
+                sh(
+                    &w.ns,
                     "nft",
                     &[
                         "delete",
-                        "rule",
+                        "element",
                         "inet",
                         "berth",
-                        "postrouting",
-                        "handle",
-                        handle,
+                        "masq4",
+                        &format!("{{ {ip} }}"),
                     ],
                 );
             }
@@ -266,18 +234,13 @@ fn check_names_the_missing_rule_and_add_repairs_it() {
             "{kind:?}: {msg}"
         );
         match kind {
-            BackendKind::Iptables => assert!(msg.contains("-A POSTROUTING -s"), "{msg}"),
-            BackendKind::Nftables => assert!(msg.contains("ip saddr"), "{msg}"),
+            BackendKind::Iptables => assert!(msg.contains("-A BERTH-MQ-"), "{msg}"),
+            BackendKind::Nftables => assert!(msg.contains("element masq4"), "{msg}"),
         }
 
         w.add(&m).unwrap();
         w.check(&m).unwrap();
-        let mut repaired = w.rules();
-        let mut good = good;
-        // nft lists the re-added rule after the untouched IPv6 one.
-        repaired.sort();
-        good.sort();
-        assert_eq!(repaired, good, "{kind:?}");
+        assert_eq!(sorted(w.owner_lines()), good, "{kind:?}");
     }
 }
 
@@ -299,7 +262,7 @@ fn add_replaces_the_owners_old_addresses() {
         w.add(&new).unwrap();
         w.check(&new).unwrap();
         assert!(w.check(&old).unwrap_err().is_missing(), "{kind:?}");
-        let rules = w.rules().join("\n");
+        let rules = w.owner_lines().join("\n");
         let old_ip = format!("{} ", old.sources[0].ip());
         let old_ip_prefixed = format!("{}/32", old.sources[0].ip());
         assert!(
@@ -496,7 +459,11 @@ fn legacy_variant_uses_the_legacy_binaries() {
         }
         fw.del_masquerade(&m.owner).unwrap();
         for tool in ["iptables-legacy-save", "ip6tables-legacy-save"] {
-            assert!(!save(tool).contains("BERTH"), "{tool} after del");
+            let rules = save(tool);
+            assert!(
+                !rules.contains("BERTH-MASQ-") && !rules.contains("\"berth "),
+                "{tool} after del: {rules}"
+            );
         }
         return;
     }

@@ -57,6 +57,10 @@ impl std::fmt::Debug for Run {
 impl Env {
     pub fn new() -> Env {
         require_root();
+        // The plugins berth finds next to itself (plugin dir default): build them first.
+        for plugin in ["loopback", "bridge", "host-local", "veth"] {
+            netns_fixtures::bin(plugin);
+        }
         let host = TestNetns::with_tag("rt").expect("create the test's host netns");
         let tmp = tempfile::Builder::new()
             .prefix("berth-rt-")
@@ -151,9 +155,118 @@ impl Env {
             .collect()
     }
 
+    /// `berth run -d --cgroup-parent <ours> <args>`: the container's full id.
+    pub fn run_detached(&self, args: &[&str]) -> String {
+        let mut all = vec!["-d"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        assert_eq!(out.code, 0, "{out:?}");
+        let id = out.stdout.trim().to_owned();
+        assert_eq!(id.len(), 64, "{out:?}");
+        id
+    }
+
+    /// `berth inspect <query>` as JSON.
+    pub fn inspect(&self, query: &str) -> Value {
+        let out = self.berth(&["inspect", query]);
+        assert_eq!(out.code, 0, "{out:?}");
+        serde_json::from_str(&out.stdout).expect("inspect prints JSON")
+    }
+
+    /// The addresses of container `query` on `network` (from inspect).
+    pub fn ips(&self, query: &str, network: &str) -> Vec<String> {
+        let doc = self.inspect(query);
+        doc["state"]["attachments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["network"] == network)
+            .flat_map(|a| a["ips"].as_array().cloned().unwrap_or_default())
+            .filter_map(|ip| {
+                ip.as_str()
+                    .map(|s| s.split('/').next().unwrap_or(s).to_owned())
+            })
+            .collect()
+    }
+
+    /// Runs `cmd` inside the test's host netns; its stdout, or a panic with its stderr.
+    pub fn host_sh(&self, script: &str) -> String {
+        let out = self
+            .host
+            .output(Command::new("sh").args(["-c", script]))
+            .expect("run sh in the host netns");
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until `check` holds (polling), or panics with `what`.
+    pub fn wait_for(&self, what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Nothing of this test may remain: no container record, no netns file, no mount under
-    /// the temporary roots, no cgroup directory under this test's parent.
+    /// the temporary roots, no cgroup directory under this test's parent; and on the network
+    /// side (inside the test's host netns): no veth (bridges may stay, as with docker), no
+    /// per-container iptables chain or rule, no IPAM reservation (only `lock`), no cached CNI
+    /// result; and no process of ours (monitors, plugins).
     pub fn assert_clean(&self) {
+        self.assert_clean_containers();
+        let links: Vec<String> = self
+            .host
+            .netlink()
+            .links()
+            .expect("list the host netns' links")
+            .into_iter()
+            .filter(|l| l.name != "lo" && l.kind.as_deref() != Some("bridge"))
+            .map(|l| format!("{} ({:?})", l.name, l.kind))
+            .collect();
+        assert!(links.is_empty(), "links left in the host netns: {links:?}");
+        for tool in ["iptables-save", "ip6tables-save"] {
+            let rules = self.host_sh(tool);
+            let leaks: Vec<&str> = rules.lines().filter(|l| is_owned_rule(l)).collect();
+            assert!(
+                leaks.is_empty(),
+                "{tool}: rules of containers left: {leaks:#?}"
+            );
+        }
+        let ipam = self.root.join("cni").join("networks");
+        if let Ok(networks) = fs::read_dir(&ipam) {
+            for network in networks.filter_map(Result::ok) {
+                let files: Vec<String> = fs::read_dir(network.path())
+                    .expect("list an IPAM directory")
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n != "lock")
+                    .collect();
+                assert!(
+                    files.is_empty(),
+                    "IPAM state left in {:?}: {files:?}",
+                    network.path()
+                );
+            }
+        }
+        let cache = self.root.join("cni").join("cache").join("results");
+        if let Ok(entries) = fs::read_dir(&cache) {
+            let left: Vec<_> = entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name())
+                .collect();
+            assert!(left.is_empty(), "CNI cache entries left: {left:?}");
+        }
+        let procs = processes_mentioning(self.tmp.path());
+        assert!(procs.is_empty(), "processes left: {procs:?}");
+    }
+
+    /// The container part of [`Env::assert_clean`].
+    pub fn assert_clean_containers(&self) {
         let records = self.ps();
         assert!(records.is_empty(), "containers left: {records:?}");
         let netns_dir = self.runroot.join("netns");
@@ -178,15 +291,23 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        // Best effort, also after a failed assertion: remove whatever the test left.
-        if let Ok(out) = self.command(&["ps", "-a", "--json"]).output() {
+        // Best effort, also after a failed assertion: remove whatever the test left (inside
+        // the test's host netns, where the CNI DELs must run).
+        if let Ok(out) = self.host.output(&mut self.command(&["ps", "-a", "--json"])) {
             if let Ok(Value::Array(list)) = serde_json::from_slice::<Value>(&out.stdout) {
                 for c in list {
                     if let Some(id) = c["id"].as_str() {
-                        let _ = self.command(&["rm", "-f", id]).output();
+                        let _ = self.host.output(&mut self.command(&["rm", "-f", id]));
                     }
                 }
             }
+        }
+        let _ = self.host.output(&mut self.command(&["system", "prune"]));
+        for pid in processes_mentioning(self.tmp.path()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         for h in hierarchies() {
             let _ = fs::remove_dir(h.join(&self.cgroup_parent));
@@ -219,6 +340,45 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .filter(|p| p.starts_with(&prefix))
         .map(str::to_owned)
         .collect()
+}
+
+/// An iptables-save line that belongs to a container: a per-owner chain (`BERTH-MASQ-…`,
+/// `BERTH-DN-…`, `BERTH-ISO-…`) or a rule whose comment names an owner (`berth <network>
+/// <id> <ifname>`). The shared skeleton (chains like `BERTH-POSTROUTING`, rules commented
+/// just `berth`) is created once per host and stays, like docker's `DOCKER` chains.
+pub fn is_owned_rule(line: &str) -> bool {
+    let owner_chain = ["BERTH-MASQ-", "BERTH-DN-", "BERTH-ISO-"]
+        .iter()
+        .any(|p| line.contains(&format!(":{p}")) || line.contains(&format!("-j {p}")));
+    let owner_comment = line.contains("--comment \"berth ") || line.contains("--comment berth-");
+    owner_chain || owner_comment
+}
+
+/// Processes (other than this test binary) whose command line mentions `path`: monitors and
+/// `berth` commands of a test, by their `--root`.
+pub fn processes_mentioning(path: &Path) -> Vec<i32> {
+    let needle = path.to_string_lossy().into_owned();
+    let me = std::process::id();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| u32::try_from(*pid).ok() != Some(me))
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+        })
+        .collect()
+}
+
+/// Whether the portmap plugin is built next to berth (until it lands, `-p` must fail
+/// with a one-line error naming it).
+pub fn have_portmap() -> bool {
+    Path::new(BERTH)
+        .parent()
+        .is_some_and(|d| d.join("portmap").is_file())
 }
 
 /// Asserts a failed command printed exactly one line starting with `berth: `.

@@ -1,0 +1,297 @@
+//! The `firewall` plugin: isolation between networks, chained after `bridge`.
+//!
+//! Off by default (`ingressPolicy: "open"`). With `ingressPolicy: "same-bridge"` (the
+//! reference's name) or `isolation: "strict"`, containers of this network's bridge and of
+//! every other isolated bridge cannot reach each other; replies (conntrack
+//! `ESTABLISHED,RELATED`) and connections to published ports (DNAT'ed by `portmap`) still
+//! pass. Isolation belongs to the network: DEL leaves it (as the reference does), GC removes
+//! it once no attachment of the network is left.
+//!
+//! The reference's other duty, `ACCEPT` rules in `FORWARD` for hosts whose policy is DROP
+//! (`CNI-FORWARD`, `iptablesAdminChainName`), is not done here: the key is accepted and
+//! ignored. Every firewall call runs on the plugin's own thread, the host's namespace.
+
+use berth_cni::{
+    Attachment, CmdArgs, CniError, CniResult, ErrorCode, NetConf, NetworkArgs, Plugin,
+};
+use berth_firewall::{BackendKind, Firewall, FirewallError, Isolation};
+use serde::Deserialize;
+
+pub struct FirewallPlugin;
+
+/// The `firewall` keys of a network configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FirewallConf {
+    /// `iptables` or `nftables` (`firewalld` is not supported); unset: what the host uses.
+    #[serde(default)]
+    pub backend: Option<String>,
+    /// `open` (default) or `same-bridge`.
+    #[serde(default)]
+    pub ingress_policy: Option<String>,
+    /// `none` (default) or `strict`: the same switch under the name Berth's docs use.
+    #[serde(default)]
+    pub isolation: Option<String>,
+    /// The reference's admin chain for its FORWARD accept rules; accepted, unused.
+    #[serde(default)]
+    pub iptables_admin_chain_name: Option<String>,
+}
+
+/// Errors of the plugin; [`From<FirewallPluginError> for CniError`] is the code table.
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallPluginError {
+    #[error("firewall: unknown {key} {value:?} (expected {expected})")]
+    Value {
+        key: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("firewall: backend {backend:?} is not supported (use iptables or nftables)")]
+    UnsupportedBackend { backend: String },
+    #[error("firewall: ingressPolicy {policy:?} and isolation {isolation:?} disagree")]
+    Disagree { policy: String, isolation: String },
+    #[error(
+        "firewall: isolation needs the bridge: chain the firewall plugin after bridge (prevResult has no interface)"
+    )]
+    NoBridge,
+    #[error("firewall: no usable firewall backend")]
+    Detect(#[source] Box<FirewallError>),
+    #[error("firewall: isolate network {network}")]
+    Add {
+        network: String,
+        #[source]
+        source: Box<FirewallError>,
+    },
+    #[error("firewall: isolation of network {network} is missing or wrong")]
+    Check {
+        network: String,
+        #[source]
+        source: Box<FirewallError>,
+    },
+    #[error("firewall: remove the isolation of network {network}")]
+    Gc {
+        network: String,
+        #[source]
+        source: Box<FirewallError>,
+    },
+    #[error("firewall: the firewall backend is not usable")]
+    Status(#[source] Box<FirewallError>),
+}
+
+impl From<FirewallPluginError> for CniError {
+    fn from(e: FirewallPluginError) -> CniError {
+        let code = match &e {
+            FirewallPluginError::Value { .. }
+            | FirewallPluginError::Disagree { .. }
+            | FirewallPluginError::NoBridge => ErrorCode::InvalidConfig,
+            FirewallPluginError::UnsupportedBackend { .. } => ErrorCode::UnsupportedField,
+            FirewallPluginError::Detect(_) | FirewallPluginError::Status(_) => {
+                ErrorCode::NotAvailable
+            }
+            FirewallPluginError::Add { source, .. } if source.is_input() => {
+                ErrorCode::InvalidConfig
+            }
+            FirewallPluginError::Add { .. }
+            | FirewallPluginError::Check { .. }
+            | FirewallPluginError::Gc { .. } => ErrorCode::Internal,
+        };
+        CniError::from_error(code, &e)
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    pub backend: Option<BackendKind>,
+    pub isolate: bool,
+}
+
+impl Config {
+    pub fn new(c: &FirewallConf) -> Result<Config, FirewallPluginError> {
+        let backend = match c.backend.as_deref() {
+            None | Some("") => None,
+            Some("iptables") => Some(BackendKind::Iptables),
+            Some("nftables") => Some(BackendKind::Nftables),
+            Some(other @ "firewalld") => {
+                return Err(FirewallPluginError::UnsupportedBackend {
+                    backend: other.to_owned(),
+                });
+            }
+            Some(other) => {
+                return Err(FirewallPluginError::Value {
+                    key: "backend",
+                    value: other.to_owned(),
+                    expected: "iptables or nftables",
+                });
+            }
+        };
+        let policy = match c.ingress_policy.as_deref() {
+            None | Some("") => None,
+            Some("open") => Some(false),
+            Some("same-bridge") => Some(true),
+            Some(other) => {
+                return Err(FirewallPluginError::Value {
+                    key: "ingressPolicy",
+                    value: other.to_owned(),
+                    expected: "open or same-bridge",
+                });
+            }
+        };
+        let isolation = match c.isolation.as_deref() {
+            None | Some("") => None,
+            Some("none") => Some(false),
+            Some("strict") => Some(true),
+            Some(other) => {
+                return Err(FirewallPluginError::Value {
+                    key: "isolation",
+                    value: other.to_owned(),
+                    expected: "none or strict",
+                });
+            }
+        };
+        let isolate = match (policy, isolation) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(FirewallPluginError::Disagree {
+                    policy: c.ingress_policy.clone().unwrap_or_default(),
+                    isolation: c.isolation.clone().unwrap_or_default(),
+                });
+            }
+            (a, b) => a.or(b).unwrap_or(false),
+        };
+        Ok(Config { backend, isolate })
+    }
+}
+
+fn setup(conf: &NetConf<FirewallConf>) -> Result<(Config, Firewall), FirewallPluginError> {
+    let cfg = Config::new(&conf.plugin)?;
+    let fw = Firewall::detect(cfg.backend).map_err(|e| FirewallPluginError::Detect(Box::new(e)))?;
+    Ok((cfg, fw))
+}
+
+/// The network's bridge: the previous result's first interface, as the reference reads it.
+fn isolation(
+    conf: &NetConf<FirewallConf>,
+    prev: &CniResult,
+) -> Result<Isolation, FirewallPluginError> {
+    let bridge = prev
+        .interfaces
+        .first()
+        .map(|i| i.name.clone())
+        .filter(|n| !n.is_empty())
+        .ok_or(FirewallPluginError::NoBridge)?;
+    Ok(Isolation {
+        network: conf.name.to_string(),
+        bridge,
+    })
+}
+
+impl Plugin for FirewallPlugin {
+    type Conf = FirewallConf;
+
+    fn add(&self, _: &CmdArgs, conf: &NetConf<FirewallConf>) -> Result<CniResult, CniError> {
+        let prev = conf.prev_result()?.clone();
+        let cfg = Config::new(&conf.plugin)?;
+        if !cfg.isolate {
+            return Ok(prev);
+        }
+        let iso = isolation(conf, &prev)?;
+        let (_, fw) = setup(conf)?;
+        fw.add_isolation(&iso)
+            .map_err(|source| FirewallPluginError::Add {
+                network: iso.network.clone(),
+                source: Box::new(source),
+            })?;
+        Ok(prev)
+    }
+
+    /// Isolation belongs to the network and outlives one attachment (GC removes it).
+    fn del(&self, _: &CmdArgs, conf: &NetConf<FirewallConf>) -> Result<(), CniError> {
+        Config::new(&conf.plugin)?;
+        Ok(())
+    }
+
+    fn check(&self, _: &CmdArgs, conf: &NetConf<FirewallConf>) -> Result<(), CniError> {
+        let prev = conf.prev_result()?;
+        let cfg = Config::new(&conf.plugin)?;
+        if !cfg.isolate {
+            return Ok(());
+        }
+        let iso = isolation(conf, prev)?;
+        let (_, fw) = setup(conf)?;
+        fw.check_isolation(&iso)
+            .map_err(|source| FirewallPluginError::Check {
+                network: iso.network.clone(),
+                source: Box::new(source),
+            })?;
+        Ok(())
+    }
+
+    fn status(&self, _: &NetworkArgs, conf: &NetConf<FirewallConf>) -> Result<(), CniError> {
+        let cfg = Config::new(&conf.plugin)?;
+        let status = |e| FirewallPluginError::Status(Box::new(e));
+        let fw = Firewall::detect(cfg.backend).map_err(status)?;
+        fw.status().map_err(status)?;
+        Ok(())
+    }
+
+    /// The network's isolation goes when none of its attachments is left.
+    fn gc(
+        &self,
+        _: &NetworkArgs,
+        conf: &NetConf<FirewallConf>,
+        valid: &[Attachment],
+    ) -> Result<(), CniError> {
+        let (_, fw) = setup(conf)?;
+        let network = conf.name.to_string();
+        fw.gc_isolation(&network, !valid.is_empty())
+            .map_err(|source| FirewallPluginError::Gc {
+                network,
+                source: Box::new(source),
+            })?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(json: &str) -> FirewallConf {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn options() {
+        let c = |j| Config::new(&conf(j));
+        assert_eq!(
+            c("{}").unwrap(),
+            Config {
+                backend: None,
+                isolate: false
+            }
+        );
+        assert!(c(r#"{"ingressPolicy": "same-bridge"}"#).unwrap().isolate);
+        assert!(
+            c(r#"{"isolation": "strict", "backend": "nftables"}"#)
+                .unwrap()
+                .isolate
+        );
+        assert!(
+            c(r#"{"isolation": "strict", "ingressPolicy": "same-bridge"}"#)
+                .unwrap()
+                .isolate
+        );
+        assert!(matches!(
+            c(r#"{"isolation": "strict", "ingressPolicy": "open"}"#),
+            Err(FirewallPluginError::Disagree { .. })
+        ));
+        assert!(matches!(
+            c(r#"{"isolation": "loose"}"#),
+            Err(FirewallPluginError::Value { .. })
+        ));
+        let e: CniError = c(r#"{"backend": "firewalld"}"#).unwrap_err().into();
+        assert_eq!(e.code, ErrorCode::UnsupportedField);
+        let e: CniError = c(r#"{"ingressPolicy": "x"}"#).unwrap_err().into();
+        assert_eq!(e.code, ErrorCode::InvalidConfig);
+    }
+}

@@ -1,0 +1,168 @@
+//! `berth exec`: a new process inside a running container.
+//!
+//! It must end up in every namespace of the container's PID 1, in its cgroup, with its
+//! capabilities, `no_new_privs`, seccomp policy, environment and working directory:
+//! 1. the pid namespace cannot be entered by the process itself (`setns(CLONE_NEWPID)` only
+//!    applies to children), so this process joins it *for its children* first;
+//! 2. clone3 (without `CLONE_NEWPID`) of `berth exec-init`, which is therefore born inside
+//!    the container's pid namespace, as its own session;
+//! 3. the runtime moves it into the container's cgroup, then sends its configuration;
+//! 4. the helper, single-threaded after exec, joins cgroup, ipc, uts, net and mount
+//!    namespaces of PID 1 ([`crate::namespaces::join_container`]) and becomes the command
+//!    exactly like the init (`find` → 126/127, rlimits, lock-down, `execve`);
+//! 5. this process forwards signals, relays the pty, and returns the exit code.
+//!
+//! The user namespace is not used by Berth containers, so there is none to join.
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use nix::sched::{CloneFlags, setns};
+
+use crate::cgroups::Layout;
+use crate::config::{self, ConfigError, is_clean_absolute};
+use crate::container::{ContainerError, signal_pid1};
+use crate::init::ExecConfig;
+use crate::process::{self, InitProcess, SignalForwarder, SpawnOptions, StdioMode};
+use crate::state::{Status, Store, process_start_time};
+
+/// The flags of `berth exec`, as typed.
+#[derive(Debug, Clone, Default)]
+pub struct ExecRequest {
+    pub container: String,
+    pub command: Vec<String>,
+    pub interactive: bool,
+    pub tty: bool,
+    /// `-e KEY=VALUE` (or `KEY`), on top of the container's environment.
+    pub env: Vec<String>,
+    /// `-w DIR`; default: the container's working directory.
+    pub workdir: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("open the pid namespace of container {name} ({path})")]
+    OpenPidNs {
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("join the pid namespace of container {name}")]
+    JoinPidNs {
+        name: String,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// Runs the command in the container and returns its exit code (128 + signal when killed).
+pub fn exec(store: &Store, request: ExecRequest) -> Result<i32, ContainerError> {
+    let record = store.find(&request.container)?;
+    let not_running = || ContainerError::NotRunning {
+        name: record.name.clone(),
+    };
+    if record.live_status() != Status::Running {
+        return Err(not_running());
+    }
+    let (Some(pid), Some(start)) = (record.state.pid, record.state.pid_start_time) else {
+        return Err(not_running());
+    };
+    let host_env = |key: &str| std::env::var(key).ok();
+    let mut env: Vec<(String, String)> = record
+        .config
+        .env
+        .iter()
+        .filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect();
+    for input in &request.env {
+        if let Some((key, value)) = config::parse_env(input, &host_env)? {
+            config::set_env(&mut env, key, value);
+        }
+    }
+    if request.tty && !env.iter().any(|(k, _)| k == "TERM") {
+        env.push(("TERM".into(), "xterm".into()));
+    }
+    let workdir = match request.workdir {
+        Some(w) if is_clean_absolute(w.as_ref()) => PathBuf::from(w),
+        Some(w) => return Err(ConfigError::Workdir { input: w }.into()),
+        None => record.config.workdir.clone(),
+    };
+    if request.command.is_empty() {
+        return Err(ConfigError::NoCommand {
+            image: record.config.image.clone(),
+        }
+        .into());
+    }
+
+    // 1. The pid namespace, for our children. Pinned by a pidfd of PID 1 (signal 0 checks
+    // it exists) and checked by start time once the namespace file is open.
+    let Some(_pin) = signal_pid1(&record, 0)? else {
+        return Err(not_running());
+    };
+    let path = PathBuf::from(format!("/proc/{pid}/ns/pid"));
+    let pid_ns = File::open(&path).map_err(|source| {
+        ContainerError::Exec(ExecError::OpenPidNs {
+            name: record.name.to_string(),
+            path: path.clone(),
+            source,
+        })
+    })?;
+    if process_start_time(pid) != Some(start) {
+        return Err(not_running());
+    }
+    setns(&pid_ns, CloneFlags::CLONE_NEWPID).map_err(|source| {
+        ContainerError::Exec(ExecError::JoinPidNs {
+            name: record.name.to_string(),
+            source,
+        })
+    })?;
+
+    // 2.–3.
+    let signals = SignalForwarder::block().map_err(ContainerError::Signals)?;
+    let short = || record.id.short().to_owned();
+    let start_err = |source| ContainerError::Start {
+        id: short(),
+        source,
+    };
+    let mut helper = InitProcess::spawn(SpawnOptions {
+        subcommand: "exec-init",
+        new_pid_namespace: false,
+        stdio: StdioMode {
+            interactive: request.interactive,
+            tty: request.tty,
+        },
+        fds: [None; 3],
+    })
+    .map_err(start_err)?;
+    let layout = Layout::detect().map_err(ContainerError::CgroupLayout)?;
+    let cgroup = layout.manager(&record.config.cgroup_parent, &record.id);
+    cgroup
+        .add_process(helper.pid())
+        .map_err(|source| ContainerError::JoinCgroup {
+            id: short(),
+            source,
+        })?;
+    helper
+        .send_config(&ExecConfig {
+            pid,
+            pid_start_time: start,
+            args: request.command,
+            env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            workdir,
+            capabilities: record.config.capabilities,
+            deny_device_nodes: !cgroup.restricts_devices(),
+            tty: request
+                .tty
+                .then(|| process::terminal_size().unwrap_or((24, 80))),
+        })
+        .map_err(start_err)?;
+    // 4.–5.
+    let terminal = helper.wait_exec().map_err(start_err)?;
+    helper
+        .supervise(&signals, terminal)
+        .map_err(|source| ContainerError::Supervise {
+            id: short(),
+            source,
+        })
+}

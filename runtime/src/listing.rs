@@ -1,0 +1,143 @@
+//! Reading containers: `berth ps` ([`list`]) and `berth inspect` ([`inspect`]). Both only
+//! read records; the status comes from [`ContainerRecord::live_status`], so a container whose
+//! `berth` was killed shows as exited at once.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::cgroups::Layout;
+use crate::clock;
+use crate::container::ContainerError;
+use crate::image::ImageStore;
+use crate::names::{ContainerId, ContainerName, ImageName};
+use crate::state::{ContainerRecord, Status, Store};
+
+/// A line of `berth ps`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerSummary {
+    pub id: ContainerId,
+    pub name: ContainerName,
+    pub image: ImageName,
+    pub command: Vec<String>,
+    pub created: String,
+    pub status: Status,
+    /// "Up 5 seconds", "Exited (0) 2 minutes ago", "Created".
+    pub status_text: String,
+    pub exit_code: Option<i32>,
+    pub pid: Option<i32>,
+    /// `0.0.0.0:8080->80/tcp`, …
+    pub ports: Vec<String>,
+    /// network name → addresses, while attached.
+    pub networks: BTreeMap<String, Vec<String>>,
+}
+
+impl ContainerSummary {
+    fn of(record: &ContainerRecord) -> ContainerSummary {
+        let status = record.live_status();
+        let status_text = match status {
+            Status::Created => "Created".to_owned(),
+            Status::Running => format!(
+                "Up {}",
+                record
+                    .state
+                    .started_at
+                    .as_deref()
+                    .and_then(clock::parse_rfc3339)
+                    .map_or_else(String::new, |t| clock::humanize(clock::unix_now() - t))
+            ),
+            Status::Exited => match (record.state.exit_code, &record.state.finished_at) {
+                (Some(code), Some(at)) => format!("Exited ({code}) {}", clock::ago(at)),
+                _ => "Exited".to_owned(),
+            },
+        };
+        let mut networks: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for a in &record.state.attachments {
+            networks
+                .entry(a.network.clone())
+                .or_default()
+                .extend(a.ips.iter().map(|ip| ip.ip().to_string()));
+        }
+        ContainerSummary {
+            id: record.id.clone(),
+            name: record.name.clone(),
+            image: record.config.image.clone(),
+            command: record.config.args.clone(),
+            created: record.created.clone(),
+            status,
+            status_text,
+            exit_code: record.state.exit_code,
+            pid: (status == Status::Running)
+                .then_some(record.state.pid)
+                .flatten(),
+            ports: if status == Status::Running {
+                record
+                    .config
+                    .ports
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            networks,
+        }
+    }
+}
+
+/// `berth ps [-a]`: running containers, or all of them.
+pub fn list(store: &Store, all: bool) -> Result<Vec<ContainerSummary>, ContainerError> {
+    Ok(store
+        .records()?
+        .iter()
+        .map(ContainerSummary::of)
+        .filter(|s| all || s.status == Status::Running)
+        .collect())
+}
+
+/// `berth inspect`: the record plus what it implies on the host.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Inspection {
+    #[serde(flatten)]
+    pub record: ContainerRecord,
+    pub status: Status,
+    pub paths: InspectPaths,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InspectPaths {
+    pub directory: PathBuf,
+    pub rootfs_lower: PathBuf,
+    pub rootfs_upper: PathBuf,
+    pub netns: PathBuf,
+    pub cgroups: Vec<PathBuf>,
+    pub hosts: PathBuf,
+    pub resolv_conf: PathBuf,
+    pub log: PathBuf,
+}
+
+pub fn inspect(store: &Store, query: &str) -> Result<Inspection, ContainerError> {
+    let record = store.find(query)?;
+    let layout = Layout::detect().map_err(ContainerError::CgroupLayout)?;
+    let cgroup = layout.manager(&record.config.cgroup_parent, &record.id);
+    let images = ImageStore::new(store.images_dir());
+    let dir = store.container_dir(&record.id);
+    Ok(Inspection {
+        status: record.live_status(),
+        paths: InspectPaths {
+            rootfs_lower: images.rootfs(&record.config.image),
+            rootfs_upper: dir.join("upper"),
+            hosts: dir.join("hosts"),
+            resolv_conf: dir.join("resolv.conf"),
+            log: dir.join("ctr.log"),
+            directory: dir,
+            netns: store.netns_path(&record.id),
+            cgroups: cgroup.paths(),
+        },
+        record,
+    })
+}

@@ -1,0 +1,313 @@
+//! The log of a detached container: `<root>/containers/<id>/ctr.log`, written by its
+//! monitor, read by `berth logs [-f]`.
+//!
+//! The format is the CRI's (what kubelet and CRI-O write, so existing tools read it): one
+//! record per line, `<RFC 3339 nanos> <stdout|stderr> <F|P> <bytes>`. `F` ends a line of the
+//! container's output, `P` is a piece of a line that continues in the next record of the same
+//! stream (output without a trailing newline is logged as soon as it arrives, not held
+//! back). Containers run in the foreground have no log: their output went to the terminal.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::clock;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("open log {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("read log {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("write log {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// Appends records to a container's log.
+#[derive(Debug)]
+pub struct LogWriter {
+    path: PathBuf,
+    file: File,
+}
+
+impl LogWriter {
+    pub fn create(path: &Path) -> Result<LogWriter, LogError> {
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o640)
+            .open(path)
+            .map_err(|source| LogError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(LogWriter {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    /// Logs one chunk of output: a record per complete line, and one `P` record for a
+    /// trailing piece without newline, in a single append (readers only take what is
+    /// complete up to their last newline).
+    pub fn write(&mut self, stream: Stream, chunk: &[u8]) -> Result<(), LogError> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let stamp = clock::now_rfc3339_nanos();
+        let mut out = Vec::with_capacity(chunk.len() + 64);
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let (piece, tag, next) = match rest.iter().position(|b| *b == b'\n') {
+                Some(i) => (&rest[..i], 'F', &rest[i + 1..]),
+                None => (rest, 'P', &rest[rest.len()..]),
+            };
+            out.extend_from_slice(format!("{stamp} {} {tag} ", stream.as_str()).as_bytes());
+            out.extend_from_slice(piece);
+            out.push(b'\n');
+            rest = next;
+        }
+        self.file.write_all(&out).map_err(|source| LogError::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// One parsed record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub timestamp: &'a str,
+    pub stream: Stream,
+    /// `F`: the end of a line of output.
+    pub full: bool,
+    pub content: &'a [u8],
+}
+
+/// Parses one record (without its newline); `None` for a malformed line.
+pub fn parse_record(line: &[u8]) -> Option<Record<'_>> {
+    let mut parts = line.splitn(4, |b| *b == b' ');
+    let timestamp = std::str::from_utf8(parts.next()?).ok()?;
+    let stream = match parts.next()? {
+        b"stdout" => Stream::Stdout,
+        b"stderr" => Stream::Stderr,
+        _ => return None,
+    };
+    let full = match parts.next()? {
+        b"F" => true,
+        b"P" => false,
+        _ => return None,
+    };
+    Some(Record {
+        timestamp,
+        stream,
+        full,
+        content: parts.next().unwrap_or_default(),
+    })
+}
+
+/// Prints a log to two sinks (the caller's stdout and stderr), optionally following it.
+pub struct LogPrinter<O: Write, E: Write> {
+    pub out: O,
+    pub err: E,
+    /// Prefix each output line with its timestamp.
+    pub timestamps: bool,
+    /// Whether each stream is at the start of a line (for the timestamp prefix).
+    at_line_start: [bool; 2],
+}
+
+impl<O: Write, E: Write> LogPrinter<O, E> {
+    pub fn new(out: O, err: E, timestamps: bool) -> LogPrinter<O, E> {
+        LogPrinter {
+            out,
+            err,
+            timestamps,
+            at_line_start: [true, true],
+        }
+    }
+
+    fn print(&mut self, record: &Record<'_>) -> io::Result<()> {
+        let index = usize::from(record.stream == Stream::Stderr);
+        let sink: &mut dyn Write = match record.stream {
+            Stream::Stdout => &mut self.out,
+            Stream::Stderr => &mut self.err,
+        };
+        if self.timestamps && self.at_line_start[index] {
+            write!(sink, "{} ", record.timestamp)?;
+        }
+        sink.write_all(record.content)?;
+        if record.full {
+            sink.write_all(b"\n")?;
+        }
+        self.at_line_start[index] = record.full;
+        Ok(())
+    }
+
+    /// Prints the log at `path` from the start; with `follow`, keeps printing what is
+    /// appended until `done()` says the writer is gone (then prints the rest and returns).
+    /// A missing log is an empty one.
+    pub fn print_file(
+        &mut self,
+        path: &Path,
+        follow: bool,
+        mut done: impl FnMut() -> bool,
+    ) -> Result<(), LogError> {
+        let read_err = |source| LogError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = match File::open(path) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(source) => return Err(read_err(source)),
+        };
+        let mut pending: Vec<u8> = Vec::new();
+        loop {
+            // Decide before reading: whatever was written before the writer finished is
+            // read in this round, so nothing is lost between the check and the read.
+            let finished = !follow || done();
+            if file.is_none() {
+                file = File::open(path).ok();
+            }
+            if let Some(f) = file.as_mut() {
+                let mut buf = Vec::new();
+                f.read_to_end(&mut buf).map_err(read_err)?;
+                pending.extend_from_slice(&buf);
+                let complete = pending
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(0, |i| i + 1);
+                for line in pending[..complete].split(|b| *b == b'\n') {
+                    if let Some(record) = parse_record(line) {
+                        if let Err(e) = self.print(&record) {
+                            // The reader went away (`| head`): stop quietly.
+                            if e.kind() == io::ErrorKind::BrokenPipe {
+                                return Ok(());
+                            }
+                            return Err(LogError::Write {
+                                path: PathBuf::from("-"),
+                                source: e,
+                            });
+                        }
+                    }
+                }
+                pending.drain(..complete);
+            }
+            let _ = self.out.flush();
+            let _ = self.err.flush();
+            if finished {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// `berth logs [-f] [-t]`: prints a container's log to stdout and stderr; with `follow`,
+/// until the container stopped and its monitor finished.
+pub fn show(
+    store: &crate::state::Store,
+    query: &str,
+    follow: bool,
+    timestamps: bool,
+) -> Result<(), crate::container::ContainerError> {
+    let record = store.find(query)?;
+    let path = store.container_dir(&record.id).join("ctr.log");
+    let mut printer = LogPrinter::new(io::stdout().lock(), io::stderr().lock(), timestamps);
+    printer.print_file(&path, follow, || {
+        // Done once the record is gone (`--rm`) or nothing supervises a stopped container.
+        !matches!(store.load_if_exists(&record.id), Ok(Some(r)) if r.is_active())
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_split_lines_and_keep_partial_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("ctr.log");
+        let mut log = LogWriter::create(&path).unwrap();
+        log.write(Stream::Stdout, b"one\ntwo\npar").unwrap();
+        log.write(Stream::Stderr, b"oops\n").unwrap();
+        log.write(Stream::Stdout, b"tial\n").unwrap();
+        let text = std::fs::read(&path).unwrap();
+        let records: Vec<_> = text
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| parse_record(l).unwrap())
+            .map(|r| {
+                (
+                    r.stream,
+                    r.full,
+                    String::from_utf8_lossy(r.content).into_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            records,
+            [
+                (Stream::Stdout, true, "one".to_owned()),
+                (Stream::Stdout, true, "two".to_owned()),
+                (Stream::Stdout, false, "par".to_owned()),
+                (Stream::Stderr, true, "oops".to_owned()),
+                (Stream::Stdout, true, "tial".to_owned()),
+            ]
+        );
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        LogPrinter::new(&mut out, &mut err, false)
+            .print_file(&path, false, || true)
+            .unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "one\ntwo\npartial\n");
+        assert_eq!(String::from_utf8(err).unwrap(), "oops\n");
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        LogPrinter::new(&mut out, &mut err, true)
+            .print_file(&path, false, || true)
+            .unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(out.lines().count(), 3);
+        assert!(
+            out.lines().all(|l| l.starts_with("20") && l.contains("Z ")),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn empty_content_and_garbage() {
+        assert_eq!(parse_record(b"t stdout F ").unwrap().content, b"");
+        assert_eq!(parse_record(b"t stdout F").unwrap().content, b"");
+        assert!(parse_record(b"t other F x").is_none());
+        assert!(parse_record(b"t stdout X x").is_none());
+    }
+}

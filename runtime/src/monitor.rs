@@ -1,0 +1,346 @@
+//! Detached containers (`berth run -d`) and their monitor.
+//!
+//! `berth run -d` creates the record like a foreground run, then re-executes itself as
+//! `berth monitor <id>` in a new session (`setsid`: no controlling terminal, so closing the
+//! terminal or Ctrl-C does not reach it) with stdin and stderr on `/dev/null` and stdout a
+//! pipe back to the CLI. The monitor becomes the container's supervisor: it starts the
+//! container (netns, CNI, cgroup, init, exactly as the foreground path), reports one JSON
+//! line on that pipe (`{"ok":true}` or the error and the exit code `run` should return),
+//! and closes it; the CLI prints the id, or the error, and exits. From then on the monitor:
+//! - reads the container's stdout and stderr (pipes; with `-t` the pty master) and appends
+//!   them to `ctr.log` ([`crate::logs`]); with `-i` it holds the write end of the
+//!   container's stdin open, so a shell waiting for input keeps running (like `docker run -di`);
+//! - waits for PID 1 (its pidfd), records the exit status and time, releases the cgroup,
+//!   the CNI attachments and the netns, and with `--rm` removes the container.
+//!
+//! The monitor is PID 1's parent, so the init's `PR_SET_PDEATHSIG` ties the container's life
+//! to it: a killed monitor takes the container with it, and the record (whose supervisor is
+//! then dead) tells `ps`, `rm -f` and `system prune` what is left to clean up. SIGINT, SIGTERM
+//! and SIGHUP are ignored by the monitor; only SIGKILL ends it early.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::unistd::pipe2;
+use serde::{Deserialize, Serialize};
+
+use crate::config::RunRequest;
+use crate::container::{self, ContainerError, Started};
+use crate::logs::{LogWriter, Stream};
+use crate::names::ContainerId;
+use crate::network::Networks;
+use crate::process::{SpawnOptions, StdioMode};
+use crate::state::{ProcessRef, Store};
+
+/// The monitor's one-line report to `berth run -d`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    ok: bool,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    exit_code: i32,
+}
+
+/// `berth run -d`: creates the container, starts its monitor, and returns the id once the
+/// container runs (or the monitor's error, after it cleaned up).
+pub fn run_detached(
+    store: &Store,
+    networks: &Networks,
+    request: RunRequest,
+) -> Result<ContainerId, ContainerError> {
+    let record = container::create(store, networks, request)?;
+    let id = record.id.clone();
+    let spawn_err = |source| ContainerError::SpawnMonitor {
+        id: id.short().to_owned(),
+        source,
+    };
+    let mut command = Command::new("/proc/self/exe");
+    command
+        .arg0("berth")
+        .arg("--root")
+        .arg(store.root())
+        .arg("--runroot")
+        .arg(store.runroot());
+    for dir in networks.plugin_path() {
+        command.arg("--cni-plugin-dir").arg(dir);
+    }
+    command
+        .arg("monitor")
+        .arg(id.as_str())
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent; it is all the
+    // child does between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            // Nothing was started: the record goes (whatever release finds is undone).
+            let _ = container::finish(store, networks, &record, 125);
+            if !record.config.auto_remove {
+                if let Ok(lock) = store.lock() {
+                    let _ = store.remove(&lock, &id);
+                }
+            }
+            return Err(spawn_err(e));
+        }
+    };
+    let mut report = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_string(&mut report);
+    }
+    // The monitor keeps running; it was started in its own session and is reaped by
+    // whoever inherits it once this process exits.
+    drop(child);
+    match serde_json::from_str::<Report>(report.trim()) {
+        Ok(Report { ok: true, .. }) => Ok(id),
+        Ok(Report {
+            message, exit_code, ..
+        }) => Err(ContainerError::Monitor { message, exit_code }),
+        Err(_) => {
+            // The monitor died before reporting: clean up what it left.
+            let _ = container::settle(store, networks, &id);
+            Err(ContainerError::Monitor {
+                message: format!(
+                    "the monitor of container {} exited without reporting",
+                    id.short()
+                ),
+                exit_code: 125,
+            })
+        }
+    }
+}
+
+/// `berth monitor <id>` (internal). Returns the process exit code (0, or 1 when the
+/// container could not be started: the error went to `berth run -d`).
+pub fn main(store: &Store, networks: &Networks, id: &str) -> i32 {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: SIG_IGN runs no code of ours. The init resets dispositions before exec.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+    let outcome = ContainerId::try_from(id)
+        .map_err(ContainerError::from)
+        .and_then(|id| monitor(store, networks, &id));
+    match outcome {
+        Ok(()) => 0,
+        Err(e) => {
+            // Still connected to `berth run -d` if the failure came before the report.
+            report(&Report {
+                ok: false,
+                message: container::error_chain(&e),
+                exit_code: e.exit_code(),
+            });
+            1
+        }
+    }
+}
+
+/// Writes the report to stdout (the pipe to `berth run -d`), then points stdout and stderr
+/// at `/dev/null` so that the CLI sees EOF and nothing of ours can block on a dead reader.
+fn report(report: &Report) {
+    if let Ok(json) = serde_json::to_string(report) {
+        let mut out = io::stdout().lock();
+        let _ = writeln!(out, "{json}");
+        let _ = out.flush();
+    }
+    if let Ok(null) = File::options().write(true).open("/dev/null") {
+        // SAFETY: dup2 onto the standard descriptors; `null` stays open for the call.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 1);
+            libc::dup2(null.as_raw_fd(), 2);
+        }
+    }
+}
+
+/// A pipe: (read end, write end), both close-on-exec.
+fn pipe() -> Result<(OwnedFd, OwnedFd), ContainerError> {
+    pipe2(OFlag::O_CLOEXEC).map_err(ContainerError::Pipe)
+}
+
+fn monitor(store: &Store, networks: &Networks, id: &ContainerId) -> Result<(), ContainerError> {
+    let Some(record) = store.update_state(id, |s| s.supervisor = ProcessRef::current())? else {
+        return Err(crate::state::StateError::NotFound {
+            query: id.to_string(),
+        }
+        .into());
+    };
+    let config = &record.config;
+    let mut log = LogWriter::create(&store.container_dir(id).join("ctr.log"))?;
+
+    // The container's stdio: pipes for stdout and stderr (none with -t: the pty carries
+    // both), a pipe for stdin with -i whose write end we keep and never write.
+    let (out, err) = if config.tty {
+        (None, None)
+    } else {
+        (Some(pipe()?), Some(pipe()?))
+    };
+    let stdin = if config.interactive && !config.tty {
+        Some(pipe()?)
+    } else {
+        None
+    };
+    // With -t the init replaces all three with the pty slave; until then it must not hold
+    // our stdout (the report pipe), or `berth run -d` would wait for it.
+    let null: OwnedFd = File::options()
+        .write(true)
+        .open("/dev/null")
+        .map_err(|source| ContainerError::SpawnMonitor {
+            id: id.short().to_owned(),
+            source,
+        })?
+        .into();
+    let fds = container::raw_fds([
+        stdin.as_ref().map(|(r, _)| r),
+        Some(out.as_ref().map_or(&null, |(_, w)| w)),
+        Some(err.as_ref().map_or(&null, |(_, w)| w)),
+    ]);
+    let options = SpawnOptions {
+        subcommand: "init",
+        new_pid_namespace: true,
+        stdio: StdioMode {
+            interactive: config.interactive,
+            tty: config.tty,
+        },
+        fds,
+    };
+    let started = container::start(store, networks, &record, options);
+    // Our copies of the container's ends: dropped, so EOF arrives when the container's go.
+    let out = out.map(|(r, _)| r);
+    let err = err.map(|(r, _)| r);
+    let _stdin_keepalive = stdin.map(|(_, w)| w);
+    let Started { mut init, terminal } = match started {
+        Ok(started) => started,
+        Err(e) => {
+            let code = e.exit_code();
+            let teardown = container::finish(store, networks, &record, code);
+            let message = std::iter::once(container::error_chain(&e))
+                .chain(teardown.iter().map(|t| container::error_chain(t)))
+                .collect::<Vec<_>>()
+                .join("; ");
+            report(&Report {
+                ok: false,
+                message,
+                exit_code: code,
+            });
+            return Ok(());
+        }
+    };
+    report(&Report {
+        ok: true,
+        message: String::new(),
+        exit_code: 0,
+    });
+
+    let mut sources: Vec<(BorrowedFd<'_>, Stream)> = Vec::new();
+    if let Some(t) = &terminal {
+        sources.push((t.master(), Stream::Stdout));
+    }
+    if let Some(fd) = &out {
+        sources.push((fd.as_fd(), Stream::Stdout));
+    }
+    if let Some(fd) = &err {
+        sources.push((fd.as_fd(), Stream::Stderr));
+    }
+    copy_until_exit(init.pidfd(), &mut sources, &mut log);
+    let exit_code = match init.wait() {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = log.write(
+                Stream::Stderr,
+                format!("berth: {}\n", container::error_chain(&e)).as_bytes(),
+            );
+            125
+        }
+    };
+    for warning in container::finish(store, networks, &record, exit_code) {
+        let _ = log.write(
+            Stream::Stderr,
+            format!("berth: warning: {}\n", container::error_chain(&warning)).as_bytes(),
+        );
+    }
+    Ok(())
+}
+
+/// Copies the container's output to the log until PID 1 exits, then drains what is left
+/// (all writers are gone by then: the pid namespace died with PID 1).
+fn copy_until_exit(
+    pidfd: BorrowedFd<'_>,
+    sources: &mut Vec<(BorrowedFd<'_>, Stream)>,
+    log: &mut LogWriter,
+) {
+    for (fd, _) in sources.iter() {
+        let _ = fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let mut fds: Vec<PollFd<'_>> = vec![PollFd::new(pidfd, PollFlags::POLLIN)];
+        fds.extend(
+            sources
+                .iter()
+                .map(|(fd, _)| PollFd::new(*fd, PollFlags::POLLIN)),
+        );
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(_) => break,
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        let mut closed = Vec::new();
+        for (i, (fd, stream)) in sources.iter().enumerate() {
+            if ready[i + 1] && !copy_available(*fd, *stream, &mut buf, log) {
+                closed.push(i);
+            }
+        }
+        for i in closed.into_iter().rev() {
+            sources.remove(i);
+        }
+        if ready[0] {
+            break;
+        }
+    }
+    for (fd, stream) in sources.iter() {
+        copy_available(*fd, *stream, &mut buf, log);
+    }
+}
+
+/// Copies what `fd` has now; false once it reached EOF (or failed, e.g. EIO from a pty
+/// whose slave side is gone).
+fn copy_available(fd: BorrowedFd<'_>, stream: Stream, buf: &mut [u8], log: &mut LogWriter) -> bool {
+    loop {
+        match nix::unistd::read(fd, buf) {
+            Ok(0) => return false,
+            Ok(n) => {
+                // A full disk must not stall the container: the chunk is dropped.
+                let _ = log.write(stream, &buf[..n]);
+            }
+            Err(nix::Error::EAGAIN) => return true,
+            Err(nix::Error::EINTR) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// The path of a container's log.
+pub fn log_path(store: &Store, id: &ContainerId) -> PathBuf {
+    store.container_dir(id).join("ctr.log")
+}

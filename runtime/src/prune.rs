@@ -1,0 +1,103 @@
+//! `berth system prune`: removes every container that is neither running nor supervised
+//! (stopped ones, and what a killed `berth` left), then garbage-collects the CNI side.
+//!
+//! Order matters: containers first (their release DELs their attachments), then CNI GC of
+//! every network with the attachments of the containers that remain active as the valid
+//! list (DEL of stale cache entries, then the GC verb: host-local frees reservations and
+//! bridge masquerade rules nobody owns), then netns files under `<runroot>/netns` that no
+//! active container owns.
+
+use std::collections::BTreeMap;
+use std::fs;
+
+use berth_cni::{Attachment, ContainerId as CniContainerId, IfName};
+
+use crate::container::{self, ContainerError};
+use crate::names::ContainerId;
+use crate::namespaces;
+use crate::network::Networks;
+use crate::state::Store;
+
+/// What `system prune` did.
+#[derive(Debug, Default)]
+pub struct Pruned {
+    /// Names of the removed containers.
+    pub removed: Vec<String>,
+    /// Netns files removed without a container.
+    pub netns: Vec<String>,
+    pub errors: Vec<ContainerError>,
+}
+
+pub fn prune(store: &Store, networks: &Networks) -> Pruned {
+    let mut pruned = Pruned::default();
+    let records = match store.records() {
+        Ok(r) => r,
+        Err(e) => {
+            pruned.errors.push(e.into());
+            return pruned;
+        }
+    };
+    for record in records.iter().filter(|r| !r.is_active()) {
+        pruned
+            .errors
+            .extend(container::release(store, networks, &record.id));
+        let removed = store
+            .lock()
+            .and_then(|lock| store.remove(&lock, &record.id));
+        match removed {
+            Ok(()) => pruned.removed.push(record.name.to_string()),
+            Err(e) => pruned.errors.push(e.into()),
+        }
+    }
+
+    let active = match store.records() {
+        Ok(r) => r.into_iter().filter(|r| r.is_active()).collect::<Vec<_>>(),
+        Err(e) => {
+            pruned.errors.push(e.into());
+            return pruned;
+        }
+    };
+    let mut valid: BTreeMap<String, Vec<Attachment>> = BTreeMap::new();
+    for record in &active {
+        for a in &record.state.attachments {
+            let (Ok(container_id), Ok(ifname)) = (
+                CniContainerId::try_from(record.id.as_str()),
+                IfName::try_from(a.ifname.as_str()),
+            ) else {
+                continue;
+            };
+            valid
+                .entry(a.network.clone())
+                .or_default()
+                .push(Attachment {
+                    container_id,
+                    ifname,
+                });
+        }
+    }
+    pruned.errors.extend(
+        networks
+            .gc(store, &valid)
+            .into_iter()
+            .map(ContainerError::from),
+    );
+
+    let netns_dir = store.runroot().join("netns");
+    if let Ok(entries) = fs::read_dir(&netns_dir) {
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let owned = ContainerId::try_from(name.as_str())
+                .is_ok_and(|id| active.iter().any(|r| r.id == id));
+            if owned {
+                continue;
+            }
+            match namespaces::remove_netns(&entry.path()) {
+                Ok(()) => pruned.netns.push(name),
+                Err(source) => pruned
+                    .errors
+                    .push(ContainerError::RemoveNetns { id: name, source }),
+            }
+        }
+    }
+    pruned
+}

@@ -1,0 +1,102 @@
+//! `berth stop` and `berth kill`: signals to a container's PID 1.
+//!
+//! `stop` is docker's: SIGTERM, and SIGKILL if PID 1 is still there after the timeout
+//! (remember that PID 1 only receives signals it handles: a shell without a trap ignores
+//! SIGTERM). It then waits for the container's supervisor to record the exit and release the
+//! network, so that a `stop` that returned leaves no attachment behind; if that supervisor
+//! is gone (killed), `stop` releases the container itself. `kill` only delivers a signal.
+
+use std::os::fd::AsFd;
+use std::str::FromStr;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::container::{self, ContainerError};
+use crate::names::ContainerId;
+use crate::network::Networks;
+use crate::process;
+use crate::state::{Status, Store};
+
+/// `KILL`, `SIGKILL`, `kill` or `9`.
+pub fn parse_signal(input: &str) -> Result<i32, ContainerError> {
+    let bad = || ContainerError::Signal {
+        input: input.to_owned(),
+    };
+    if let Ok(n) = input.parse::<i32>() {
+        return Signal::try_from(n).map(|s| s as i32).map_err(|_| bad());
+    }
+    let upper = input.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    Signal::from_str(&name).map(|s| s as i32).map_err(|_| bad())
+}
+
+/// `berth kill [-s SIG]`: delivers `signal` to PID 1 of a running container.
+pub fn kill(store: &Store, query: &str, signal: i32) -> Result<ContainerId, ContainerError> {
+    let record = store.find(query)?;
+    if record.live_status() != Status::Running {
+        return Err(ContainerError::NotRunning { name: record.name });
+    }
+    match container::signal_pid1(&record, signal)? {
+        Some(_) => Ok(record.id),
+        None => Err(ContainerError::NotRunning { name: record.name }),
+    }
+}
+
+/// `berth stop [-t N]`: SIGTERM, SIGKILL after `timeout`, then settle (see the module doc).
+/// Stopping a container that is not running is not an error.
+pub fn stop(
+    store: &Store,
+    networks: &Networks,
+    query: &str,
+    timeout: Duration,
+) -> Result<ContainerId, ContainerError> {
+    let mut record = store.find(query)?;
+    // Being started (its supervisor attaches networks, …): wait until it runs or failed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while record.live_status() == Status::Created
+        && record.is_supervised()
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+        match store.load_if_exists(&record.id)? {
+            Some(r) => record = r,
+            None => return Ok(record.id),
+        }
+    }
+    if record.live_status() == Status::Running {
+        if let Some(pidfd) = container::signal_pid1(&record, libc::SIGTERM)? {
+            if !process::wait_pidfd(pidfd.as_fd(), timeout) {
+                let _ = container::signal_pid1(&record, libc::SIGKILL)?;
+                if !process::wait_pidfd(pidfd.as_fd(), Duration::from_secs(10)) {
+                    return Err(ContainerError::KillTimeout {
+                        name: record.name,
+                        pid: record.state.pid.unwrap_or_default(),
+                    });
+                }
+            }
+        }
+    }
+    container::settle(store, networks, &record.id)?;
+    Ok(record.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_names_and_numbers() {
+        assert_eq!(parse_signal("KILL").unwrap(), libc::SIGKILL);
+        assert_eq!(parse_signal("sigterm").unwrap(), libc::SIGTERM);
+        assert_eq!(parse_signal("SIGUSR1").unwrap(), libc::SIGUSR1);
+        assert_eq!(parse_signal("9").unwrap(), 9);
+        for bad in ["", "NOPE", "0", "-1", "999", "SIG"] {
+            assert!(parse_signal(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -34,14 +34,19 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 1
 fi
 
+# Test namespaces are named bt<pid>…; remember any that exist already (another run on this
+# machine, a killed benchmark) so the audit below only blames this run.
+test_netns() { ip netns list 2>/dev/null | awk '$1 ~ /^bt/ {print $1}' | sort; }
+before=$(test_netns)
+
 cargo fmt --all -- --check
 # Tests exec the plugin binaries, so build them first (debug profile, like the tests).
 cargo build --workspace --bins --quiet
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace --no-fail-fast
 
-# Leak audit: tests create namespaces named bt<pid>…; none may survive the run.
-leaks=$(ip netns list 2>/dev/null | awk '$1 ~ /^bt/ {print $1}' | tr '\n' ' ')
+# Leak audit: no namespace created by this run may survive it.
+leaks=$(comm -13 <(echo "$before") <(test_netns) | tr '\n' ' ')
 if [[ -n $leaks ]]; then
   echo "test: network namespaces leaked by tests: $leaks" >&2
   exit 1

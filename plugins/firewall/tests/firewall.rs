@@ -88,7 +88,8 @@ fn expected(kind: BackendKind, lines: &[String], m: &Masquerade) -> Vec<String> 
             lines
         }
         BackendKind::Nftables => {
-            // Elements only: per source a masq member, per (source, subnet) an exemption,
+            // Elements only: per source a masq member, per (source, subnet) an exemption
+            // (in the map of the subnet's prefix length),
             // and an index entry, all with the owner id as data.
             let joined = lines.join("\n");
             let marker = format!("{} comment \"{comment}\" : 0x", v4.ip());
@@ -99,7 +100,7 @@ fn expected(kind: BackendKind, lines: &[String], m: &Masquerade) -> Vec<String> 
             let c = format!("comment \"{comment}\"");
             let elements = [
                 format!("{} {c} : {id}", v4.ip()),
-                format!("{} . {} {c} : {id}", v4.ip(), subnet(v4)),
+                format!("{} . {} {c} : {id}", v4.ip(), subnet(v4).ip()),
                 format!(
                     "{id} . 0x00000000 {c} : {} . {} . 0x{:08x}",
                     v4.ip(),
@@ -107,7 +108,7 @@ fn expected(kind: BackendKind, lines: &[String], m: &Masquerade) -> Vec<String> 
                     subnet(v4).prefix()
                 ),
                 format!("{} {c} : {id}", v6.ip()),
-                format!("{} . {} {c} : {id}", v6.ip(), subnet(v6)),
+                format!("{} . {} {c} : {id}", v6.ip(), subnet(v6).ip()),
                 format!(
                     "{id} . 0x00000001 {c} : {} . {} . 0x{:08x}",
                     v6.ip(),

@@ -197,7 +197,35 @@ fn main() {
             run.add(&rt);
         }
         let fill = fill_start.elapsed();
+        // BERTH_BENCH_PERF=<file>: a system-wide `perf record` of the measurement at `live`
+        // (report per command: `perf report -i <file> --comm bridge`).
+        let perf = std::env::var("BERTH_BENCH_PERF").ok().map(|out| {
+            std::process::Command::new("perf")
+                .args([
+                    "record",
+                    "-q",
+                    "-a",
+                    "-g",
+                    "-o",
+                    &format!("{out}.{}", im.label.replace([' ', ','], "")),
+                    "--",
+                    "sleep",
+                    "3600",
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        });
         let at_live = run.measure(&measured, rounds, "b");
+        if let Some(mut perf) = perf {
+            // SIGINT makes perf write its file; the pid is our own child's.
+            let pid = perf.id().to_string();
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &pid])
+                .status();
+            let _ = perf.wait();
+        }
         eprintln!(
             "{}: ADD {} -> {} ms, DEL {} -> {} ms (fill of {} took {:.1} s)",
             im.label,

@@ -9,7 +9,7 @@
 //!   map snat4-13   { type ipv4_addr : mark }                container → owner id (hairpin/localhost SNAT)
 //!   map masqall4   { type ipv4_addr : mark }                container → owner id (masqAll)
 //!   map masq4      { type ipv4_addr : mark }                source → owner id (ipMasq)
-//!   map masq-exempt4 { type ipv4_addr . ipv4_addr : mark; flags interval }   source . its subnet
+//!   map masq-exempt4-24 { type ipv4_addr . ipv4_addr : mark }               source . its /24 subnet
 //!   map masq-index4  { type mark . mark : ipv4_addr . ipv4_addr . mark }     owner id . n → source . subnet . prefix
 //!   (and the same for IPv6)
 //!   chain prerouting  { type nat hook prerouting priority dstnat;  fib daddr type local jump hostports }
@@ -22,7 +22,7 @@
 //!                       meta mark & 0x00002000 == 0x00002000 masquerade
 //!                       ct status dnat ip saddr 127.0.0.0/8 ip daddr @snat4-13 masquerade
 //!                       ct status dnat ip daddr @masqall4 masquerade
-//!                       ip saddr . ip daddr @masq-exempt4 return; ip daddr 224.0.0.0/4 return
+//!                       ip saddr . ip daddr & 255.255.255.0 @masq-exempt4-24 return; ip daddr 224.0.0.0/4 return
 //!                       ip saddr @masq4 masquerade }
 //!   set isolated { type ifname }  map isolation_in { type ifname : verdict }
 //!   chain forward     { type filter hook forward priority filter; ct state established,related accept;
@@ -68,7 +68,7 @@ pub const ISOLATION_IN: &str = "isolation_in";
 pub const ISO_PREFIX: &str = "iso-";
 
 /// The maps holding per-owner elements: GC and snapshots look for owners in these.
-pub const OWNER_MAPS: [&str; 17] = [
+pub const OWNER_MAPS: [&str; 15] = [
     "ports-index",
     "hostports4",
     "hostports6",
@@ -82,8 +82,6 @@ pub const OWNER_MAPS: [&str; 17] = [
     "masqall6",
     "masq4",
     "masq6",
-    "masq-exempt4",
-    "masq-exempt6",
     "masq-index4",
     "masq-index6",
 ];
@@ -103,14 +101,41 @@ pub const PORT_MAPS: [&str; 11] = [
     "masqall6",
 ];
 
-pub const MASQ_MAPS: [&str; 6] = [
-    "masq4",
-    "masq6",
-    "masq-exempt4",
-    "masq-exempt6",
-    "masq-index4",
-    "masq-index6",
-];
+/// The fixed maps of masquerading; `masq-exempt<fam>-<prefix>` maps come per prefix length.
+pub const MASQ_MAPS: [&str; 4] = ["masq4", "masq6", "masq-index4", "masq-index6"];
+
+/// `masq-exempt4-24`: the exemption map for sources with a /24 subnet.
+pub fn exempt_map(family: Family, prefix: u8) -> String {
+    format!("{}-{prefix}", fam(family, "masq-exempt4", "masq-exempt6"))
+}
+
+/// `ip saddr . ip daddr & 255.255.255.0 @masq-exempt4-24 return`: traffic from a source to
+/// its own subnet is not masqueraded. One exact-match map per prefix length: an interval
+/// map (pipapo) rebuilds its lookup tables on every change, which showed in profiles at
+/// 1000 attachments.
+fn exempt_rule(family: Family, prefix: u8) -> String {
+    let p = match family {
+        Family::V4 => "ip",
+        Family::V6 => "ip6",
+    };
+    let map = exempt_map(family, prefix);
+    let mask = match family {
+        Family::V4 if prefix < 32 => Some(
+            std::net::Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0))
+                .to_string(),
+        ),
+        Family::V6 if prefix < 128 => Some(
+            std::net::Ipv6Addr::from(u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0))
+                .to_string(),
+        ),
+        _ => None,
+    };
+    match mask {
+        // nft prints a full-length mask as no mask at all.
+        None => format!("{p} saddr . {p} daddr @{map} return"),
+        Some(mask) => format!("{p} saddr . {p} daddr & {mask} @{map} return"),
+    }
+}
 
 fn fam(family: Family, v4: &'static str, v6: &'static str) -> &'static str {
     match family {
@@ -169,7 +194,7 @@ impl Skeleton {
     /// Everything of port mappings and masquerading, with hairpin/localhost SNAT for the
     /// mark `bits`. The rule order in `postrouting` matters: marked and localhost
     /// connections are masqueraded before the masquerade exemption returns.
-    pub fn nat(bits: &[u8]) -> Skeleton {
+    pub fn nat(bits: &[u8], exempt: &[(Family, u8)]) -> Skeleton {
         let mut s = Skeleton::default();
         s.map(
             "hostports4",
@@ -202,14 +227,6 @@ impl Skeleton {
         s.map("masqall6", "type ipv6_addr : mark;");
         s.map("masq4", "type ipv4_addr : mark;");
         s.map("masq6", "type ipv6_addr : mark;");
-        s.map(
-            "masq-exempt4",
-            "type ipv4_addr . ipv4_addr : mark; flags interval;",
-        );
-        s.map(
-            "masq-exempt6",
-            "type ipv6_addr . ipv6_addr : mark; flags interval;",
-        );
         s.map(
             "masq-index4",
             "type mark . mark : ipv4_addr . ipv4_addr . mark;",
@@ -278,8 +295,18 @@ impl Skeleton {
         for text in [
             "ct status dnat ip daddr @masqall4 masquerade",
             "ct status dnat ip6 daddr @masqall6 masquerade",
-            "ip saddr . ip daddr @masq-exempt4 return",
-            "ip6 saddr . ip6 daddr @masq-exempt6 return",
+        ] {
+            s.rule("postrouting", text);
+        }
+        for &(family, prefix) in exempt {
+            let def = match family {
+                Family::V4 => "type ipv4_addr . ipv4_addr : mark;",
+                Family::V6 => "type ipv6_addr . ipv6_addr : mark;",
+            };
+            s.map(&exempt_map(family, prefix), def);
+            s.rule("postrouting", exempt_rule(family, prefix));
+        }
+        for text in [
             "ip daddr 224.0.0.0/4 return",
             "ip6 daddr ff00::/8 return",
             "ip saddr @masq4 masquerade",
@@ -342,22 +369,6 @@ pub struct Owned {
 
 fn mark_text(v: u32) -> String {
     format!("0x{v:08x}")
-}
-
-/// The last address of `net` (for interval ends).
-fn last_addr(net: IpNetwork) -> IpAddr {
-    match net {
-        IpNetwork::V4(n) => IpAddr::V4(n.broadcast()),
-        IpNetwork::V6(n) => {
-            let bits = u128::from(n.network());
-            let host = if n.prefix() == 0 {
-                u128::MAX
-            } else {
-                (1u128 << (128 - u32::from(n.prefix()))) - 1
-            };
-            IpAddr::V6((bits | host).into())
-        }
-    }
 }
 
 impl Owned {
@@ -452,13 +463,13 @@ pub fn masq_owned(families: &[FamilyMasq], tag: &Tag) -> Owned {
                 ip.to_string(),
             );
             for net in &fm.subnets {
-                let (start, end) = (net.network(), last_addr(*net));
+                let start = net.network();
                 o.push(
-                    fam(f, "masq-exempt4", "masq-exempt6"),
-                    None,
+                    "",
+                    Some(exempt_map(f, net.prefix())),
                     vec![Field::Ip(*ip), Field::Ip(start)],
-                    Some(vec![Field::Ip(*ip), Field::Ip(end)]),
-                    format!("{ip} . {net}"),
+                    None,
+                    format!("{ip} . {start}"),
                     vec![Field::Mark(o.id)],
                     mark_text(o.id),
                 );
@@ -480,6 +491,22 @@ pub fn masq_owned(families: &[FamilyMasq], tag: &Tag) -> Owned {
         }
     }
     o
+}
+
+/// The `(family, prefix length)` exemption maps masquerading `families` needs.
+pub fn exempt_prefixes<'a>(
+    families: impl IntoIterator<Item = &'a FamilyMasq>,
+) -> Vec<(Family, u8)> {
+    let mut out: Vec<(Family, u8)> = Vec::new();
+    for fm in families {
+        for net in &fm.subnets {
+            if !out.contains(&(fm.family, net.prefix())) {
+                out.push((fm.family, net.prefix()));
+            }
+        }
+    }
+    out.sort_unstable();
+    out
 }
 
 /// The index key of entry `n` of an owner, and how to read its data back.
@@ -669,10 +696,10 @@ mod tests {
             texts,
             [
                 format!("masq4 198.18.0.5 : {id}"),
-                format!("masq-exempt4 198.18.0.5 . 198.18.0.0/24 : {id}"),
+                format!("masq-exempt4-24 198.18.0.5 . 198.18.0.0 : {id}"),
                 format!("masq-index4 {id} . 0x00000000 : 198.18.0.5 . 198.18.0.0 . 0x00000018"),
                 format!("masq6 fd42:b347::5 : {id}"),
-                format!("masq-exempt6 fd42:b347::5 . fd42:b347::/64 : {id}"),
+                format!("masq-exempt6-64 fd42:b347::5 . fd42:b347:: : {id}"),
                 format!("masq-index6 {id} . 0x00000001 : fd42:b347::5 . fd42:b347:: . 0x00000040"),
             ]
         );
@@ -684,8 +711,18 @@ mod tests {
                 "198.18.0.0/24".parse().unwrap()
             ))
         );
-        let exempt = o.entries[1].nl.as_ref().unwrap();
-        assert_eq!(exempt.key_end.as_ref().unwrap()[4..], [198, 18, 0, 255]);
+        assert_eq!(
+            exempt_rule(Family::V4, 24),
+            "ip saddr . ip daddr & 255.255.255.0 @masq-exempt4-24 return"
+        );
+        assert_eq!(
+            exempt_rule(Family::V6, 64),
+            "ip6 saddr . ip6 daddr & ffff:ffff:ffff:ffff:: @masq-exempt6-64 return"
+        );
+        assert_eq!(
+            exempt_rule(Family::V4, 32),
+            "ip saddr . ip daddr @masq-exempt4-32 return"
+        );
     }
 
     #[test]
@@ -754,7 +791,7 @@ mod tests {
 
     #[test]
     fn skeleton_has_marks_per_bit() {
-        let s = Skeleton::nat(&[14]);
+        let s = Skeleton::nat(&[14], &[]);
         assert!(s.items.contains(&Shared::Rule(
             "postrouting".into(),
             "meta mark & 0x00004000 == 0x00004000 masquerade".into(),

@@ -474,7 +474,7 @@ fn ports_skeleton(plans: &[&PortPlan]) -> Result<Skeleton, NftError> {
     }
     bits.sort_unstable();
     bits.dedup();
-    Ok(Skeleton::nat(&bits))
+    Ok(Skeleton::nat(&bits, &[]))
 }
 
 fn ports_owned(plan: &PortPlan) -> Result<Owned, NftError> {
@@ -491,7 +491,7 @@ fn is_port_map(name: &str) -> bool {
 }
 
 fn is_masq_map(name: &str) -> bool {
-    layout::MASQ_MAPS.contains(&name)
+    layout::MASQ_MAPS.contains(&name) || name.starts_with("masq-exempt")
 }
 
 /// Owners of elements in `scope` maps whose comment `parse` accepts and `stale` condemns.
@@ -549,7 +549,8 @@ impl Backend for Nftables {
                     Family::V6 => map.ends_with('6'),
                 })
         };
-        Ok(self.add(&owned, &Skeleton::nat(&[]), &scope)?)
+        let skeleton = Skeleton::nat(&[], &layout::exempt_prefixes(&plan.families));
+        Ok(self.add(&owned, &skeleton, &scope)?)
     }
 
     fn del_masquerade(&self, tag: &Tag) -> Result<(), FirewallError> {
@@ -603,7 +604,8 @@ impl Backend for Nftables {
     fn check_masquerade(&self, plan: &MasqPlan) -> Result<(), FirewallError> {
         let table = self.snapshot()?;
         let owned = layout::masq_owned(&plan.families, &plan.tag);
-        let mut found = missing(&table, &owned, &Skeleton::nat(&[]));
+        let skeleton = Skeleton::nat(&[], &layout::exempt_prefixes(&plan.families));
+        let mut found = missing(&table, &owned, &skeleton);
         // Index numbering depends on the ADD that wrote it: compare the sources, not it.
         found.retain(|m| !m.contains("masq-index"));
         missing_result(&plan.tag.to_string(), found)
@@ -739,6 +741,15 @@ impl Backend for Nftables {
             })
             .collect();
         let mut skeleton = ports_skeleton(&ports)?;
+        let masq: Vec<&FamilyMasq> = desired
+            .iter()
+            .filter_map(|d| match d {
+                Plan::Masquerade(m) => Some(&m.families),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        skeleton.merge(Skeleton::nat(&[], &layout::exempt_prefixes(masq)));
         if desired.iter().any(|d| matches!(d, Plan::Isolation(_))) {
             skeleton.merge(Skeleton::filter());
         }
@@ -859,7 +870,7 @@ mod tests {
     #[test]
     fn a_new_mark_bit_is_inserted_before_the_exemptions() {
         let text = "table inet berth { # handle 1\n\tchain postrouting { # handle 2\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\tmeta mark & 0x00002000 == 0x00002000 masquerade # handle 3\n\t\tct status dnat ip saddr 127.0.0.0/8 ip daddr @snat4-13 masquerade # handle 4\n\t\tct status dnat ip daddr @masqall4 masquerade # handle 5\n\t}\n}\n";
-        let tx = skeleton_tx(&Table::parse(text), &Skeleton::nat(&[14])).text();
+        let tx = skeleton_tx(&Table::parse(text), &Skeleton::nat(&[14], &[])).text();
         assert!(
             tx.contains("insert rule inet berth postrouting position 5 meta mark & 0x00004000 == 0x00004000 masquerade"),
             "{tx}"
@@ -869,12 +880,16 @@ mod tests {
 
     #[test]
     fn skeleton_tx_on_an_empty_table_creates_everything_in_order() {
-        let tx = skeleton_tx(&Table::default(), &Skeleton::nat(&[13])).text();
+        let tx = skeleton_tx(
+            &Table::default(),
+            &Skeleton::nat(&[13], &[(Family::V4, 24)]),
+        )
+        .text();
         assert!(tx.starts_with("add table inet berth\n"), "{tx}");
         let mark = tx
             .find("meta mark & 0x00002000 == 0x00002000 masquerade")
             .unwrap();
-        let exempt = tx.find("@masq-exempt4 return").unwrap();
+        let exempt = tx.find("@masq-exempt4-24 return").unwrap();
         assert!(mark < exempt, "{tx}");
         assert!(tx.contains("add map inet berth masq4 { type ipv4_addr : mark; }"));
     }

@@ -10,7 +10,8 @@
 //!   flock too, so both implementations exclude each other).
 //!
 //! Differences on purpose: reservations are fsynced (the reference only closes them), and the
-//! hint file is replaced atomically (tmp + fsync + rename) instead of truncated in place, and
+//! hint file is replaced by rename (tmp + rename, not fsynced: it is only a hint, and a torn or
+//! empty one after a host crash reads as "no hint") instead of truncated in place, and
 //! hints are removed once the network holds no reservation (the reference keeps them). The
 //! directory itself is not fsynced: after a host crash every container is gone too, and a lost
 //! reservation or hint can only make the next allocation pick a different free address.
@@ -293,7 +294,8 @@ impl Store for DiskStore {
                 .mode(0o644)
                 .open(&tmp)?;
             f.write_all(canonical_ip(ip).to_string().as_bytes())?;
-            f.sync_all()?;
+            // No fsync: an ADD already syncs its reservation, and a lost hint only moves where
+            // the next search starts.
             fs::rename(&tmp, &path)
         };
         write().map_err(|source| {

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::masq::{Masq, MasqError, owner};
 use crate::names::host_veth_name;
 use crate::setup::kernel_route;
+use crate::spoof::{Spoof, SpoofError};
 
 /// Errors of the `check` module: failures to look (the first group), or what was found.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +115,7 @@ pub enum Finding {
         bridge: String,
     },
     Masquerade(MasqError),
+    SpoofCheck(SpoofError),
     Ipam {
         ipam: String,
         error: CniError,
@@ -163,6 +165,7 @@ impl fmt::Display for Finding {
                 write!(f, "gateway address {gateway} is missing from {bridge}")
             }
             Self::Masquerade(e) => write!(f, "{}", berth_netlink::error_chain(e)),
+            Self::SpoofCheck(e) => write!(f, "{}", berth_netlink::error_chain(e)),
             Self::Ipam { ipam, error } => write!(f, "IPAM plugin {ipam}: {error}"),
         }
     }
@@ -257,7 +260,7 @@ pub fn check(
 
     let veth = host_veth_name(cfg.network.as_str(), args.container_id.as_str(), ifname);
     match lookup(&host, &veth)? {
-        None => findings.push(Finding::HostVethMissing { veth }),
+        None => findings.push(Finding::HostVethMissing { veth: veth.clone() }),
         Some(host_link) => {
             if ctr_link.link_index != Some(host_link.index) {
                 findings.push(Finding::NotPaired {
@@ -279,6 +282,14 @@ pub fn check(
         let owner = owner(cfg.network.as_str(), args);
         if let Err(e) = Masq::open(backend).and_then(|m| m.check(&owner, &sources)) {
             findings.push(Finding::Masquerade(e));
+        }
+    }
+    if cfg.mac_spoof_check {
+        let owner = owner(cfg.network.as_str(), args);
+        let guarded = Spoof::guard(&owner, &veth, ctr_link.mac.as_ref())
+            .and_then(|g| Spoof::open().and_then(|s| s.check(&g)));
+        if let Err(e) = guarded {
+            findings.push(Finding::SpoofCheck(e));
         }
     }
 

@@ -75,7 +75,7 @@ pub enum MasqBackend {
     Nftables,
 }
 
-/// Errors of the `config` module (all invalid configuration, code 7, except `MacSpoofChk`).
+/// Errors of the `config` module (invalid configuration, code 7, unless an argument says otherwise).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("bridge: invalid bridge name {name:?}")]
@@ -113,10 +113,6 @@ pub enum ConfigError {
         #[source]
         source: CniError,
     },
-    /// Code 2: the reference implements it with nftables rules Berth's firewall layer does not
-    /// offer yet.
-    #[error("bridge: macspoofchk=true is not supported yet by this plugin")]
-    MacSpoofChk,
 }
 
 /// VLAN settings of the container's bridge port.
@@ -172,6 +168,8 @@ pub struct Config {
     pub mac: Option<Mac>,
     pub disable_container_interface: bool,
     pub port_isolation: bool,
+    /// `macspoofchk`: frames from the container must carry its own MAC.
+    pub mac_spoof_check: bool,
     /// The IPAM plugin (`ipam.type`); `None` for a layer-2-only attachment.
     pub ipam: Option<String>,
     /// `dns` from the configuration; when set it wins over the IPAM plugin's.
@@ -185,6 +183,7 @@ pub struct TeardownConfig {
     pub network: NetworkName,
     pub ipam: Option<String>,
     pub masquerade: Option<Option<MasqBackend>>,
+    pub mac_spoof_check: bool,
 }
 
 fn ipam_kind(conf: &NetConf<BridgeConf>) -> Option<String> {
@@ -200,6 +199,7 @@ impl TeardownConfig {
             network: conf.name.clone(),
             ipam: ipam_kind(conf),
             masquerade: conf.plugin.ip_masq.then_some(conf.plugin.ip_masq_backend),
+            mac_spoof_check: conf.plugin.mac_spoof_chk,
         }
     }
 }
@@ -221,9 +221,6 @@ impl Config {
         if let (Some(ipam), true) = (&ipam, wire.disable_container_interface) {
             return Err(ConfigError::IpamWithoutInterface { ipam: ipam.clone() });
         }
-        if wire.mac_spoof_chk {
-            return Err(ConfigError::MacSpoofChk);
-        }
         let vlan = vlan_conf(wire)?;
         let mac = container_mac(conf, cni_args)?;
         Ok(Config {
@@ -241,6 +238,7 @@ impl Config {
             mac,
             disable_container_interface: wire.disable_container_interface,
             port_isolation: wire.port_isolation,
+            mac_spoof_check: wire.mac_spoof_chk,
             ipam,
             dns: conf.dns.clone().filter(|d| !d.is_empty()),
         })
@@ -251,6 +249,7 @@ impl Config {
             network: self.network.clone(),
             ipam: self.ipam.clone(),
             masquerade: self.masquerade,
+            mac_spoof_check: self.mac_spoof_check,
         }
     }
 }
@@ -488,11 +487,13 @@ mod tests {
     }
 
     #[test]
-    fn macspoofchk_is_refused_and_bridge_name_checked() {
-        assert!(matches!(
-            validate(json!({"macspoofchk": true})),
-            Err(ConfigError::MacSpoofChk)
-        ));
+    fn macspoofchk_is_read_and_bridge_name_checked() {
+        assert!(
+            validate(json!({"macspoofchk": true}))
+                .unwrap()
+                .mac_spoof_check
+        );
+        assert!(!validate(json!({})).unwrap().mac_spoof_check);
         assert!(validate(json!({"bridge": "a-name-that-is-too-long"})).is_err());
     }
 
@@ -505,5 +506,7 @@ mod tests {
         let t = TeardownConfig::from_conf(&conf);
         assert_eq!(t.ipam.as_deref(), Some("host-local"));
         assert_eq!(t.masquerade, Some(None));
+        let t = TeardownConfig::from_conf(&parse(json!({"macspoofchk": true})));
+        assert!(t.mac_spoof_check);
     }
 }

@@ -8,12 +8,12 @@ use crate::check::CheckError;
 use crate::config::ConfigError;
 use crate::masq::MasqError;
 use crate::setup::{AddFailure, SetupError};
+use crate::spoof::SpoofError;
 use crate::teardown::{TeardownError, TeardownErrors};
 
 impl From<ConfigError> for CniError {
     fn from(e: ConfigError) -> CniError {
         let code = match &e {
-            ConfigError::MacSpoofChk => ErrorCode::UnsupportedField,
             ConfigError::Arg { source, .. } => source.code,
             _ => ErrorCode::InvalidConfig,
         };
@@ -28,6 +28,7 @@ fn setup_code(e: &SetupError) -> ErrorCode {
         // The IPAM plugin's own code (e.g. 11 "try again later" when a range is full).
         SetupError::Ipam { source, .. } => source.code,
         SetupError::Masq(MasqError::Detect { .. }) => ErrorCode::NotAvailable,
+        SetupError::Spoof(SpoofError::Detect(_)) => ErrorCode::NotAvailable,
         _ => ErrorCode::Internal,
     }
 }
@@ -85,7 +86,7 @@ impl From<TeardownErrors> for CniError {
 }
 
 /// STATUS: anything that makes the plugin unusable is "not available" (50).
-pub fn status_error(e: &MasqError) -> CniError {
+pub fn status_error(e: &(dyn std::error::Error + 'static)) -> CniError {
     CniError::from_error(ErrorCode::NotAvailable, e)
 }
 
@@ -98,8 +99,6 @@ mod tests {
     fn codes() {
         let e: CniError = ConfigError::HairpinAndPromisc.into();
         assert_eq!(e.code, ErrorCode::InvalidConfig);
-        let e: CniError = ConfigError::MacSpoofChk.into();
-        assert_eq!(e.code, ErrorCode::UnsupportedField);
         let ipam = CniError::new(ErrorCode::TryAgainLater, "range full");
         let e: CniError = AddFailure::from(SetupError::Ipam {
             ipam: "host-local".into(),

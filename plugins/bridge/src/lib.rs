@@ -3,7 +3,8 @@
 //! ADD creates the bridge if needed, a veth pair whose host end is a port of the bridge and
 //! whose other end is created directly in the container's namespace as `CNI_IFNAME`, gets
 //! addresses from the IPAM plugin, and configures them with routes in the container, the
-//! gateway on the bridge (`isGateway`) and masquerading (`ipMasq`). The recipe is in
+//! gateway on the bridge (`isGateway`), masquerading (`ipMasq`) and the MAC spoofing guard
+//! (`macspoofchk`). The recipe is in
 //! [`setup`], its mirror in [`teardown`], the verification in [`check`]; [`config`] holds the
 //! configuration keys (same names and defaults as the reference).
 
@@ -14,6 +15,7 @@ mod error;
 pub mod masq;
 pub mod names;
 pub mod setup;
+pub mod spoof;
 pub mod teardown;
 
 use berth_cni::delegate::delegate_status;
@@ -58,8 +60,8 @@ impl Plugin for Bridge {
         Ok(check::check(&cfg, args, netns, prev)?)
     }
 
-    /// Usable when the IPAM plugin is (it answers for its ranges and store) and, with
-    /// `ipMasq`, when a firewall backend is usable.
+    /// Usable when the IPAM plugin is (it answers for its ranges and store), with `ipMasq`
+    /// when a firewall backend is usable, and with `macspoofchk` when nftables is.
     fn status(&self, args: &NetworkArgs, conf: &NetConf<BridgeConf>) -> Result<(), CniError> {
         let cfg = TeardownConfig::from_conf(conf);
         if let Some(ipam) = &cfg.ipam {
@@ -69,6 +71,9 @@ impl Plugin for Bridge {
             masq::Masq::open(backend)
                 .and_then(|m| m.status())
                 .map_err(|e| error::status_error(&e))?;
+        }
+        if cfg.mac_spoof_check {
+            spoof::Spoof::open().map_err(|e| error::status_error(&e))?;
         }
         Ok(())
     }

@@ -25,6 +25,7 @@ use crate::addressing::{Addressing, AddressingError};
 use crate::config::Config;
 use crate::masq::{Masq, MasqError, owner};
 use crate::names::{host_veth_name, vlan_gateway_peer_name};
+use crate::spoof::{Spoof, SpoofError};
 
 /// The steps of ADD, in order; a test failpoint makes ADD fail right after one of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,6 +36,8 @@ pub enum Step {
     Veth,
     /// The host end is a configured bridge port and up.
     Port,
+    /// The port only passes frames from the container's MAC (`macspoofchk`).
+    SpoofCheck,
     /// The IPAM plugin reserved the addresses.
     Ipam,
     /// The container interface is up with its addresses and routes.
@@ -48,10 +51,11 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 8] = [
+    pub const ALL: [Step; 9] = [
         Step::Bridge,
         Step::Veth,
         Step::Port,
+        Step::SpoofCheck,
         Step::Ipam,
         Step::Container,
         Step::Gateway,
@@ -241,6 +245,8 @@ pub enum SetupError {
     },
     #[error(transparent)]
     Masq(#[from] MasqError),
+    #[error(transparent)]
+    Spoof(#[from] SpoofError),
     #[error("failure injected after step {0:?} (test failpoint)")]
     Failpoint(Step),
 }
@@ -270,6 +276,7 @@ struct Ctx<'a> {
     host: Netlink,
     ctr: Netlink,
     masq: Option<Masq>,
+    spoof: Option<Spoof>,
     host_veth: String,
     failpoint: Option<Step>,
 }
@@ -306,6 +313,10 @@ pub fn add(
         (Some(backend), Some(_)) => Some(Masq::open(backend).map_err(SetupError::from)?),
         _ => None,
     };
+    let spoof = match cfg.mac_spoof_check {
+        true => Some(Spoof::open().map_err(SetupError::from)?),
+        false => None,
+    };
     let ctx = Ctx {
         cfg,
         args,
@@ -314,6 +325,7 @@ pub fn add(
         host,
         ctr,
         masq,
+        spoof,
         host_veth: host_veth_name(
             cfg.network.as_str(),
             args.container_id.as_str(),
@@ -363,6 +375,16 @@ fn steps<'a>(ctx: &'a Ctx<'a>, rollback: &mut Rollback<'a>) -> Result<CniResult,
     ctx.reached(Step::Port)?;
 
     let ctr_link = lookup(&ctx.ctr, ctx.args.ifname.as_str(), &ctx.ctr_label())?;
+    if let Some(spoof) = &ctx.spoof {
+        let owner = owner(cfg.network.as_str(), ctx.args);
+        let guard = Spoof::guard(&owner, &ctx.host_veth, ctr_link.mac.as_ref())?;
+        spoof.add(&guard)?;
+        rollback.push(
+            format!("remove the MAC spoofing guard of {owner}"),
+            move || spoof.del(&owner),
+        );
+    }
+    ctx.reached(Step::SpoofCheck)?;
     let mut interfaces = vec![
         Interface::default(),
         Interface {

@@ -13,6 +13,7 @@ use berth_netlink::{Errno, LinkError, Netlink, Netns, NetnsError, OpenError};
 use crate::config::TeardownConfig;
 use crate::masq::{Masq, MasqError, owner};
 use crate::names::host_veth_name;
+use crate::spoof::{Spoof, SpoofError};
 
 /// One failed step of DEL or GC.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,8 @@ pub enum TeardownError {
     },
     #[error(transparent)]
     Masq(#[from] MasqError),
+    #[error(transparent)]
+    Spoof(#[from] SpoofError),
 }
 
 /// Every failure of one DEL or GC.
@@ -112,6 +115,14 @@ pub fn del(cfg: &TeardownConfig, args: &CmdArgs) -> Result<(), TeardownErrors> {
             errors.push(e.into());
         }
     }
+
+    // 5. The MAC spoofing guard, by owner (the MAC may be gone with the container).
+    if cfg.mac_spoof_check {
+        let owner = owner(cfg.network.as_str(), args);
+        if let Err(e) = Spoof::open().and_then(|s| s.del(&owner)) {
+            errors.push(e.into());
+        }
+    }
     finish(errors)
 }
 
@@ -137,7 +148,8 @@ fn del_host_veth(cfg: &TeardownConfig, args: &CmdArgs) -> Result<(), TeardownErr
     }
 }
 
-/// GC: the IPAM plugin releases the reservations, and the masquerade rules go, of every
+/// GC: the IPAM plugin releases the reservations, and the masquerade rules and MAC spoofing
+/// guards go, of every
 /// attachment of this network not in `valid`. The veth of a crashed ADD died with its
 /// container's namespace.
 pub fn gc(
@@ -157,6 +169,11 @@ pub fn gc(
     }
     if let Some(backend) = cfg.masquerade {
         if let Err(e) = Masq::open(backend).and_then(|m| m.gc(cfg.network.as_str(), valid)) {
+            errors.push(e.into());
+        }
+    }
+    if cfg.mac_spoof_check {
+        if let Err(e) = Spoof::open().and_then(|s| s.gc(cfg.network.as_str(), valid)) {
             errors.push(e.into());
         }
     }

@@ -201,6 +201,107 @@ fn disable_container_interface_leaves_it_down_and_refuses_ipam() {
     );
 }
 
+/// `macspoofchk`: a container that forges its source MAC is cut off at its bridge port (its
+/// neighbour stays reachable once it uses its own MAC again); CHECK sees the guard; DEL
+/// removes it.
+#[test]
+fn macspoofchk_drops_frames_with_a_forged_source_mac() {
+    require_root();
+    let env = HostAndContainer::new().unwrap();
+    let c2 = TestNetns::with_tag("c2").unwrap();
+    let conf = conf(
+        "1.1.0",
+        &bridge_name(),
+        ipam_v4(test_subnet_v4(), &env.data_dir()),
+        json!({"macspoofchk": true}),
+    );
+    let net = conf["name"].as_str().unwrap().to_owned();
+    let r1 = call_in(&env.host, env.ctr.path(), "ADD", "spoof-1", &conf).expect_success();
+    let r2 = call_in(&env.host, c2.path(), "ADD", "spoof-2", &conf).expect_success();
+    let (ip1, ip2) = (ip_of(&r1, 0), ip_of(&r2, 0));
+    assert!(ping(&env.ctr, &ip2), "guarded containers reach each other");
+    call_in(
+        &env.host,
+        env.ctr.path(),
+        "CHECK",
+        "spoof-1",
+        &with_prev(&conf, &r1),
+    )
+    .expect_success();
+
+    // Forge: the same interface, another MAC. Both directions die (c2's replies need ARP
+    // answers that carry the forged MAC).
+    let eth0 = link(env.ctr.netlink(), "eth0");
+    let own_mac = eth0.mac.unwrap();
+    env.ctr
+        .netlink()
+        .set_mac(eth0.index, [0x02, 0xba, 0xd0, 0, 0, 0x01])
+        .unwrap();
+    let flush = |ns: &TestNetns| {
+        let out = ns
+            .output(std::process::Command::new("ip").args(["neigh", "flush", "all"]))
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    flush(&env.ctr);
+    flush(&c2);
+    assert!(
+        !ping_once(&env.ctr, &ip2),
+        "forged frames passed the bridge"
+    );
+    assert!(!ping_once(&c2, &ip1), "the forged container answered");
+
+    // Its own MAC again: traffic flows, so it was the MAC that was dropped.
+    env.ctr.netlink().set_mac(eth0.index, own_mac).unwrap();
+    flush(&env.ctr);
+    flush(&c2);
+    assert!(ping(&env.ctr, &ip2), "own MAC blocked");
+    assert!(ping(&c2, &ip1), "own MAC blocked");
+
+    // CHECK notices a guard that was removed behind the plugin's back.
+    let port = r1["interfaces"][1]["name"].as_str().unwrap();
+    let removed = env
+        .host
+        .output(std::process::Command::new("nft").args([
+            "delete",
+            "element",
+            "bridge",
+            "berth-macspoof",
+            "guarded",
+            &format!("{{ \"{port}\" }}"),
+        ]))
+        .unwrap();
+    assert!(removed.status.success(), "{removed:?}");
+    let out = call_in(
+        &env.host,
+        env.ctr.path(),
+        "CHECK",
+        "spoof-1",
+        &with_prev(&conf, &r1),
+    );
+    let err = out.json().unwrap();
+    assert!(
+        err["msg"].as_str().unwrap().contains("macspoofchk")
+            || err["details"]
+                .as_str()
+                .unwrap_or("")
+                .contains("macspoofchk"),
+        "{out:?}"
+    );
+
+    for (ns, id, r) in [(&env.ctr, "spoof-1", &r1), (&c2, "spoof-2", &r2)] {
+        call_in(&env.host, ns.path(), "DEL", id, &with_prev(&conf, r)).expect_success();
+        // Idempotent.
+        call_in(&env.host, ns.path(), "DEL", id, &with_prev(&conf, r)).expect_success();
+    }
+    let rules = ruleset(&env.host);
+    assert!(
+        !rules.contains(&format!("berth {net} ")),
+        "guards left:\n{rules}"
+    );
+    assert!(veths(env.host.netlink()).is_empty());
+}
+
 #[test]
 fn invalid_option_combinations_are_refused_before_touching_anything() {
     require_root();
@@ -212,11 +313,6 @@ fn invalid_option_combinations_are_refused_before_touching_anything() {
             json!({"hairpinMode": true, "promiscMode": true}),
             7,
             vec!["hairpinMode", "promiscMode"],
-        ),
-        (
-            json!({"macspoofchk": true}),
-            2,
-            vec!["macspoofchk", "not supported"],
         ),
         (json!({"vlan": 5000}), 7, vec!["VLAN ID 5000"]),
     ];
@@ -240,13 +336,62 @@ fn invalid_option_combinations_are_refused_before_touching_anything() {
     assert!(reservations(&env.data_dir()).is_empty());
 }
 
-/// This kernel has no CONFIG_BRIDGE_VLAN_FILTERING: `vlan` and `vlanTrunk` must fail with a
-/// clear error (code 2, naming the key) and leave nothing behind. On a kernel with VLAN
-/// filtering this test fails, deliberately: it then needs a positive VLAN test instead.
+/// Whether the kernel of `ns` can filter VLANs on a bridge (this one cannot: no
+/// CONFIG_BRIDGE_VLAN_FILTERING, no 8021q).
+fn kernel_has_vlan_filtering(ns: &TestNetns) -> bool {
+    let probe = bridge_name();
+    let out = ns
+        .output(std::process::Command::new("ip").args([
+            "link",
+            "add",
+            &probe,
+            "type",
+            "bridge",
+            "vlan_filtering",
+            "1",
+        ]))
+        .unwrap();
+    if out.status.success() {
+        let del = ns
+            .output(std::process::Command::new("ip").args(["link", "del", &probe]))
+            .unwrap();
+        assert!(del.status.success(), "{del:?}");
+    }
+    out.status.success()
+}
+
+/// VLANs: with kernel support, two containers on VLAN 10 reach each other and one on VLAN 20
+/// reaches neither. Without it (this machine), `vlan` and `vlanTrunk` fail with a clear
+/// error (code 2, naming the key) and leave nothing behind.
 #[test]
-fn vlan_options_fail_clearly_on_a_kernel_without_vlan_filtering() {
+fn vlan_options_separate_containers_or_fail_clearly_without_kernel_support() {
     require_root();
     let env = HostAndContainer::new().unwrap();
+    if kernel_has_vlan_filtering(&env.host) {
+        let (c2, c3) = (
+            TestNetns::with_tag("c2").unwrap(),
+            TestNetns::with_tag("c3").unwrap(),
+        );
+        let br = bridge_name();
+        let ipam = ipam_v4(test_subnet_v4(), &env.data_dir());
+        let on = |vid: u16| conf("1.0.0", &br, ipam.clone(), json!({"vlan": vid}));
+        let r1 = call_in(&env.host, env.ctr.path(), "ADD", "v10-a", &on(10)).expect_success();
+        let r2 = call_in(&env.host, c2.path(), "ADD", "v10-b", &on(10)).expect_success();
+        let r3 = call_in(&env.host, c3.path(), "ADD", "v20", &on(20)).expect_success();
+        assert!(ping(&env.ctr, &ip_of(&r2, 0)), "same VLAN");
+        assert!(!ping_once(&c3, &ip_of(&r1, 0)), "VLAN 20 reached VLAN 10");
+        assert!(!ping_once(&c3, &ip_of(&r2, 0)), "VLAN 20 reached VLAN 10");
+        for (ns, id, r, vid) in [
+            (&env.ctr, "v10-a", &r1, 10),
+            (&c2, "v10-b", &r2, 10),
+            (&c3, "v20", &r3, 20),
+        ] {
+            call_in(&env.host, ns.path(), "DEL", id, &with_prev(&on(vid), r)).expect_success();
+        }
+        assert!(veths(env.host.netlink()).is_empty());
+        assert!(reservations(&env.data_dir()).is_empty());
+        return;
+    }
     for (extra, key) in [
         (json!({"vlan": 10}), "vlan=10"),
         (
@@ -262,10 +407,7 @@ fn vlan_options_fail_clearly_on_a_kernel_without_vlan_filtering() {
             extra,
         );
         let out = call_in(&env.host, env.ctr.path(), "ADD", "vlan", &conf);
-        assert!(
-            !out.success(),
-            "VLAN filtering worked on this kernel: {out:?}"
-        );
+        assert!(!out.success(), "{out:?}");
         let err = out.json().unwrap();
         assert_eq!(err["code"], 2, "{out:?}");
         let msg = err["msg"].as_str().unwrap();

@@ -40,8 +40,9 @@ fn failure_after_each_step_rolls_everything_back() {
         "1.0.0",
         &br,
         ipam_v4(subnet, &env.data_dir()),
-        json!({"isDefaultGateway": true, "ipMasq": true, "hairpinMode": true}),
+        json!({"isDefaultGateway": true, "ipMasq": true, "hairpinMode": true, "macspoofchk": true}),
     );
+    let owner_comment = format!("berth {} rb-1 eth0", conf["name"].as_str().unwrap());
     let netconf: NetConf<BridgeConf> = parse_conf(conf.to_string().as_bytes()).unwrap();
     let args = cmd_args(Command::Add, "rb-1", &env.ctr, &conf);
     let mark = subnet_mark(subnet);
@@ -71,6 +72,10 @@ fn failure_after_each_step_rolls_everything_back() {
         );
         let rules = ruleset(&env.host);
         assert!(!rules.contains(&mark), "{step:?}: rules left:\n{rules}");
+        assert!(
+            !rules.contains(&owner_comment),
+            "{step:?}: MAC spoofing guard left:\n{rules}"
+        );
     }
 
     // Nothing in the way of the real thing.
@@ -80,6 +85,7 @@ fn failure_after_each_step_rolls_everything_back() {
         .unwrap()
         .unwrap();
     assert!(ruleset(&env.host).contains(&mark));
+    assert!(ruleset(&env.host).contains(&owner_comment));
     let mut del_conf = conf.clone();
     del_conf["prevResult"] = ok.to_value(netconf.cni_version);
     let del_netconf: NetConf<BridgeConf> = parse_conf(del_conf.to_string().as_bytes()).unwrap();
@@ -90,7 +96,11 @@ fn failure_after_each_step_rolls_everything_back() {
         .unwrap();
     assert!(veths(env.host.netlink()).is_empty());
     assert!(reservations(&env.data_dir()).is_empty());
-    assert!(!ruleset(&env.host).contains(&mark));
+    let rules = ruleset(&env.host);
+    assert!(
+        !rules.contains(&mark) && !rules.contains(&owner_comment),
+        "{rules}"
+    );
 }
 
 /// The runtime crashed after ADD and never called DEL; the container's namespace is gone (and
@@ -105,8 +115,9 @@ fn gc_cleans_up_after_a_crashed_add_and_keeps_valid_attachments() {
         "1.1.0",
         &bridge_name(),
         ipam_v4(subnet, &env.data_dir()),
-        json!({"isDefaultGateway": true, "ipMasq": true}),
+        json!({"isDefaultGateway": true, "ipMasq": true, "macspoofchk": true}),
     );
+    let net = conf["name"].as_str().unwrap().to_owned();
     let crashed = call_in(&env.host, env.ctr.path(), "ADD", "crashed", &conf).expect_success();
     let alive = call_in(&env.host, kept.path(), "ADD", "alive", &conf).expect_success();
     assert_eq!(reservations(&env.data_dir()).len(), 2);
@@ -134,6 +145,14 @@ fn gc_cleans_up_after_a_crashed_add_and_keeps_valid_attachments() {
     assert!(
         rules.contains(&ip_of(&alive, 0)),
         "valid rules removed:\n{rules}"
+    );
+    assert!(
+        !rules.contains(&format!("berth {net} crashed eth0")),
+        "crashed MAC spoofing guard left:\n{rules}"
+    );
+    assert!(
+        rules.contains(&format!("berth {net} alive eth0")),
+        "valid MAC spoofing guard removed:\n{rules}"
     );
     // The kernel destroys a namespace (and its veths) asynchronously, after the last user.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -163,7 +182,9 @@ fn gc_cleans_up_after_a_crashed_add_and_keeps_valid_attachments() {
     )
     .expect_success();
     assert!(reservations(&tmp.path().join("data")).is_empty());
-    assert!(!ruleset(&host).contains(&subnet_mark(subnet)));
+    let rules = ruleset(&host);
+    assert!(!rules.contains(&subnet_mark(subnet)), "{rules}");
+    assert!(!rules.contains(&format!("berth {net} ")), "{rules}");
 }
 
 #[test]

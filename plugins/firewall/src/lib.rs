@@ -4,6 +4,7 @@
 //! - Port mappings (`portmap`): DNAT of published host ports, hairpin and localhost SNAT,
 //!   port ranges, only for traffic to the host's own addresses.
 //! - Isolation between networks (the `firewall` plugin).
+//! - MAC spoofing protection of bridge ports (`macspoofchk` of `bridge`, always nftables).
 //! - Reconcile: every rule re-applied after a firewall flush or reload.
 //!
 //! Every rule carries its owner (the CNI attachment) in a comment, and every owner has its
@@ -50,6 +51,7 @@ pub use iptables::{CHAIN_PREFIX, IptablesError, IptablesVariant};
 pub use isolation::Isolation;
 pub use model::{Family, InputError, MAX_COMMENT};
 pub use nftables::NftError;
+pub use nftables::macspoof::{MacAddr, MacSpoof, MacSpoofGuard};
 pub use ports::{
     DEFAULT_MARK_BIT, MAX_MARK_BIT, MarkSpec, PortError, PortMap, PortMapping, PortRange, Protocol,
     conditions_look_like_iptables,

@@ -21,6 +21,7 @@
 
 mod layout;
 mod listing;
+pub mod macspoof;
 mod netlink;
 
 use std::collections::HashSet;

@@ -62,6 +62,15 @@ fn two_containers_ping_each_other_and_the_gateway_dual_stack() {
         })
         .unwrap();
     assert_eq!(fwd, ("1".to_owned(), "1".to_owned()));
+    // The port itself has no IPv6 (nothing for it to flood), the container interface has.
+    let port_v6_off = env
+        .host
+        .run(|| {
+            berth_netlink::sysctl::read(&format!("net/ipv6/conf/{host_veth}/disable_ipv6"))
+                .unwrap()
+        })
+        .unwrap();
+    assert_eq!(port_v6_off, "1");
 
     for (ns, id, r) in [(&env.ctr, "ctr-1", &r1), (&c2, "ctr-2", &r2)] {
         call_in(&env.host, ns.path(), "DEL", id, &with_prev(&conf, r)).expect_success();

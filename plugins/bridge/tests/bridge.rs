@@ -66,8 +66,7 @@ fn two_containers_ping_each_other_and_the_gateway_dual_stack() {
     let port_v6_off = env
         .host
         .run(|| {
-            berth_netlink::sysctl::read(&format!("net/ipv6/conf/{host_veth}/disable_ipv6"))
-                .unwrap()
+            berth_netlink::sysctl::read(&format!("net/ipv6/conf/{host_veth}/disable_ipv6")).unwrap()
         })
         .unwrap();
     assert_eq!(port_v6_off, "1");

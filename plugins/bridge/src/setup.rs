@@ -355,36 +355,36 @@ pub fn add(
 
 /// The recipe. Reads top-down; every step that creates something private to this attachment
 /// registers its undo right after it succeeds.
+///
+/// The IPAM plugin (a process of its own, ~4 ms) runs on a thread while this one builds the
+/// links: it needs nothing from them, and they nothing from it until the container is
+/// addressed. Its reservation is registered for undo as soon as it is known, whatever the
+/// link steps did meanwhile.
 fn steps<'a>(ctx: &'a Ctx<'a>, rollback: &mut Rollback<'a>) -> Result<CniResult, SetupError> {
     let cfg = ctx.cfg;
-    let bridge = ensure_bridge(ctx)?;
-    ctx.reached(Step::Bridge)?;
-
-    let host_end = create_veth(ctx)?;
-    let host_index = host_end.index;
-    rollback.push(format!("delete veth {}", ctx.host_veth), move || {
-        // Deleting either end removes the pair (and the container end's addresses and routes).
-        match ctx.host.del_link(host_index) {
-            Err(e) if e.is_not_found() => Ok(()),
-            other => other,
-        }
+    let (links, reserved) = std::thread::scope(|scope| {
+        // Threads start in the namespace of the thread that spawns them: the host's.
+        let ipam = cfg
+            .ipam
+            .as_deref()
+            .map(|ipam| (ipam, scope.spawn(move || delegate_add(ipam, ctx.args))));
+        let links = link_steps(ctx, rollback);
+        let reserved = ipam.map(|(ipam, handle)| {
+            let outcome = handle
+                .join()
+                .unwrap_or_else(|_| Err(CniError::internal("the IPAM thread panicked")));
+            if outcome.is_ok() {
+                rollback.push(
+                    format!("release addresses through IPAM {ipam}"),
+                    move || delegate_del(ipam, ctx.args),
+                );
+            }
+            (ipam, outcome)
+        });
+        (links, reserved)
     });
-    ctx.reached(Step::Veth)?;
+    let (bridge, host_end, ctr_link) = links?;
 
-    configure_port(ctx, &bridge, &host_end)?;
-    ctx.reached(Step::Port)?;
-
-    let ctr_link = lookup(&ctx.ctr, ctx.args.ifname.as_str(), &ctx.ctr_label())?;
-    if let Some(spoof) = &ctx.spoof {
-        let owner = owner(cfg.network.as_str(), ctx.args);
-        let guard = Spoof::guard(&owner, &ctx.host_veth, ctr_link.mac.as_ref())?;
-        spoof.add(&guard)?;
-        rollback.push(
-            format!("remove the MAC spoofing guard of {owner}"),
-            move || spoof.del(&owner),
-        );
-    }
-    ctx.reached(Step::SpoofCheck)?;
     let mut interfaces = vec![
         Interface::default(),
         Interface {
@@ -396,15 +396,11 @@ fn steps<'a>(ctx: &'a Ctx<'a>, rollback: &mut Rollback<'a>) -> Result<CniResult,
     ];
     let mut result = CniResult::default();
 
-    if let Some(ipam) = cfg.ipam.as_deref() {
-        let reserved = delegate_add(ipam, ctx.args).map_err(|source| SetupError::Ipam {
+    if let Some((ipam, reserved)) = reserved {
+        let reserved = reserved.map_err(|source| SetupError::Ipam {
             ipam: ipam.to_owned(),
             source,
         })?;
-        rollback.push(
-            format!("release addresses through IPAM {ipam}"),
-            move || delegate_del(ipam, ctx.args),
-        );
         ctx.reached(Step::Ipam)?;
 
         let plan = Addressing::plan(reserved, ipam, cfg)?;
@@ -468,6 +464,42 @@ fn steps<'a>(ctx: &'a Ctx<'a>, rollback: &mut Rollback<'a>) -> Result<CniResult,
     result.interfaces = interfaces;
     ctx.reached(Step::Result)?;
     Ok(result)
+}
+
+/// The bridge, the veth pair, the port and its MAC guard: (bridge, host end, container end).
+fn link_steps<'a>(
+    ctx: &'a Ctx<'a>,
+    rollback: &mut Rollback<'a>,
+) -> Result<(Link, Link, Link), SetupError> {
+    let bridge = ensure_bridge(ctx)?;
+    ctx.reached(Step::Bridge)?;
+
+    let host_end = create_veth(ctx)?;
+    let host_index = host_end.index;
+    rollback.push(format!("delete veth {}", ctx.host_veth), move || {
+        // Deleting either end removes the pair (and the container end's addresses and routes).
+        match ctx.host.del_link(host_index) {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other,
+        }
+    });
+    ctx.reached(Step::Veth)?;
+
+    configure_port(ctx, &bridge, &host_end)?;
+    ctx.reached(Step::Port)?;
+
+    let ctr_link = lookup(&ctx.ctr, ctx.args.ifname.as_str(), &ctx.ctr_label())?;
+    if let Some(spoof) = &ctx.spoof {
+        let owner = owner(ctx.cfg.network.as_str(), ctx.args);
+        let guard = Spoof::guard(&owner, &ctx.host_veth, ctr_link.mac.as_ref())?;
+        spoof.add(&guard)?;
+        rollback.push(
+            format!("remove the MAC spoofing guard of {owner}"),
+            move || spoof.del(&owner),
+        );
+    }
+    ctx.reached(Step::SpoofCheck)?;
+    Ok((bridge, host_end, ctr_link))
 }
 
 fn lookup(nl: &Netlink, name: &str, netns: &str) -> Result<Link, SetupError> {

@@ -49,6 +49,8 @@ pub enum TeardownError {
     Masq(#[from] MasqError),
     #[error(transparent)]
     Spoof(#[from] SpoofError),
+    #[error("a teardown thread panicked")]
+    Panicked,
 }
 
 /// Every failure of one DEL or GC.
@@ -63,12 +65,61 @@ fn finish(errors: Vec<TeardownError>) -> Result<(), TeardownErrors> {
     }
 }
 
-/// DEL of one attachment.
+/// DEL of one attachment. The four parts are independent and each mostly waits (the kernel
+/// destroying the veth, the IPAM process, the firewall commits), so they run at once; the
+/// call costs the slowest of them, not their sum.
 pub fn del(cfg: &TeardownConfig, args: &CmdArgs) -> Result<(), TeardownErrors> {
-    let mut errors = Vec::new();
+    // Threads start in the namespace of the thread that spawns them: the host's.
+    let errors = std::thread::scope(|scope| {
+        let links = scope.spawn(|| del_links(cfg, args));
+        // The addresses, always: a runtime retries DEL until it succeeds, and a leaked
+        // reservation is the worst leak (the range runs dry).
+        let ipam = cfg.ipam.as_deref().map(|ipam| {
+            scope.spawn(move || {
+                delegate_del(ipam, args).map_err(|source| TeardownError::Ipam {
+                    ipam: ipam.to_owned(),
+                    verb: "DEL",
+                    source,
+                })
+            })
+        });
+        // The masquerade rules, by owner: no need for the (maybe gone) addresses.
+        let masq = match (cfg.masquerade, &cfg.ipam) {
+            (Some(backend), Some(_)) => Some(scope.spawn(move || {
+                let owner = owner(cfg.network.as_str(), args);
+                Masq::open(backend)
+                    .and_then(|m| m.del(&owner))
+                    .map_err(TeardownError::from)
+            })),
+            _ => None,
+        };
+        // The MAC spoofing guard, by owner (the MAC may be gone with the container).
+        let spoof = cfg.mac_spoof_check.then(|| {
+            scope.spawn(move || {
+                let owner = owner(cfg.network.as_str(), args);
+                Spoof::open()
+                    .and_then(|s| s.del(&owner))
+                    .map_err(TeardownError::from)
+            })
+        });
+        let mut errors = links.join().unwrap_or_else(|_| vec![TeardownError::Panicked]);
+        for handle in [ipam, masq, spoof].into_iter().flatten() {
+            match handle.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(e),
+                Err(_) => errors.push(TeardownError::Panicked),
+            }
+        }
+        errors
+    });
+    finish(errors)
+}
 
-    // 1. The container end: deleting it removes the pair. A vanished namespace took the pair
-    //    with it (unless something still holds it open: step 2 covers that).
+/// The veth pair: through the container end (a vanished namespace took the pair with it,
+/// unless something still holds it open), then the host end by its deterministic name
+/// (still there if the container end was unreachable).
+fn del_links(cfg: &TeardownConfig, args: &CmdArgs) -> Vec<TeardownError> {
+    let mut errors = Vec::new();
     if let Some(path) = args.netns_opt() {
         match Netns::open(path) {
             Ok(ns) => match Netlink::open_in(&ns) {
@@ -89,41 +140,10 @@ pub fn del(cfg: &TeardownConfig, args: &CmdArgs) -> Result<(), TeardownErrors> {
             }),
         }
     }
-
-    // 2. The host end, found by its deterministic name: still there if the container end was
-    //    unreachable (no CNI_NETNS, or a namespace that is gone but still pinned).
     if let Err(e) = del_host_veth(cfg, args) {
         errors.push(e);
     }
-
-    // 3. The addresses, always: a runtime retries DEL until it succeeds, and a leaked
-    //    reservation is the worst leak (the range runs dry).
-    if let Some(ipam) = &cfg.ipam {
-        if let Err(source) = delegate_del(ipam, args) {
-            errors.push(TeardownError::Ipam {
-                ipam: ipam.clone(),
-                verb: "DEL",
-                source,
-            });
-        }
-    }
-
-    // 4. The masquerade rules, by owner: no need for the (maybe gone) addresses.
-    if let (Some(backend), Some(_)) = (cfg.masquerade, &cfg.ipam) {
-        let owner = owner(cfg.network.as_str(), args);
-        if let Err(e) = Masq::open(backend).and_then(|m| m.del(&owner)) {
-            errors.push(e.into());
-        }
-    }
-
-    // 5. The MAC spoofing guard, by owner (the MAC may be gone with the container).
-    if cfg.mac_spoof_check {
-        let owner = owner(cfg.network.as_str(), args);
-        if let Err(e) = Spoof::open().and_then(|s| s.del(&owner)) {
-            errors.push(e.into());
-        }
-    }
-    finish(errors)
+    errors
 }
 
 fn del_host_veth(cfg: &TeardownConfig, args: &CmdArgs) -> Result<(), TeardownError> {

@@ -740,6 +740,12 @@ fn configure_container(ctx: &Ctx<'_>, link: &Link, plan: &Addressing) -> Result<
                         let _ = sysctl::write(&k, "0");
                     }
                 }
+            } else {
+                // IPv4 only (as Docker does for IPv4-only networks): no link-local address,
+                // so coming up sends no MLD report or router solicitation for the bridge to
+                // flood to every other port (1000 copies under the rtnl lock with 1000
+                // containers on it).
+                let _ = sysctl::write(&key("disable_ipv6"), "1");
             }
             if enable_dad {
                 let _ = sysctl::write(&key("enhanced_dad"), "1");

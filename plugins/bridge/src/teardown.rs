@@ -102,7 +102,9 @@ pub fn del(cfg: &TeardownConfig, args: &CmdArgs) -> Result<(), TeardownErrors> {
                     .map_err(TeardownError::from)
             })
         });
-        let mut errors = links.join().unwrap_or_else(|_| vec![TeardownError::Panicked]);
+        let mut errors = links
+            .join()
+            .unwrap_or_else(|_| vec![TeardownError::Panicked]);
         for handle in [ipam, masq, spoof].into_iter().flatten() {
             match handle.join() {
                 Ok(Ok(())) => {}

@@ -70,6 +70,11 @@ fn two_containers_ping_each_other_and_the_gateway_dual_stack() {
         })
         .unwrap();
     assert_eq!(port_v6_off, "1");
+    let ctr_v6_off = env
+        .ctr
+        .run(|| berth_netlink::sysctl::read("net/ipv6/conf/eth0/disable_ipv6").unwrap())
+        .unwrap();
+    assert_eq!(ctr_v6_off, "0", "a dual-stack container needs IPv6");
 
     for (ns, id, r) in [(&env.ctr, "ctr-1", &r1), (&c2, "ctr-2", &r2)] {
         call_in(&env.host, ns.path(), "DEL", id, &with_prev(&conf, r)).expect_success();
@@ -156,6 +161,12 @@ fn port_isolation_keeps_containers_apart_but_not_from_the_gateway() {
         r1["interfaces"][1]["name"].as_str().unwrap(),
     );
     assert!(port.bridge_port.unwrap().isolated);
+    // IPv4 only: no IPv6 on the container interface (nothing for the bridge to flood).
+    let v6_off = env
+        .ctr
+        .run(|| berth_netlink::sysctl::read("net/ipv6/conf/eth0/disable_ipv6").unwrap())
+        .unwrap();
+    assert_eq!(v6_off, "1");
     let gw = subnet.iter().nth(1).unwrap().to_string();
     assert!(ping(&env.ctr, &gw), "isolated port reaches the bridge");
     assert!(

@@ -152,6 +152,7 @@ impl FirewallError {
             FirewallError::Input(_)
                 | FirewallError::Ports(_)
                 | FirewallError::Nftables(NftError::Unsupported { .. })
+                | FirewallError::Nftables(NftError::Conditions { .. })
         )
     }
 }

@@ -585,6 +585,57 @@ fn reconcile_restores_everything_after_a_flush() {
     }
 }
 
+/// nftables `conditionsV4`: a repeated ADD with the same request changes nothing, one
+/// without conditions replaces the owner's chain, reconcile restores it after a flush, and
+/// GC removes it with the owner.
+#[test]
+fn nft_conditions_through_replace_reconcile_and_gc() {
+    let t = Topology::new(BackendKind::Nftables);
+    let mut pm = t.request(vec![mapping("tcp", 8080, 80)]);
+    pm.container_ips.truncate(1);
+    // The client's subnet only: the far namespace is excluded.
+    pm.conditions_v4 = vec![format!("ip saddr {}/24", t.host_ip)];
+    t.add(&pm);
+    let open = |ns: &TestNetns| tcp_get(ns, sa(t.host_ip, 8080)).is_some();
+    assert!(open(&t.client) && !open(&t.far));
+    t.w.on(|fw| fw.check_port_mappings(&pm)).unwrap();
+    let chain_lines = || {
+        t.w.ruleset()
+            .into_iter()
+            .filter(|l| l.contains("hpc-"))
+            .count()
+    };
+    let before = t.w.ruleset();
+    t.add(&pm);
+    assert_eq!(t.w.ruleset(), before, "a repeated ADD changed the ruleset");
+
+    let mut plain = pm.clone();
+    plain.conditions_v4.clear();
+    t.add(&plain);
+    assert_eq!(chain_lines(), 0, "{:#?}", t.w.ruleset());
+    assert!(open(&t.far), "without conditions");
+    t.add(&pm);
+    assert!(!open(&t.far));
+
+    sh(&t.w.ns, "nft", &["flush", "ruleset"]);
+    assert!(!open(&t.client));
+    let report =
+        t.w.on(|fw| fw.reconcile(&[Desired::PortMap(pm.clone())]))
+            .unwrap();
+    assert!(report.skeleton_repaired, "{report:?}");
+    assert!(open(&t.client) && !open(&t.far));
+    let again =
+        t.w.on(|fw| fw.reconcile(&[Desired::PortMap(pm.clone())]))
+            .unwrap();
+    assert_eq!(again, Default::default(), "second reconcile");
+
+    let removed = t.w.on(|fw| fw.gc_port_mappings("net-a", &[])).unwrap();
+    assert_eq!(removed, [pm.owner.clone()]);
+    assert_eq!(chain_lines(), 0, "{:#?}", t.w.ruleset());
+    assert!(!open(&t.client));
+    t.w.assert_clean("nftables conditions");
+}
+
 #[test]
 fn bad_requests_apply_nothing() {
     require_root();

@@ -125,6 +125,72 @@ fn published_ports_work_through_the_chain() {
     }
 }
 
+/// `conditionsV4` in nft syntax: only the sources they name reach the published ports; an
+/// unconditional neighbour on the same host is unaffected; CHECK, DEL and a changed
+/// request without conditions all leave exactly what they should.
+#[test]
+fn nft_conditions_limit_who_reaches_a_published_port() {
+    require_root();
+    let w = World::new();
+    let client_net = format!("{}/24", w.host_ip);
+    let cond = w.conflist(
+        "1.0.0",
+        "nftables",
+        json!({"conditionsV4": [format!("ip saddr {client_net}")]}),
+    );
+    let plain = w.conflist("1.0.0", "nftables", json!({}));
+    let rt1 = w.rt(
+        &w.ctr1,
+        "ctr-1",
+        json!([
+            {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+            {"hostPort": 9000, "containerPort": 9100, "protocol": "tcp", "range": 2}
+        ]),
+    );
+    let rt2 = w.rt(
+        &w.ctr2,
+        "ctr-2",
+        json!([{"hostPort": 8081, "containerPort": 80, "protocol": "tcp"}]),
+    );
+    let r1 = w.add(&cond, &rt1);
+    let r2 = w.add(&plain, &rt2);
+    let (ip1, ip2) = (r1.ips[0].address.ip(), r2.ips[0].address.ip());
+    let _servers = [
+        Server::start(&w.ctr1, sa(ip1, 80), "ctr1"),
+        Server::start(&w.ctr1, sa(ip1, 9100), "ctr1:9100"),
+        Server::start(&w.ctr1, sa(ip1, 9101), "ctr1:9101"),
+        Server::start(&w.ctr2, sa(ip2, 80), "ctr2"),
+    ];
+    let get = |ns, port| tcp_get(ns, sa(w.host_ip, port));
+    assert_eq!(
+        get(&w.client, 8080).as_deref(),
+        Some("ctr1"),
+        "allowed source"
+    );
+    assert_eq!(get(&w.client, 9001).as_deref(), Some("ctr1:9101"), "range");
+    assert_eq!(get(&w.far, 8080), None, "a source the conditions exclude");
+    assert_eq!(get(&w.far, 8081).as_deref(), Some("ctr2"), "no conditions");
+    // nft prints the rules its own way: CHECK recognises them by digest.
+    w.check(&cond, &rt1).unwrap();
+
+    // DEL takes the chain too; without conditions, everyone reaches the port.
+    w.del(&cond, &rt1);
+    assert!(
+        !owner_lines(&w.host)
+            .iter()
+            .any(|l| l.contains("ctr-1") || l.contains("hpc-")),
+        "{:#?}",
+        owner_lines(&w.host)
+    );
+    let r1 = w.add(&plain, &rt1);
+    let _again = Server::start(&w.ctr1, sa(r1.ips[0].address.ip(), 80), "ctr1 again");
+    assert_eq!(get(&w.far, 8080).as_deref(), Some("ctr1 again"));
+    w.del(&plain, &rt1);
+    w.del(&plain, &rt2);
+    let left = owner_lines(&w.host);
+    assert!(left.is_empty(), "left over: {left:#?}");
+}
+
 /// The plugin alone, with a hand-written previous result, in every CNI version.
 fn prev_result(version: &str, ctr: &Path) -> Value {
     json!({"cniVersion": version,
@@ -288,10 +354,16 @@ fn bad_input_gets_a_clear_error_and_applies_nothing() {
             7,
         ),
         (
-            "nft conditions on Berth's nftables",
-            json!({"backend": "nftables", "conditionsV4": ["ip saddr 10.0.0.0/8"]}),
+            "nft conditions nft rejects",
+            json!({"backend": "nftables", "conditionsV4": ["ip saddrx 10.0.0.0/8"]}),
             mappings(),
-            2,
+            7,
+        ),
+        (
+            "conditions that try to end the rule",
+            json!({"backend": "nftables", "conditionsV4": ["ip saddr 10.0.0.0/8; flush ruleset"]}),
+            mappings(),
+            7,
         ),
     ];
     for (what, keys, maps, code) in cases {

@@ -14,7 +14,8 @@
 //!   (and the same for IPv6)
 //!   chain prerouting  { type nat hook prerouting priority dstnat;  fib daddr type local jump hostports }
 //!   chain output      { type nat hook output priority -100;        fib daddr type local jump hostports }
-//!   chain hostports   { dnat ip to ip daddr . meta l4proto . th dport map @hostip4; …
+//!   chain hostports   { meta l4proto . th dport vmap @hostports-cond;
+//!                       dnat ip to ip daddr . meta l4proto . th dport map @hostip4; …
 //!                       meta nfproto ipv4 dnat ip to meta l4proto . th dport map @hostports4; … }
 //!   chain hairpin     { type filter hook prerouting priority dstnat + 10;
 //!                       ct state new ct status dnat ip daddr @snat4-13 fib daddr . iif oif exists meta mark set meta mark | 0x00002000 }
@@ -24,6 +25,8 @@
 //!                       ct status dnat ip daddr @masqall4 masquerade
 //!                       ip saddr . ip daddr & 255.255.255.0 @masq-exempt4-24 return; ip daddr 224.0.0.0/4 return
 //!                       ip saddr @masq4 masquerade }
+//!   map hostports-cond { type inet_proto . inet_service : verdict }    tcp . 8080 : jump hpc-<owner>   (conditionsV4/V6)
+//!   chain hpc-<owner> { ip saddr 10.0.0.0/8 … tcp dport 8080 dnat ip to 10.88.0.5:80 comment "berth-rule <digest>" }
 //!   set isolated { type ifname }  map isolation_in { type ifname : verdict }
 //!   chain forward     { type filter hook forward priority filter; ct state established,related accept;
 //!                       ct status dnat accept; iifname vmap @isolation_in }
@@ -48,6 +51,13 @@
 //! **Only traffic to the host's own addresses is DNAT'ed** (`fib daddr type local`):
 //! packets merely routed through the host never are.
 //!
+//! **Conditions** (`conditionsV4`/`conditionsV6`, nft expressions) are the one per-attachment
+//! thing that cannot be map data: such an attachment gets its own chain of DNAT rules behind
+//! the conditions, reached through `hostports-cond` by host port (its other elements, the
+//! owner and SNAT maps, are as usual). nft prints a rule in its own canonical form, not the
+//! way the user wrote the conditions, so these rules are recognised by a digest of their
+//! wanted text in the comment (`berth-rule <digest>`), not by their text.
+//!
 //! **Ownership.** Every element carries its owner's comment, and the owner id (a hash of the
 //! owner) is the data of every membership map and of a companion map per DNAT map. A DEL
 //! first re-adds each element with its own owner id: the kernel refuses that (EBUSY) if
@@ -66,6 +76,11 @@ pub const TABLE: &str = "berth";
 pub const ISOLATED: &str = "isolated";
 pub const ISOLATION_IN: &str = "isolation_in";
 pub const ISO_PREFIX: &str = "iso-";
+/// The verdict map from host port to the chain of an attachment with conditions.
+pub const COND_MAP: &str = "hostports-cond";
+pub const COND_PREFIX: &str = "hpc-";
+/// First word of the comment of a rule recognised by digest.
+const RULE_DIGEST_WORD: &str = "berth-rule";
 
 /// The maps holding per-owner elements: GC and snapshots look for owners in these.
 pub const OWNER_MAPS: [&str; 15] = [
@@ -87,8 +102,9 @@ pub const OWNER_MAPS: [&str; 15] = [
 ];
 
 /// The maps of port mappings (for GC by kind); `snat*` maps are added per bit.
-pub const PORT_MAPS: [&str; 11] = [
+pub const PORT_MAPS: [&str; 12] = [
     "ports-index",
+    COND_MAP,
     "hostports4",
     "hostports6",
     "hostip4",
@@ -235,6 +251,11 @@ impl Skeleton {
             "masq-index6",
             "type mark . mark : ipv6_addr . ipv6_addr . mark;",
         );
+        s.push(Shared::Map(
+            "map",
+            COND_MAP.to_owned(),
+            "type inet_proto . inet_service : verdict;",
+        ));
         s.chain("hostports", None);
         s.chain(
             "prerouting",
@@ -251,6 +272,12 @@ impl Skeleton {
         s.chain(
             "postrouting",
             Some("type nat hook postrouting priority srcnat; policy accept;"),
+        );
+        // First: a port with conditions is DNAT'ed by its owner's chain or not at all (its
+        // key is in none of the maps below).
+        s.rule(
+            "hostports",
+            format!("meta l4proto . th dport vmap @{COND_MAP}"),
         );
         s.rule(
             "hostports",
@@ -348,12 +375,48 @@ pub struct Entry {
     /// `None` for a plain set member.
     pub data: Option<String>,
     pub nl: Option<Elem>,
+    /// Carries the owner's comment (so GC and DEL find it); always so with `nl`.
+    pub commented: bool,
 }
 
 impl Entry {
     pub fn set(&self) -> &str {
         self.dyn_set.as_deref().unwrap_or(self.set)
     }
+
+    /// The owner's comment goes with the element.
+    pub fn commented(&self) -> bool {
+        self.commented || self.nl.is_some()
+    }
+}
+
+/// Whether a listed rule is the wanted one: the same text, or, for a rule recognised by
+/// digest, the same digest comment.
+pub fn same_rule(listed_text: &str, listed_comment: Option<&str>, wanted: &str) -> bool {
+    if listed_text == wanted {
+        return true;
+    }
+    match (digest_comment(wanted), listed_comment) {
+        (Some(want), Some(got)) => want == got,
+        _ => false,
+    }
+}
+
+/// The `berth-rule <digest>` comment at the end of `rule`, if it has one.
+fn digest_comment(rule: &str) -> Option<&str> {
+    let start = rule.rfind(" comment \"")? + " comment \"".len();
+    let comment = rule[start..].strip_suffix('"')?;
+    comment.starts_with(RULE_DIGEST_WORD).then_some(comment)
+}
+
+/// `rule` (without comment) with its digest comment appended.
+fn with_digest(rule: String) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in rule.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{rule} comment \"{RULE_DIGEST_WORD} {h:016x}\"")
 }
 
 /// One owner's elements (and, for isolation, its chain).
@@ -431,6 +494,7 @@ impl Owned {
                 data: Some(encode(&data)),
                 comment: Some(self.comment.clone()),
             }),
+            commented: true,
         });
     }
 
@@ -545,11 +609,20 @@ fn ip_text(ip: IpAddr) -> String {
 /// and its owner element; the container in `snat<fam>-<bit>` (or `masqall`).
 pub fn ports_owned(families: &[FamilyPorts], tag: &Tag, bit: u8) -> Owned {
     let mut o = Owned::new(tag.to_string(), tag.comment(), tag.id());
+    let cond_chain = tag.chain_name(COND_PREFIX);
+    let mut cond_rules = Vec::new();
     for fp in families {
         let f = fp.family;
         for m in &fp.mappings {
-            for port in m.host.ports() {
-                dnat_entry(&mut o, f, fp.container_ip, m, port);
+            if fp.conditions.is_empty() {
+                for port in m.host.ports() {
+                    dnat_entry(&mut o, f, fp.container_ip, m, port);
+                }
+            } else {
+                cond_rules.extend(conditional_rules(fp, m));
+                for port in m.host.ports() {
+                    conditional_entry(&mut o, f, m, port, &cond_chain);
+                }
             }
         }
         if let Some(src) = fp.masq_sources.first() {
@@ -565,6 +638,9 @@ pub fn ports_owned(families: &[FamilyPorts], tag: &Tag, bit: u8) -> Owned {
                 o.member("", Some(snat_map(f, bit)), vec![Field::Ip(ip)], ip_text(ip));
             }
         }
+    }
+    if !cond_rules.is_empty() {
+        o.chain = Some((cond_chain, cond_rules));
     }
     // The manifest: a digest of everything above. A DEL re-adds it with the digest of the
     // request it got; the kernel refuses that if ADD wrote another one (the mappings
@@ -631,6 +707,80 @@ fn dnat_entry(o: &mut Owned, f: Family, ctr: IpAddr, m: &Mapping, port: u16) {
     o.member(owner_map, None, key, key_text);
 }
 
+/// An attachment with conditions: its DNAT rules for mapping `m`, in its own chain. One rule
+/// for a range that keeps its port numbers, else one per port.
+fn conditional_rules(fp: &FamilyPorts, m: &Mapping) -> Vec<String> {
+    let (nfproto, p) = match fp.family {
+        Family::V4 => ("ipv4", "ip"),
+        Family::V6 => ("ipv6", "ip6"),
+    };
+    let mut head = format!("meta nfproto {nfproto} {}", fp.conditions.join(" "));
+    if let Some(h) = m.host_ip {
+        head.push_str(&format!(" {p} daddr {h}"));
+    }
+    let target = match fp.container_ip {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+    };
+    let proto = m.protocol;
+    if m.host == m.container {
+        let ports = match (m.host.first(), m.host.last()) {
+            (a, b) if a == b => a.to_string(),
+            (a, b) => format!("{a}-{b}"),
+        };
+        return vec![with_digest(format!(
+            "{head} meta l4proto {proto} th dport {ports} dnat {p} to {target}"
+        ))];
+    }
+    m.host
+        .ports()
+        .map(|port| {
+            with_digest(format!(
+                "{head} meta l4proto {proto} th dport {port} dnat {p} to {target}:{}",
+                m.container_port(port)
+            ))
+        })
+        .collect()
+}
+
+/// The dispatch element of a conditional host port, and its owner element (so ports stay
+/// exclusive across attachments, with conditions or without).
+fn conditional_entry(o: &mut Owned, f: Family, m: &Mapping, port: u16, chain: &str) {
+    let proto = m.protocol;
+    let key_text = format!("{proto} . {port}");
+    if !o
+        .entries
+        .iter()
+        .any(|e| e.set() == COND_MAP && e.key == key_text)
+    {
+        o.entries.push(Entry {
+            set: COND_MAP,
+            dyn_set: None,
+            key: key_text,
+            data: Some(format!("jump {chain}")),
+            nl: None,
+            commented: true,
+        });
+    }
+    let (owner_map, key, key_text) = match m.host_ip {
+        Some(h) => (
+            fam(f, "hostip4-owner", "hostip6-owner"),
+            vec![
+                Field::Ip(h),
+                Field::Proto(proto.number()),
+                Field::Port(port),
+            ],
+            format!("{h} . {proto} . {port}"),
+        ),
+        None => (
+            fam(f, "hostports4-owner", "hostports6-owner"),
+            vec![Field::Proto(proto.number()), Field::Port(port)],
+            format!("{proto} . {port}"),
+        ),
+    };
+    o.member(owner_map, None, key, key_text);
+}
+
 /// Isolation of one network: its chain (one rule), the bridge in `isolated` and the
 /// dispatch element. Rules: this is the only per-network (not per-attachment) state.
 pub fn iso_owned(plan: &IsoPlan) -> Owned {
@@ -650,6 +800,7 @@ pub fn iso_owned(plan: &IsoPlan) -> Owned {
         key: bridge.clone(),
         data: Some(format!("jump {chain}")),
         nl: None,
+        commented: false,
     });
     o.entries.push(Entry {
         set: ISOLATED,
@@ -657,6 +808,7 @@ pub fn iso_owned(plan: &IsoPlan) -> Owned {
         key: bridge,
         data: None,
         nl: None,
+        commented: false,
     });
     o
 }

@@ -68,6 +68,12 @@ pub enum NftError {
     Missing { owner: String, missing: Vec<String> },
     #[error("{what} is not supported by the nftables backend")]
     Unsupported { what: String },
+    #[error("conditions of {owner} are not valid nft expressions")]
+    Conditions {
+        owner: String,
+        #[source]
+        source: RunError,
+    },
 }
 
 #[derive(Debug)]
@@ -179,16 +185,20 @@ impl Nftables {
             nl.release_later();
             result
         };
-        match fast() {
-            Ok(()) => return Ok(()),
-            // ENOENT: shared objects missing; EEXIST: a repeated ADD or a taken key; EBUSY:
-            // the same with other data. All are put right from a listing.
-            Err(NlError::Refused { .. }) => {}
-            Err(source) => {
-                return Err(NftError::Netlink {
-                    owner: owned.what.clone(),
-                    source,
-                });
+        // Chains and verdict elements (conditions) go through `nft` only.
+        let all_netlink = owned.chain.is_none() && owned.entries.iter().all(|e| e.nl.is_some());
+        if all_netlink {
+            match fast() {
+                Ok(()) => return Ok(()),
+                // ENOENT: shared objects missing; EEXIST: a repeated ADD or a taken key;
+                // EBUSY: the same with other data. All are put right from a listing.
+                Err(NlError::Refused { .. }) => {}
+                Err(source) => {
+                    return Err(NftError::Netlink {
+                        owner: owned.what.clone(),
+                        source,
+                    });
+                }
             }
         }
         self.converge(
@@ -209,6 +219,11 @@ impl Nftables {
         owned: &Owned,
         scope: &dyn Fn(&str) -> bool,
     ) -> Result<(), NftError> {
+        if owned.chain.is_some() {
+            // An attachment with conditions has a chain to delete: from a listing.
+            nl.release_later();
+            return self.del_by_listing(&owned.comment, &owned.what, scope);
+        }
         let sets = owned.by_set();
         let mut ops: Vec<Op> = sets
             .iter()
@@ -316,13 +331,18 @@ fn skeleton_tx(table: &Table, skeleton: &Skeleton) -> Tx {
 fn replace_tx(table: &Table, owned: &Owned, scope: &dyn Fn(&str) -> bool) -> Tx {
     let mut tx = Tx::default();
     if let Some((chain, rules)) = &owned.chain {
-        let listed: Vec<&str> = table.rules(chain).iter().map(|r| r.text.as_str()).collect();
+        let listed = table.rules(chain);
+        let same = listed.len() == rules.len()
+            && listed
+                .iter()
+                .zip(rules)
+                .all(|(l, r)| layout::same_rule(&l.text, l.comment.as_deref(), r));
         if !table.has_chain(chain) {
             tx.push(format!("add chain inet {TABLE} {chain}"));
-        } else if !listed.iter().copied().eq(rules.iter().map(String::as_str)) {
+        } else if !same {
             tx.push(format!("flush chain inet {TABLE} {chain}"));
         }
-        if !table.has_chain(chain) || !listed.iter().copied().eq(rules.iter().map(String::as_str)) {
+        if !table.has_chain(chain) || !same {
             for r in rules {
                 tx.push(format!("add rule inet {TABLE} {chain} {r}"));
             }
@@ -331,7 +351,7 @@ fn replace_tx(table: &Table, owned: &Owned, scope: &dyn Fn(&str) -> bool) -> Tx 
     let mut deletes = Tx::default();
     let mut adds = Tx::default();
     for e in &owned.entries {
-        let comment = if e.nl.is_some() {
+        let comment = if e.commented() {
             owned.comment.as_str()
         } else {
             ""
@@ -362,12 +382,36 @@ fn replace_tx(table: &Table, owned: &Owned, scope: &dyn Fn(&str) -> bool) -> Tx 
             }
         }
     }
+    // A chain for conditions the owner no longer has: after its dispatch elements.
+    let wanted_chain = owned.chain.as_ref().map(|(c, _)| c.as_str());
+    let stale_chains = cond_chains(table, &owned.comment)
+        .into_iter()
+        .filter(|c| Some(c.as_str()) != wanted_chain);
+    for chain in stale_chains {
+        deletes.push(format!("delete chain inet {TABLE} {chain}"));
+    }
     tx.extend(deletes);
     tx.extend(adds);
     tx
 }
 
-/// Every element in `scope` maps carrying `comment`.
+/// The conditions chains that elements of the owner with `comment` jump to.
+fn cond_chains(table: &Table, comment: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for e in table.elements(layout::COND_MAP) {
+        if e.comment.as_deref() != Some(comment) {
+            continue;
+        }
+        if let Some(chain) = e.jump() {
+            if chain.starts_with(layout::COND_PREFIX) && !out.iter().any(|c| c == chain) {
+                out.push(chain.to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// Every element in `scope` maps carrying `comment`, and the conditions chain they jump to.
 fn remove_tx(table: &Table, comment: &str, scope: &dyn Fn(&str) -> bool) -> Tx {
     let mut tx = Tx::default();
     for (map, elements) in &table.maps {
@@ -378,6 +422,11 @@ fn remove_tx(table: &Table, comment: &str, scope: &dyn Fn(&str) -> bool) -> Tx {
             if l.comment.as_deref() == Some(comment) {
                 tx.delete_element(map, &l.key);
             }
+        }
+    }
+    if scope(layout::COND_MAP) {
+        for chain in cond_chains(table, comment) {
+            tx.push(format!("delete chain inet {TABLE} {chain}"));
         }
     }
     tx
@@ -405,7 +454,11 @@ fn missing(table: &Table, owned: &Owned, skeleton: &Skeleton) -> Vec<String> {
     }
     if let Some((chain, rules)) = &owned.chain {
         for r in rules {
-            if !table.rules(chain).iter().any(|l| l.text == *r) {
+            let present = table
+                .rules(chain)
+                .iter()
+                .any(|l| layout::same_rule(&l.text, l.comment.as_deref(), r));
+            if !present {
                 missing.push(format!("nftables rule in {chain}: {r}"));
             }
         }
@@ -452,22 +505,6 @@ fn mark_bit(plan: &PortPlan) -> Result<u8, NftError> {
     }
 }
 
-fn check_conditions(plan: &PortPlan) -> Result<(), NftError> {
-    match plan.families.iter().find(|f| !f.conditions.is_empty()) {
-        Some(f) => Err(NftError::Unsupported {
-            what: format!(
-                "per-container conditions ({}: {:?}): every rule here is shared",
-                match f.family {
-                    Family::V4 => "conditionsV4",
-                    Family::V6 => "conditionsV6",
-                },
-                f.conditions
-            ),
-        }),
-        None => Ok(()),
-    }
-}
-
 fn ports_skeleton(plans: &[&PortPlan]) -> Result<Skeleton, NftError> {
     let mut bits = Vec::new();
     for plan in plans {
@@ -479,7 +516,6 @@ fn ports_skeleton(plans: &[&PortPlan]) -> Result<Skeleton, NftError> {
 }
 
 fn ports_owned(plan: &PortPlan) -> Result<Owned, NftError> {
-    check_conditions(plan)?;
     Ok(layout::ports_owned(
         &plan.families,
         &plan.tag,
@@ -622,6 +658,7 @@ impl Backend for Nftables {
 
     fn add_ports(&self, plan: &PortPlan) -> Result<(), FirewallError> {
         let owned = ports_owned(plan)?;
+        self.check_conditions(&owned)?;
         Ok(self.add(&owned, &ports_skeleton(&[plan])?, &is_port_map)?)
     }
 
@@ -786,6 +823,28 @@ impl Backend for Nftables {
 }
 
 impl Nftables {
+    /// User conditions end up inside our rules: `nft --check` them in a scratch table first
+    /// (nothing is committed), so a typo is the caller's error (code 7) rather than a failed
+    /// transaction of ours.
+    fn check_conditions(&self, owned: &Owned) -> Result<(), NftError> {
+        let Some((_, rules)) = &owned.chain else {
+            return Ok(());
+        };
+        let mut tx = Tx::default();
+        tx.push("add table inet berth-check".into());
+        tx.push("add chain inet berth-check c".into());
+        for r in rules {
+            tx.push(format!("add rule inet berth-check c {r}"));
+        }
+        self.nft
+            .run(&["--check", "-f", "-"], Some(&tx.text()))
+            .map(drop)
+            .map_err(|source| NftError::Conditions {
+                owner: owned.what.clone(),
+                source,
+            })
+    }
+
     fn gc_scope(
         &self,
         scope: &dyn Fn(&str) -> bool,

@@ -70,6 +70,7 @@ pub fn owner_lines(ns: &TestNetns) -> Vec<String> {
             l.contains("\"berth ")
                 || l.contains("BERTH-DN-")
                 || l.contains("BERTH-MASQ-")
+                || l.contains("hpc-")
                 || l.contains("\"berth-isolation ")
         })
         .collect()

@@ -34,6 +34,8 @@ pub enum VethError {
     /// A test asked ADD to fail here (`Veth { failpoint }`).
     #[error("failpoint: ADD stopped after step {0}")]
     Failpoint(Step),
+    #[error("a DEL thread panicked while {0}")]
+    Panicked(&'static str),
     /// DEL tried every step; these failed.
     #[error("DEL failed: {}", .0.iter().map(|e| error_chain(e)).collect::<Vec<_>>().join("; "))]
     Teardown(Vec<VethError>),
@@ -68,9 +70,10 @@ impl VethError {
             }
             VethError::Ipam(IpamError::NoAddress { .. }) => ErrorCode::Internal,
             VethError::Masq(e) if e.is_unavailable() => ErrorCode::NotAvailable,
-            VethError::Masq(_) | VethError::Check(_) | VethError::Failpoint(_) => {
-                ErrorCode::Internal
-            }
+            VethError::Masq(_)
+            | VethError::Check(_)
+            | VethError::Failpoint(_)
+            | VethError::Panicked(_) => ErrorCode::Internal,
             // The first failure decides; the message lists them all.
             VethError::Teardown(errors) => errors.first().map_or(ErrorCode::Internal, Self::code),
         }

@@ -113,37 +113,61 @@ pub fn add(call: &Call<'_>, netns: &Path, mode: &Host) -> Result<CniResult, Veth
 /// already the goal.
 pub fn del(call: &Call<'_>, mode: &Host) -> Result<(), VethError> {
     let att = call.attachment();
-    let mut errors: Vec<VethError> = Vec::new();
-
-    if let Some(netns) = call.args.netns_opt() {
-        match ns::open(netns, Role::Container) {
-            Ok(ctr) => {
-                if let Err(e) = pair::delete_if(&ctr.nl, call.args.ifname.as_str(), |_| true) {
-                    errors.push(e.into());
+    // The links, the masquerade rules and the IPAM release are independent and mostly wait
+    // (the kernel deleting the veth, firewall commits, the IPAM process): run them at once.
+    // Threads start in the namespace of the thread that spawns them: the host's.
+    let errors = std::thread::scope(|scope| {
+        let links = scope.spawn(|| {
+            let mut errors: Vec<VethError> = Vec::new();
+            if let Some(netns) = call.args.netns_opt() {
+                match ns::open(netns, Role::Container) {
+                    Ok(ctr) => {
+                        if let Err(e) =
+                            pair::delete_if(&ctr.nl, call.args.ifname.as_str(), |_| true)
+                        {
+                            errors.push(e.into());
+                        }
+                    }
+                    Err(e) if e.is_gone() => {}
+                    Err(e) => errors.push(e.into()),
                 }
             }
-            Err(e) if e.is_gone() => {}
-            Err(e) => errors.push(e.into()),
-        }
-    }
-    // The host end is still there if the namespace outlived its file (or the container side
-    // failed above); its name is ours alone.
-    match ns::host() {
-        Ok(host) => {
-            if let Err(e) = pair::delete_if(&host, &att.host_ifname(), |_| true) {
-                errors.push(e.into());
+            // The host end is still there if the namespace outlived its file (or the
+            // container side failed above); its name is ours alone.
+            match ns::host() {
+                Ok(host) => {
+                    if let Err(e) = pair::delete_if(&host, &att.host_ifname(), |_| true) {
+                        errors.push(e.into());
+                    }
+                }
+                Err(e) => errors.push(e.into()),
+            }
+            errors
+        });
+        let masq = mode.masq.map(|m| {
+            let att = &att;
+            scope.spawn(move || {
+                masq::firewall(m)
+                    .and_then(|fw| masq::del(&fw, att))
+                    .map_err(VethError::from)
+            })
+        });
+        let ipam = scope.spawn(|| ipam::del(&mode.ipam, call.args).map_err(VethError::from));
+        let mut errors = links
+            .join()
+            .unwrap_or_else(|_| vec![VethError::Panicked("deleting the veth pair")]);
+        for (what, handle) in [
+            ("removing masquerade rules", masq),
+            ("releasing addresses", Some(ipam)),
+        ] {
+            match handle.map(|h| h.join()) {
+                None | Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => errors.push(e),
+                Some(Err(_)) => errors.push(VethError::Panicked(what)),
             }
         }
-        Err(e) => errors.push(e.into()),
-    }
-    if let Some(m) = mode.masq {
-        if let Err(e) = masq::firewall(m).and_then(|fw| masq::del(&fw, &att)) {
-            errors.push(e.into());
-        }
-    }
-    if let Err(e) = ipam::del(&mode.ipam, call.args) {
-        errors.push(e.into());
-    }
+        errors
+    });
     VethError::teardown(errors)
 }
 

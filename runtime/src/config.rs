@@ -17,6 +17,7 @@ use crate::names::{ContainerId, ContainerName, ImageName, NameError};
 use crate::network::DEFAULT_NETWORK;
 use crate::network::definition::{DefinitionError, parse_network_name};
 use crate::network::ports::{self, PortError, PortMapping};
+use crate::userns::{UserNamespace, UsernsError, UsernsRequest};
 
 /// Errors of the `config` module: each names the flag and echoes the input.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +88,12 @@ pub enum ConfigError {
     Mac { input: String },
     #[error("no command given and image {image} has no default command")]
     NoCommand { image: ImageName },
+    #[error(transparent)]
+    Userns(#[from] UsernsError),
+    #[error(
+        "a user namespace (--userns, --uidmap) needs a network namespace of its own: it does not work with --network host"
+    )]
+    UsernsHostNetwork,
 }
 
 /// The flags of `berth run`, as typed (the wire stage).
@@ -116,6 +123,11 @@ pub struct RunRequest {
     pub tty: bool,
     pub auto_remove: bool,
     pub detach: bool,
+    /// `--userns`: `host` (default) or `auto`.
+    pub userns: Option<String>,
+    /// `--uidmap` / `--gidmap CONTAINER:HOST:COUNT`, repeatable.
+    pub uidmap: Vec<String>,
+    pub gidmap: Vec<String>,
 }
 
 /// `-v HOST:CONTAINER[:ro]`, validated.
@@ -180,6 +192,7 @@ pub struct RunSpec {
     pub tty: bool,
     pub auto_remove: bool,
     pub detach: bool,
+    pub userns: UsernsRequest,
 }
 
 /// The complete configuration of a container: stored in its record, shown by `inspect`, and
@@ -208,6 +221,9 @@ pub struct ContainerConfig {
     pub tty: bool,
     pub auto_remove: bool,
     pub detach: bool,
+    /// The container's user namespace (`None`: the host's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<UserNamespace>,
 }
 
 /// `$PATH` when neither the image nor `-e` sets one (docker's default).
@@ -288,6 +304,10 @@ impl RunRequest {
                 .transpose()?,
             pids_max: self.pids_limit.map(parse_pids_limit).transpose()?.flatten(),
         };
+        let userns = UsernsRequest::parse(self.userns.as_deref(), &self.uidmap, &self.gidmap)?;
+        if userns.is_private() && network == NetworkMode::Host {
+            return Err(ConfigError::UsernsHostNetwork);
+        }
         let capabilities = CapSet::from_flags(&self.cap_add, &self.cap_drop)?;
         let cgroup_parent = match self.cgroup_parent {
             None => DEFAULT_CGROUP_PARENT.to_owned(),
@@ -313,6 +333,7 @@ impl RunRequest {
             tty: self.tty,
             auto_remove: self.auto_remove,
             detach: self.detach,
+            userns,
         })
     }
 }
@@ -320,11 +341,13 @@ impl RunRequest {
 impl RunSpec {
     /// Applies the image's defaults: argv = entrypoint + (command or the image's cmd), the
     /// environment (PATH, HOSTNAME, the image's, `-e`, HOME, TERM with `-t`; later wins), the
-    /// working directory, and the short id as hostname.
+    /// working directory, and the short id as hostname. `userns` is what the request
+    /// resolved to (`--userns=auto` is allocated under the store lock).
     pub fn into_config(
         self,
         image: &Image,
         id: &ContainerId,
+        userns: Option<UserNamespace>,
     ) -> Result<ContainerConfig, ConfigError> {
         let mut args = image.entrypoint.clone();
         if self.command.is_empty() {
@@ -385,6 +408,7 @@ impl RunSpec {
             tty: self.tty,
             auto_remove: self.auto_remove,
             detach: self.detach,
+            userns,
         })
     }
 }
@@ -804,7 +828,7 @@ mod tests {
         }
         .validate(no_env, 2)
         .unwrap();
-        let config = spec.into_config(&image, &id).unwrap();
+        let config = spec.into_config(&image, &id, None).unwrap();
         assert_eq!(config.args, vec!["sh"]);
         assert_eq!(config.hostname, "121212121212");
         assert_eq!(config.workdir, Path::new("/srv"));

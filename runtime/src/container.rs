@@ -12,8 +12,9 @@
 //!    (`/etc/hosts` of the peers updated too), the cgroup, then clone3 of the init, which
 //!    joins the cgroup, receives its configuration and execs the command; the record says
 //!    `running` with PID 1's pid and start time.
-//! 3. supervision: in the foreground by `berth run` itself ([`run`]: signals forwarded, pty
-//!    relayed), or by the monitor of a detached container ([`crate::monitor`]: logs).
+//! 3. supervision: in the foreground by `berth run` itself ([`run`]: signals forwarded,
+//!    output shown and logged, pty relayed), or by the monitor of a detached container
+//!    ([`crate::monitor`]: output logged).
 //! 4. [`finish`]: record the exit, then [`release`] (cgroup, CNI DEL, peers' hosts files,
 //!    netns: also after a failed start), then with `--rm` remove the record and directory.
 
@@ -31,15 +32,15 @@ use crate::cgroups::{self, CgroupError, CgroupErrors, Layout};
 use crate::clock;
 use crate::config::{ConfigError, ContainerConfig, NetworkMode, RunRequest, Volume};
 use crate::image::{ImageError, ImageStore};
-use crate::init::InitConfig;
-use crate::logs::LogError;
+use crate::init::{InitConfig, InitUserns};
+use crate::logs::{LogError, LogWriter, Stream};
 use crate::names::{ContainerId, ContainerName, ImageName, NameError};
 use crate::namespaces::{self, NamespaceError};
 use crate::network::hosts::{self, HostsError};
 use crate::network::ports::{self, PortError};
 use crate::network::{AttachRequest, NetworkError, Networks};
 use crate::process::{
-    self, InitProcess, ProcessError, SignalForwarder, SpawnOptions, StdioMode, Terminal,
+    self, InitProcess, ProcessError, Relay, SignalForwarder, SpawnOptions, StdioMode, Terminal,
 };
 use crate::rootfs::RootfsSpec;
 use crate::state::{
@@ -47,6 +48,7 @@ use crate::state::{
     process_start_time,
 };
 use crate::timing;
+use crate::userns::{self, Holder, UsernsError, UsernsRequest};
 
 /// Errors of the `container` module.
 #[derive(Debug, thiserror::Error)]
@@ -69,10 +71,18 @@ pub enum ContainerError {
     Log(#[from] LogError),
     #[error(transparent)]
     Exec(#[from] crate::exec::ExecError),
+    #[error(transparent)]
+    Userns(#[from] UsernsError),
     #[error("detect the cgroup layout")]
     CgroupLayout(#[source] CgroupError),
     #[error(transparent)]
     Controller(CgroupError),
+    #[error("give {path} to the container's root")]
+    Chown {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("create directory {path}")]
     CreateDir {
         path: PathBuf,
@@ -121,6 +131,14 @@ pub enum ContainerError {
     Running { name: ContainerName },
     #[error("container {name} is not running")]
     NotRunning { name: ContainerName },
+    #[error("container {name} is already running")]
+    AlreadyRunning { name: ContainerName },
+    #[error("container {name} was run with --rm: stopping removes it, so it cannot be restarted")]
+    RestartAutoRemove { name: ContainerName },
+    #[error(
+        "the exit code of container {name} is unknown: its supervisor died, or --rm removed it first"
+    )]
+    ExitUnknown { name: ContainerName },
     #[error("signal {signal} to container {name} (pid {pid})")]
     Kill {
         name: ContainerName,
@@ -151,8 +169,16 @@ pub enum ContainerError {
         #[source]
         source: io::Error,
     },
+    #[error("wait for the container's output")]
+    Follow(#[source] nix::Error),
     #[error("create a pipe for the container's stdio")]
     Pipe(#[source] nix::Error),
+    #[error("create the stdin FIFO {path}")]
+    Stdin {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     /// What a detached container's monitor reported (its message names the step).
     #[error("{message}")]
     Monitor { message: String, exit_code: i32 },
@@ -205,6 +231,8 @@ pub struct RunOutcome {
     /// Teardown failures after the container ran (reported as warnings: the exit code is
     /// still the container's).
     pub teardown: Vec<ContainerError>,
+    /// The log could not be written (reported as a warning; the output was still shown).
+    pub log_error: Option<LogError>,
 }
 
 /// `berth run` in the foreground.
@@ -217,30 +245,18 @@ pub fn run(
     let signals = SignalForwarder::block().map_err(ContainerError::Signals)?;
     let record = timing::step("create", || create(store, networks, request))?;
     let id = record.id.clone();
-    let stdio = StdioMode {
-        interactive: record.config.interactive,
-        tty: record.config.tty,
-    };
-    let result = start(store, networks, &record, SpawnOptions::init(stdio)).and_then(
-        |Started { mut init, terminal }| {
-            timing::step("container", || init.supervise(&signals, terminal)).map_err(|source| {
-                ContainerError::Supervise {
-                    id: id.short().to_owned(),
-                    source,
-                }
-            })
-        },
-    );
+    let result = supervise_foreground(store, networks, &record, &signals);
     let exit_code = match &result {
-        Ok(code) => *code,
+        Ok((code, _)) => *code,
         Err(e) => e.exit_code(),
     };
     let mut teardown = timing::step("finish", || finish(store, networks, &record, exit_code));
     match result {
-        Ok(exit_code) => Ok(RunOutcome {
+        Ok((exit_code, log_error)) => Ok(RunOutcome {
             id,
             exit_code,
             teardown,
+            log_error,
         }),
         Err(e) if teardown.is_empty() => Err(e),
         Err(e) => {
@@ -251,6 +267,58 @@ pub fn run(
             })
         }
     }
+}
+
+/// Steps 2 and 3 of a foreground run: start the container, then supervise it with its output
+/// shown and recorded in its log (so `berth logs` works for it as for a detached one).
+/// Without `-t`, stdout and stderr are pipes this process copies to its own and to the log;
+/// with `-t` the pty carries both and its output is logged as stdout. Returns the exit code
+/// and the first failure to write the log (the run goes on without it: a full disk must not
+/// stop the container).
+fn supervise_foreground(
+    store: &Store,
+    networks: &Networks,
+    record: &ContainerRecord,
+    signals: &SignalForwarder,
+) -> Result<(i32, Option<LogError>), ContainerError> {
+    let config = &record.config;
+    let mut log = LogWriter::create(&store.log_path(&record.id))?;
+    let pipes = if config.tty {
+        None
+    } else {
+        let pipe = || process::output_pipe().map_err(ContainerError::Pipe);
+        Some((pipe()?, pipe()?))
+    };
+    let mut options = SpawnOptions::init(StdioMode {
+        interactive: config.interactive,
+        tty: config.tty,
+    });
+    if let Some(((_, out), (_, err))) = &pipes {
+        options.fds = raw_fds([None, Some(out), Some(err)]);
+    }
+    let started = start(store, networks, record, options);
+    // Our copies of the write ends go, so that EOF arrives when the container's do.
+    let pipes: Vec<(OwnedFd, Stream)> = pipes
+        .map(|((out, _), (err, _))| vec![(out, Stream::Stdout), (err, Stream::Stderr)])
+        .unwrap_or_default();
+    let Started { mut init, terminal } = started?;
+    let mut log_error = None;
+    let mut record_chunk = |stream: Stream, bytes: &[u8]| {
+        if let Err(e) = log.write(stream, bytes) {
+            log_error.get_or_insert(e);
+        }
+    };
+    let relay = Relay {
+        pipes,
+        record: &mut record_chunk,
+    };
+    let code = timing::step("container", || init.supervise(signals, terminal, relay)).map_err(
+        |source| ContainerError::Supervise {
+            id: record.id.short().to_owned(),
+            source,
+        },
+    )?;
+    Ok((code, log_error))
 }
 
 /// Step 1: validation, then the record (supervised by the calling process).
@@ -277,7 +345,6 @@ pub fn create(
         .collect::<Result<Vec<_>, _>>()?;
     networks.check_capabilities(&loaded, !spec.ports.is_empty(), spec.mac.is_some(), spec.ip)?;
     let wanted_name = spec.name.clone();
-    let config = spec.into_config(&image, &id)?;
 
     let lock = store.lock()?;
     let name = match wanted_name {
@@ -287,8 +354,19 @@ pub fn create(
         }
         None => generate_name(store, &lock)?,
     };
+    let records = store.records()?;
+    // Under the lock, so that two containers created at once get different ranges. Every
+    // record's range counts, running or not: a stopped container keeps its range.
+    let userns = match &spec.userns {
+        UsernsRequest::Host => None,
+        UsernsRequest::Maps(maps) => Some(maps.clone()),
+        UsernsRequest::Auto => Some(userns::allocate(
+            userns::base_from_env(std::env::var("BERTH_USERNS_BASE").ok())?,
+            records.iter().filter_map(|r| r.config.userns.as_ref()),
+        )?),
+    };
+    let config = spec.into_config(&image, &id, userns)?;
     if !config.ports.is_empty() {
-        let records = store.records()?;
         ports::check_free(
             &config.ports,
             records
@@ -372,15 +450,24 @@ pub fn start(
     let work = mkdir(dir.join("work"))?;
     let merged = mkdir(dir.join("merged"))?;
 
+    // With a user namespace, its holder makes the network, UTS and IPC namespaces in it
+    // (crate::userns); it lives until the init has joined them.
+    let userns = config
+        .userns
+        .as_ref()
+        .map(|ns| timing::step("userns", || Holder::spawn(ns)).map(|h| (h, ns)))
+        .transpose()?;
     let netns = match config.network {
         NetworkMode::Host => None,
         NetworkMode::None | NetworkMode::Cni(_) => {
             let path = store.netns_path(id);
-            timing::step("netns", || namespaces::create_netns(&path)).map_err(|source| {
-                ContainerError::CreateNetns {
-                    id: short(),
-                    source,
-                }
+            timing::step("netns", || match &userns {
+                None => namespaces::create_netns(&path),
+                Some((holder, _)) => namespaces::adopt_netns(&path, &holder.ns_path("net")),
+            })
+            .map_err(|source| ContainerError::CreateNetns {
+                id: short(),
+                source,
             })?;
             Some(path)
         }
@@ -428,6 +515,29 @@ pub fn start(
         workdir: config.workdir.clone(),
     };
 
+    // The container's root owns its root directory (the upper layer's) and its name files;
+    // the init idmaps the image onto `lower`.
+    let init_userns = match &userns {
+        Some((holder, ns)) => {
+            let (uid, gid) = ns.root();
+            let owned = [rootfs.upper.clone()]
+                .into_iter()
+                .chain(hosts::files(&dir).map(|(source, _)| source));
+            for path in owned {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                    .map_err(|source| ContainerError::Chown { path, source })?;
+            }
+            Some(InitUserns {
+                holder: holder.process()?,
+                root_uid: uid,
+                root_gid: gid,
+                tty_gid: ns.gid_map.to_host(TTY_GID),
+                lower_mount: mkdir(dir.join("lower"))?,
+            })
+        }
+        None => None,
+    };
+
     let start_err = |source| ContainerError::Start {
         id: short(),
         source,
@@ -450,9 +560,12 @@ pub fn start(
         tty: config
             .tty
             .then(|| process::terminal_size().unwrap_or((24, 80))),
+        userns: init_userns,
     })
     .map_err(start_err)?;
     let terminal = timing::step("init to exec", || init.wait_exec()).map_err(start_err)?;
+    // The init joined the holder's namespaces; they live on with the container.
+    drop(userns);
 
     let pid = init.pid();
     store.update_state(id, |s| {
@@ -463,6 +576,9 @@ pub fn start(
     })?;
     Ok(Started { init, terminal })
 }
+
+/// The group of ptys inside a container (devpts `gid=5`, as docker and runc).
+const TTY_GID: u32 = 5;
 
 /// The interface name of the `index`-th network.
 fn ifname(index: usize) -> String {

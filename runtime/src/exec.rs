@@ -12,7 +12,9 @@
 //!    exactly like the init (`find` → 126/127, rlimits, lock-down, `execve`);
 //! 5. this process forwards signals, relays the pty, and returns the exit code.
 //!
-//! The user namespace is not used by Berth containers, so there is none to join.
+//! With a user namespace, the helper joins it last, once it has joined the others as host
+//! root (the container's mount namespace belongs to the host's user namespace, see
+//! [`crate::userns`]), and becomes its root.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -23,7 +25,7 @@ use crate::cgroups::Layout;
 use crate::config::{self, ConfigError, is_clean_absolute};
 use crate::container::{ContainerError, signal_pid1};
 use crate::init::ExecConfig;
-use crate::process::{self, InitProcess, SignalForwarder, SpawnOptions, StdioMode};
+use crate::process::{self, InitProcess, Relay, SignalForwarder, SpawnOptions, StdioMode};
 use crate::state::{Status, Store, process_start_time};
 
 /// The flags of `berth exec`, as typed.
@@ -155,12 +157,20 @@ pub fn exec(store: &Store, request: ExecRequest) -> Result<i32, ContainerError> 
             tty: request
                 .tty
                 .then(|| process::terminal_size().unwrap_or((24, 80))),
+            userns: record.config.userns.is_some(),
         })
         .map_err(start_err)?;
     // 4.–5.
     let terminal = helper.wait_exec().map_err(start_err)?;
     helper
-        .supervise(&signals, terminal)
+        .supervise(
+            &signals,
+            terminal,
+            Relay {
+                pipes: Vec::new(),
+                record: &mut |_, _| {},
+            },
+        )
         .map_err(|source| ContainerError::Supervise {
             id: short(),
             source,

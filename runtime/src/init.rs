@@ -20,10 +20,13 @@
 //! Order of the steps (each one needs the previous):
 //! 1. reset signal mask and dispositions (the runtime blocks signals it forwards; Rust
 //!    ignores SIGPIPE), ask for SIGKILL if the runtime dies, read the configuration;
-//! 2. namespaces ([`crate::namespaces`]): join the netns, unshare mount/uts/ipc/cgroup;
+//! 2. namespaces ([`crate::namespaces`]): join the netns, unshare mount/uts/ipc/cgroup
+//!    (with a user namespace: join the holder's uts/ipc, unshare the mount namespace only);
 //! 3. hostname;
 //! 4. rootfs ([`crate::rootfs`]): overlay, /proc, /dev, /sys, volumes, masks, pivot_root,
-//!    then `--read-only`;
+//!    then `--read-only`; with a user namespace ([`crate::userns`]) everything up to here
+//!    is done as host root, then the pty is allocated (`-t`), the user namespace entered
+//!    (uid and gid 0 inside) and a cgroup namespace unshared in it;
 //! 5. with `-t` the pty (allocated in the container's devpts), session and controlling
 //!    terminal, working directory, find the command (so that "not found" is 127 before
 //!    anything is locked down);
@@ -57,8 +60,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::caps::{self, CapSet, CapsError};
 use crate::namespaces::{self, NamespaceError};
-use crate::rootfs::{self, RootfsError, RootfsSpec};
+use crate::rootfs::{self, MappedRoot, RootfsError, RootfsSpec};
 use crate::seccomp::{self, SeccompError, SeccompPolicy};
+use crate::state::ProcessRef;
 
 /// Everything the init needs, sent by the runtime over the config pipe.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,6 +81,26 @@ pub struct InitConfig {
     /// slave stdin/stdout/stderr, `/dev/console` and the controlling terminal, and send the
     /// master to the runtime.
     pub tty: Option<(u16, u16)>,
+    /// With a user namespace: how to enter it (see [`crate::userns`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<InitUserns>,
+}
+
+/// The init's part of a user namespace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InitUserns {
+    /// The holder whose user, UTS and IPC namespaces the init joins (the netns, also its,
+    /// is the netns file as usual).
+    pub holder: ProcessRef,
+    /// Host ids of the container's root: owner of what the init creates for it (`/dev`,
+    /// `/dev/shm`, the device nodes, the working directory, the pty).
+    pub root_uid: u32,
+    pub root_gid: u32,
+    /// Host gid of the container's group 5 (`tty`), the group of its ptys, if mapped.
+    pub tty_gid: Option<u32>,
+    /// Where the init mounts the image idmapped, inside its own mount namespace only.
+    pub lower_mount: PathBuf,
 }
 
 /// Everything `berth exec-init` needs: the container to join and the command to become.
@@ -94,6 +118,9 @@ pub struct ExecConfig {
     pub deny_device_nodes: bool,
     /// `-t`: allocate a pty of this size in the container's devpts (no `/dev/console`).
     pub tty: Option<(u16, u16)>,
+    /// The container has a user namespace: join it last and become its root.
+    #[serde(default)]
+    pub userns: bool,
 }
 
 /// What the init reports over the sync socket when it cannot exec the command.
@@ -261,11 +288,23 @@ fn setup_and_exec(config_fd: RawFd, sync_fd: RawFd) -> Result<Infallible, InitEr
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     let config = read_config(config_fd)?;
 
-    // 2. Namespaces, in their fixed order (see crate::namespaces).
+    // 2. Namespaces, in their fixed order (see crate::namespaces; with a user namespace,
+    // crate::userns: the holder's are joined, the user namespace is entered at the end).
+    let userns = config
+        .userns
+        .as_ref()
+        .map(|u| namespaces::Holder::open(u.holder.pid, u.holder.start_time).map(|h| (h, u)))
+        .transpose()?;
     if let Some(netns) = &config.netns {
         namespaces::join_netns(netns)?;
     }
-    namespaces::unshare_rest()?;
+    match &userns {
+        None => namespaces::unshare_rest()?,
+        Some((holder, _)) => {
+            holder.join_uts_ipc()?;
+            namespaces::unshare_mount()?;
+        }
+    }
 
     // 3. Hostname, in the new UTS namespace.
     sethostname(&config.hostname).map_err(|source| InitError::Hostname {
@@ -276,10 +315,35 @@ fn setup_and_exec(config_fd: RawFd, sync_fd: RawFd) -> Result<Infallible, InitEr
     // 4. Root filesystem. umask 0 so that device nodes and mount points get exactly the
     // modes asked for; the command gets the conventional 022 below.
     umask(Mode::empty());
-    rootfs::prepare(&config.rootfs)?;
+    let mapped = userns.as_ref().map(|(holder, u)| MappedRoot {
+        userns: holder.user(),
+        uid: u.root_uid,
+        gid: u.root_gid,
+        tty_gid: u.tty_gid,
+        lower_mount: &u.lower_mount,
+    });
+    rootfs::prepare(&config.rootfs, mapped.as_ref())?;
     rootfs::pivot(&config.rootfs.merged)?;
     if config.rootfs.read_only {
         rootfs::make_root_read_only()?;
+    }
+
+    // With a user namespace, the last privileged steps: the pty (binding `/dev/console`
+    // is a mount, which the mount namespace, owned by the host, only allows host root),
+    // then into the user namespace.
+    let mut tty = match config.tty {
+        Some(size) => Tty::Allocate {
+            size,
+            console: true,
+        },
+        None => Tty::None,
+    };
+    if let Some((holder, u)) = userns {
+        if let Tty::Allocate { size, console } = tty {
+            open_console(size, sync_fd, console, Some((u.root_uid, u.root_gid)))?;
+            tty = Tty::Ready;
+        }
+        holder.enter()?;
     }
 
     become_command(
@@ -289,8 +353,7 @@ fn setup_and_exec(config_fd: RawFd, sync_fd: RawFd) -> Result<Infallible, InitEr
             workdir: &config.rootfs.workdir,
             capabilities: config.capabilities,
             deny_device_nodes: config.deny_device_nodes,
-            tty: config.tty,
-            console: true,
+            tty,
         },
         sync_fd,
     )
@@ -304,7 +367,7 @@ fn join_and_exec(config_fd: RawFd, sync_fd: RawFd) -> Result<Infallible, InitErr
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     let bytes = read_fd(config_fd)?;
     let config: ExecConfig = serde_json::from_slice(&bytes).map_err(InitError::ParseConfig)?;
-    namespaces::join_container(config.pid, config.pid_start_time)?;
+    namespaces::join_container(config.pid, config.pid_start_time, config.userns)?;
     umask(Mode::empty());
     become_command(
         &CommandSpec {
@@ -313,8 +376,13 @@ fn join_and_exec(config_fd: RawFd, sync_fd: RawFd) -> Result<Infallible, InitErr
             workdir: &config.workdir,
             capabilities: config.capabilities,
             deny_device_nodes: config.deny_device_nodes,
-            tty: config.tty,
-            console: false,
+            tty: match config.tty {
+                Some(size) => Tty::Allocate {
+                    size,
+                    console: false,
+                },
+                None => Tty::None,
+            },
         },
         sync_fd,
     )
@@ -327,9 +395,19 @@ struct CommandSpec<'a> {
     workdir: &'a Path,
     capabilities: CapSet,
     deny_device_nodes: bool,
-    tty: Option<(u16, u16)>,
-    /// The pty slave also becomes `/dev/console` (the init, not an exec).
-    console: bool,
+    tty: Tty,
+}
+
+/// The command's terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tty {
+    /// None: stdio as the runtime passed it.
+    None,
+    /// A pty of this size (rows, columns), allocated by [`open_console`]; with `console`
+    /// its slave also becomes `/dev/console` (the init, not an exec).
+    Allocate { size: (u16, u16), console: bool },
+    /// Allocated already (fds 0–2 are the slave): the init of a user namespace.
+    Ready,
 }
 
 /// Steps 5–8, shared by the init and exec-init: terminal and session, working directory,
@@ -337,11 +415,11 @@ struct CommandSpec<'a> {
 fn become_command(config: &CommandSpec<'_>, sync_fd: RawFd) -> Result<Infallible, InitError> {
     // 5. Session (the container never shares the runtime's process group, so a Ctrl-C at
     // the terminal reaches only the runtime, which forwards it), terminal, cwd, command.
-    if let Some(size) = config.tty {
-        open_console(size, sync_fd, config.console)?;
+    if let Tty::Allocate { size, console } = config.tty {
+        open_console(size, sync_fd, console, None)?;
     }
     setsid().map_err(InitError::Setsid)?;
-    if config.tty.is_some() {
+    if config.tty != Tty::None {
         // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal); fd 0 is the pty
         // slave the runtime installed.
         if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
@@ -397,8 +475,15 @@ fn become_command(config: &CommandSpec<'_>, sync_fd: RawFd) -> Result<Infallible
 /// Allocates the pty inside the container (its devpts instance, so `tty` and `/dev/pts/0`
 /// mean what they should), makes the slave fds 0-2 and `/dev/console`, and sends the
 /// master to the runtime over the sync socket with SCM_RIGHTS (the message is a single
-/// newline, which the runtime's JSON parsing of a later failure report ignores).
-fn open_console((rows, cols): (u16, u16), sync_fd: RawFd, console: bool) -> Result<(), InitError> {
+/// newline, which the runtime's JSON parsing of a later failure report ignores). `owner`:
+/// the slave is given to these host ids (the root of a user namespace, which the init
+/// enters after this).
+fn open_console(
+    (rows, cols): (u16, u16),
+    sync_fd: RawFd,
+    console: bool,
+    owner: Option<(u32, u32)>,
+) -> Result<(), InitError> {
     let pty_err = |step| move |source| InitError::Pty { step, source };
     let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
         .map_err(pty_err("open /dev/ptmx"))?;
@@ -419,6 +504,14 @@ fn open_console((rows, cols): (u16, u16), sync_fd: RawFd, console: bool) -> Resu
         Mode::empty(),
     )
     .map_err(pty_err("open the slave"))?;
+    if let Some((uid, gid)) = owner {
+        nix::unistd::fchown(
+            &slave,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )
+        .map_err(pty_err("give the slave to the container's root"))?;
+    }
     if console {
         rootfs::bind_console(Path::new(&slave_path))?;
     }

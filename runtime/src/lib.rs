@@ -12,13 +12,15 @@
 //!   the name files (`/etc/hosts`, …);
 //! - [`container`]: create, start, finish, release, `rm`; [`listing`]: `ps`, `inspect`;
 //! - [`monitor`]: `run -d` and the monitor process; [`logs`]: the container log;
-//! - [`exec`], [`stop`], [`prune`]: the other lifecycle commands; [`timing`]: opt-in step
-//!   timings;
+//! - [`exec`], [`stop`], [`start`] (also `restart`), [`attach`], [`prune`]: the other
+//!   lifecycle commands; [`timing`]: opt-in step timings;
 //! - [`process`]: clone3 of the init, the handshake, signal forwarding, the pty;
 //! - [`init`]: the container side (`berth init`, PID 1 until it execs the command, and
 //!   `berth exec-init`);
-//! - [`namespaces`], [`rootfs`], [`resolve`], [`cgroups`], [`caps`], [`seccomp`]: isolation.
+//! - [`namespaces`], [`userns`], [`rootfs`], [`resolve`], [`cgroups`], [`caps`], [`seccomp`]:
+//!   isolation.
 
+pub mod attach;
 pub mod caps;
 pub mod cgroups;
 pub mod clock;
@@ -39,6 +41,8 @@ pub mod prune;
 pub mod resolve;
 pub mod rootfs;
 pub mod seccomp;
+pub mod start;
 pub mod state;
 pub mod stop;
 pub mod timing;
+pub mod userns;

@@ -133,7 +133,7 @@ pub fn inspect(store: &Store, query: &str) -> Result<Inspection, ContainerError>
             rootfs_upper: dir.join("upper"),
             hosts: dir.join("hosts"),
             resolv_conf: dir.join("resolv.conf"),
-            log: dir.join("ctr.log"),
+            log: store.log_path(&record.id),
             directory: dir,
             netns: store.netns_path(&record.id),
             cgroups: cgroup.paths(),

@@ -1,14 +1,17 @@
-//! The log of a detached container: `<root>/containers/<id>/ctr.log`, written by its
-//! monitor, read by `berth logs [-f]`.
+//! The log of a container: `<root>/containers/<id>/ctr.log`, written by whoever supervises
+//! it (the monitor of a detached container, or `berth run` in the foreground, which also
+//! shows the output), appended to by every start, read by `berth logs [-f]` and
+//! `berth attach`.
 //!
 //! The format is the CRI's (what kubelet and CRI-O write, so existing tools read it): one
 //! record per line, `<RFC 3339 nanos> <stdout|stderr> <F|P> <bytes>`. `F` ends a line of the
 //! container's output, `P` is a piece of a line that continues in the next record of the same
 //! stream (output without a trailing newline is logged as soon as it arrives, not held
-//! back). Containers run in the foreground have no log: their output went to the terminal.
+//! back). With `-t` the pty's output (both streams, with its `\r\n` line ends) is logged as
+//! stdout.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -44,6 +47,11 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// 0 for stdout, 1 for stderr.
+    pub fn index(self) -> usize {
+        usize::from(self == Stream::Stderr)
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Stream::Stdout => "stdout",
@@ -156,7 +164,7 @@ impl<O: Write, E: Write> LogPrinter<O, E> {
     }
 
     fn print(&mut self, record: &Record<'_>) -> io::Result<()> {
-        let index = usize::from(record.stream == Stream::Stderr);
+        let index = record.stream.index();
         let sink: &mut dyn Write = match record.stream {
             Stream::Stdout => &mut self.out,
             Stream::Stderr => &mut self.err,
@@ -181,54 +189,99 @@ impl<O: Write, E: Write> LogPrinter<O, E> {
         follow: bool,
         mut done: impl FnMut() -> bool,
     ) -> Result<(), LogError> {
-        let read_err = |source| LogError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut file = match File::open(path) {
-            Ok(f) => Some(f),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(source) => return Err(read_err(source)),
-        };
-        let mut pending: Vec<u8> = Vec::new();
+        let mut tail = LogTail::new(path, 0);
         loop {
             // Decide before reading: whatever was written before the writer finished is
             // read in this round, so nothing is lost between the check and the read.
             let finished = !follow || done();
-            if file.is_none() {
-                file = File::open(path).ok();
-            }
-            if let Some(f) = file.as_mut() {
-                let mut buf = Vec::new();
-                f.read_to_end(&mut buf).map_err(read_err)?;
-                pending.extend_from_slice(&buf);
-                let complete = pending
-                    .iter()
-                    .rposition(|b| *b == b'\n')
-                    .map_or(0, |i| i + 1);
-                for line in pending[..complete].split(|b| *b == b'\n') {
-                    if let Some(record) = parse_record(line) {
-                        if let Err(e) = self.print(&record) {
-                            // The reader went away (`| head`): stop quietly.
-                            if e.kind() == io::ErrorKind::BrokenPipe {
-                                return Ok(());
-                            }
-                            return Err(LogError::Write {
-                                path: PathBuf::from("-"),
-                                source: e,
-                            });
-                        }
-                    }
-                }
-                pending.drain(..complete);
-            }
-            let _ = self.out.flush();
-            let _ = self.err.flush();
-            if finished {
+            if !tail.print_new(self)? || finished {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+/// The part of a log not printed yet: where reading resumes, and the incomplete last line
+/// (a reader only takes records up to the last newline; the writer appends whole records).
+#[derive(Debug)]
+pub struct LogTail {
+    path: PathBuf,
+    file: Option<File>,
+    /// Where the first read starts (0, or the end of the log when an attach began).
+    offset: u64,
+    pending: Vec<u8>,
+}
+
+impl LogTail {
+    pub fn new(path: &Path, offset: u64) -> LogTail {
+        LogTail {
+            path: path.to_path_buf(),
+            file: None,
+            offset,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Prints the records appended since the last call. A log that does not exist (yet) is
+    /// empty. False once the reader went away (`| head`): the caller stops quietly.
+    pub fn print_new<O: Write, E: Write>(
+        &mut self,
+        printer: &mut LogPrinter<O, E>,
+    ) -> Result<bool, LogError> {
+        let read_err = |source| LogError::Read {
+            path: self.path.clone(),
+            source,
+        };
+        if self.file.is_none() {
+            match File::open(&self.path) {
+                Ok(mut f) => {
+                    f.seek(SeekFrom::Start(self.offset)).map_err(read_err)?;
+                    self.file = Some(f);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+                Err(source) => return Err(read_err(source)),
+            }
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Ok(true);
+        };
+        file.read_to_end(&mut self.pending).map_err(read_err)?;
+        let complete = self
+            .pending
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        for line in self.pending[..complete].split(|b| *b == b'\n') {
+            if let Some(record) = parse_record(line) {
+                if let Err(e) = printer.print(&record) {
+                    if e.kind() == io::ErrorKind::BrokenPipe {
+                        return Ok(false);
+                    }
+                    return Err(LogError::Write {
+                        path: PathBuf::from("-"),
+                        source: e,
+                    });
+                }
+            }
+        }
+        self.pending.drain(..complete);
+        let _ = printer.out.flush();
+        let _ = printer.err.flush();
+        Ok(true)
+    }
+}
+
+/// The size of the log at `path` (0 if there is none yet): where following only what comes
+/// next starts.
+pub fn log_end(path: &Path) -> Result<u64, LogError> {
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(m.len()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(source) => Err(LogError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -241,7 +294,7 @@ pub fn show(
     timestamps: bool,
 ) -> Result<(), crate::container::ContainerError> {
     let record = store.find(query)?;
-    let path = store.container_dir(&record.id).join("ctr.log");
+    let path = store.log_path(&record.id);
     let mut printer = LogPrinter::new(io::stdout().lock(), io::stderr().lock(), timestamps);
     printer.print_file(&path, follow, || {
         // Done once the record is gone (`--rm`) or nothing supervises a stopped container.

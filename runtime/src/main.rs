@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use berth_runtime::attach::{self, AttachEnd, Since};
 use berth_runtime::config::RunRequest;
 use berth_runtime::container::{self, ContainerError};
 use berth_runtime::exec::ExecRequest;
@@ -15,9 +16,9 @@ use berth_runtime::image::ImageStore;
 use berth_runtime::listing::{self, ContainerSummary};
 use berth_runtime::names::ImageName;
 use berth_runtime::network::definition::NetworkRequest;
-use berth_runtime::network::{self, DefaultNetwork, Networks};
+use berth_runtime::network::{self, DefaultNetwork, Networks, reload};
 use berth_runtime::state::Store;
-use berth_runtime::{logs, monitor, prune, stop};
+use berth_runtime::{logs, monitor, prune, start, stop};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -61,6 +62,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Start stopped containers again (same id, name, writable layer), under a monitor.
+    Start {
+        /// Attach to the container's output and exit with its code (one container only).
+        #[arg(short, long)]
+        attach: bool,
+        /// With -a: pass stdin to a container run with -i.
+        #[arg(short, long)]
+        interactive: bool,
+        #[arg(required = true, value_name = "NAME|ID")]
+        containers: Vec<String>,
+    },
+    /// Stop containers (SIGTERM, SIGKILL after the timeout), then start them again.
+    Restart {
+        /// Seconds to wait before SIGKILL.
+        #[arg(short, long, default_value_t = 10)]
+        time: u64,
+        #[arg(required = true, value_name = "NAME|ID")]
+        containers: Vec<String>,
+    },
+    /// Follow a running container's output until it exits, and exit with its code.
+    ///
+    /// Feeds its stdin if it was run with -i. Ctrl-C detaches and leaves it running.
+    Attach {
+        /// Do not pass stdin.
+        #[arg(long)]
+        no_stdin: bool,
+        #[arg(value_name = "NAME|ID")]
+        container: String,
+    },
     /// Stop containers: SIGTERM, then SIGKILL after the timeout.
     Stop {
         /// Seconds to wait before SIGKILL.
@@ -85,7 +115,7 @@ enum Command {
         #[arg(required = true, value_name = "NAME|ID")]
         containers: Vec<String>,
     },
-    /// Print a detached container's output.
+    /// Print a container's output (every run, detached or in the foreground).
     Logs {
         /// Keep printing new output until the container stops.
         #[arg(short, long)]
@@ -163,6 +193,12 @@ enum NetworkCommand {
     /// Remove networks no container uses.
     Rm {
         #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Put back the firewall rules (masquerade, published ports, isolation) of every
+    /// running container, e.g. after the firewall was flushed or reloaded.
+    Reload {
+        /// Only these networks (default: all).
         names: Vec<String>,
     },
 }
@@ -272,6 +308,16 @@ struct RunArgs {
     /// Allocate a pseudo-terminal.
     #[arg(short, long)]
     tty: bool,
+    /// User namespace: host (default: the container's root is host root) or auto (a free
+    /// range of 65536 host ids from $BERTH_USERNS_BASE, default 100000).
+    #[arg(long, value_name = "host|auto")]
+    userns: Option<String>,
+    /// Map container uids to host uids in a user namespace (repeatable; must map 0).
+    #[arg(long, value_name = "CONTAINER:HOST:COUNT")]
+    uidmap: Vec<String>,
+    /// Map container gids to host gids (repeatable; default: like --uidmap).
+    #[arg(long, value_name = "CONTAINER:HOST:COUNT")]
+    gidmap: Vec<String>,
     /// The image, then the command and its arguments (default: the image's command).
     #[arg(
         required = true,
@@ -403,6 +449,37 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Start {
+            attach: true,
+            interactive,
+            containers,
+        } => start_attached(&store, &networks, &containers, interactive),
+        Command::Start {
+            attach: false,
+            interactive,
+            containers,
+        } => {
+            if interactive {
+                return Err(Failure::from(anyhow::anyhow!(
+                    "start -i (pass stdin) needs -a (attach)"
+                )));
+            }
+            for_each(&containers, "start", |query| {
+                start::start(&store, &networks, query)
+            })
+        }
+        Command::Restart { time, containers } => for_each(&containers, "restart", |query| {
+            start::restart(&store, &networks, query, Duration::from_secs(time))
+        }),
+        Command::Attach {
+            no_stdin,
+            container,
+        } => match attach::attach(&store, &container, Since::Now, !no_stdin) {
+            Ok(end) => Ok(attach_exit(end)),
+            Err(e) => Err(Failure::from(
+                anyhow::Error::from(e).context(format!("attach {container}")),
+            )),
+        },
         Command::Stop { time, containers } => for_each(&containers, "stop", |query| {
             stop::stop(&store, &networks, query, Duration::from_secs(time))
         }),
@@ -474,6 +551,44 @@ fn for_each<T>(
     Ok(failed.unwrap_or(ExitCode::SUCCESS))
 }
 
+/// `start -a`: one container, started and followed; its exit code is ours.
+fn start_attached(
+    store: &Store,
+    networks: &Networks,
+    containers: &[String],
+    stdin: bool,
+) -> Result<ExitCode, Failure> {
+    let [query] = containers else {
+        return Err(Failure::from(anyhow::anyhow!(
+            "start -a attaches to one container, not {}",
+            containers.len()
+        )));
+    };
+    let started = start::start(store, networks, query).map_err(|e| {
+        let code = u8::try_from(e.exit_code()).unwrap_or(125);
+        Failure {
+            error: anyhow::Error::from(e).context(format!("start container {query}")),
+            code,
+        }
+    })?;
+    let end = attach::attach(
+        store,
+        started.id.as_str(),
+        Since::Offset(started.log_offset),
+        stdin,
+    )
+    .with_context(|| format!("attach {query}"))?;
+    Ok(attach_exit(end))
+}
+
+/// The container's code, or success when the caller detached.
+fn attach_exit(end: AttachEnd) -> ExitCode {
+    match end {
+        AttachEnd::Exited(code) => exit_code(code),
+        AttachEnd::Detached => ExitCode::SUCCESS,
+    }
+}
+
 fn run(store: &Store, networks: &Networks, args: RunArgs) -> Result<ExitCode, Failure> {
     let mut rest = args.image_and_command.into_iter();
     let image = rest.next().unwrap_or_default();
@@ -500,6 +615,9 @@ fn run(store: &Store, networks: &Networks, args: RunArgs) -> Result<ExitCode, Fa
         tty: args.tty,
         auto_remove: args.rm,
         detach: args.detach,
+        userns: args.userns,
+        uidmap: args.uidmap,
+        gidmap: args.gidmap,
     };
     if request.detach {
         let id = monitor::run_detached(store, networks, request).map_err(Failure::container)?;
@@ -512,6 +630,15 @@ fn run(store: &Store, networks: &Networks, args: RunArgs) -> Result<ExitCode, Fa
     }
     match result {
         Ok(outcome) => {
+            if let Some(e) = outcome.log_error {
+                eprintln!(
+                    "berth: warning: {:#}",
+                    anyhow::Error::from(e).context(format!(
+                        "container {} (output not logged)",
+                        outcome.id.short()
+                    ))
+                );
+            }
             for warning in outcome.teardown {
                 eprintln!(
                     "berth: warning: {:#}",
@@ -640,6 +767,21 @@ fn network_command(
                 map.insert("conflist".into(), conflist);
             }
             print_json(&doc)?;
+        }
+        NetworkCommand::Reload { names } => {
+            let done = reload::reload(store, networks, &names).map_err(|e| {
+                let on: String = names.iter().map(|n| format!(" {n}")).collect();
+                anyhow::Error::from(e).context(format!("network reload{on}"))
+            })?;
+            for name in &done.containers {
+                println!("{name}");
+            }
+            for error in &done.errors {
+                eprintln!("berth: network reload: {}", container::error_chain(error));
+            }
+            if !done.errors.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         NetworkCommand::Rm { names } => {
             let mut failed = None;

@@ -1,6 +1,7 @@
 //! Detached containers (`berth run -d`) and their monitor.
 //!
-//! `berth run -d` creates the record like a foreground run, then re-executes itself as
+//! `berth run -d` creates the record like a foreground run (`start` and `restart` reuse an
+//! existing one, [`launch`]), then re-executes itself as
 //! `berth monitor <id>` in a new session (`setsid`: no controlling terminal, so closing the
 //! terminal or Ctrl-C does not reach it) with stdin and stderr on `/dev/null` and stdout a
 //! pipe back to the CLI. The monitor becomes the container's supervisor: it starts the
@@ -8,8 +9,9 @@
 //! line on that pipe (`{"ok":true}` or the error and the exit code `run` should return),
 //! and closes it; the CLI prints the id, or the error, and exits. From then on the monitor:
 //! - reads the container's stdout and stderr (pipes; with `-t` the pty master) and appends
-//!   them to `ctr.log` ([`crate::logs`]); with `-i` it holds the write end of the
-//!   container's stdin open, so a shell waiting for input keeps running (like `docker run -di`);
+//!   them to `ctr.log` ([`crate::logs`]); with `-i` the container's stdin is a FIFO the
+//!   monitor holds open, so a shell waiting for input keeps running (like `docker run -di`)
+//!   and `berth attach` can feed it (`StdinFifo`);
 //! - waits for PID 1 (its pidfd), records the exit status and time, releases the cgroup,
 //!   the CNI attachments and the netns, and with `--rm` removes the container.
 //!
@@ -22,12 +24,12 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::unistd::pipe2;
+use nix::sys::stat::Mode;
 use serde::{Deserialize, Serialize};
 
 use crate::config::RunRequest;
@@ -35,8 +37,8 @@ use crate::container::{self, ContainerError, Started};
 use crate::logs::{LogWriter, Stream};
 use crate::names::ContainerId;
 use crate::network::Networks;
-use crate::process::{SpawnOptions, StdioMode};
-use crate::state::{ProcessRef, Store};
+use crate::process::{self, SpawnOptions, StdioMode};
+use crate::state::{ContainerRecord, ProcessRef, Store};
 
 /// The monitor's one-line report to `berth run -d`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,7 +59,30 @@ pub fn run_detached(
     request: RunRequest,
 ) -> Result<ContainerId, ContainerError> {
     let record = container::create(store, networks, request)?;
-    let id = record.id.clone();
+    launch(store, networks, &record, Launch::Created)?;
+    Ok(record.id)
+}
+
+/// Whose container a monitor is launched for, which decides what a failure to launch it
+/// leaves behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launch {
+    /// Just created by `run -d`: nothing ever ran, so the record goes too.
+    Created,
+    /// An existing container started again (`start`, `restart`): it stays, exited.
+    Existing,
+}
+
+/// Starts `berth monitor <id>` for `record` (whose state the caller set to "created",
+/// supervised by the calling process) and waits for its report: `Ok` once the container's
+/// command runs, else the monitor's error (after it released what it had set up).
+pub fn launch(
+    store: &Store,
+    networks: &Networks,
+    record: &ContainerRecord,
+    launch: Launch,
+) -> Result<(), ContainerError> {
+    let id = &record.id;
     let spawn_err = |source| ContainerError::SpawnMonitor {
         id: id.short().to_owned(),
         source,
@@ -92,11 +117,11 @@ pub fn run_detached(
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
-            // Nothing was started: the record goes (whatever release finds is undone).
-            let _ = container::finish(store, networks, &record, 125);
-            if !record.config.auto_remove {
+            // Nothing was started: whatever release finds is undone; a new record goes.
+            let _ = container::finish(store, networks, record, 125);
+            if launch == Launch::Created && !record.config.auto_remove {
                 if let Ok(lock) = store.lock() {
-                    let _ = store.remove(&lock, &id);
+                    let _ = store.remove(&lock, id);
                 }
             }
             return Err(spawn_err(e));
@@ -110,13 +135,13 @@ pub fn run_detached(
     // whoever inherits it once this process exits.
     drop(child);
     match serde_json::from_str::<Report>(report.trim()) {
-        Ok(Report { ok: true, .. }) => Ok(id),
+        Ok(Report { ok: true, .. }) => Ok(()),
         Ok(Report {
             message, exit_code, ..
         }) => Err(ContainerError::Monitor { message, exit_code }),
         Err(_) => {
             // The monitor died before reporting: clean up what it left.
-            let _ = container::settle(store, networks, &id);
+            let _ = container::settle(store, networks, id);
             Err(ContainerError::Monitor {
                 message: format!(
                     "the monitor of container {} exited without reporting",
@@ -171,7 +196,7 @@ fn report(report: &Report) {
 
 /// A pipe: (read end, write end), both close-on-exec.
 fn pipe() -> Result<(OwnedFd, OwnedFd), ContainerError> {
-    pipe2(OFlag::O_CLOEXEC).map_err(ContainerError::Pipe)
+    process::output_pipe().map_err(ContainerError::Pipe)
 }
 
 fn monitor(store: &Store, networks: &Networks, id: &ContainerId) -> Result<(), ContainerError> {
@@ -182,17 +207,17 @@ fn monitor(store: &Store, networks: &Networks, id: &ContainerId) -> Result<(), C
         .into());
     };
     let config = &record.config;
-    let mut log = LogWriter::create(&store.container_dir(id).join("ctr.log"))?;
+    let mut log = LogWriter::create(&store.log_path(id))?;
 
     // The container's stdio: pipes for stdout and stderr (none with -t: the pty carries
-    // both), a pipe for stdin with -i whose write end we keep and never write.
+    // both); with -i, stdin comes from the container's FIFO (see `StdinFifo`).
     let (out, err) = if config.tty {
         (None, None)
     } else {
         (Some(pipe()?), Some(pipe()?))
     };
-    let stdin = if config.interactive && !config.tty {
-        Some(pipe()?)
+    let stdin = if config.interactive {
+        Some(StdinFifo::create(&store.stdin_path(id), config.tty)?)
     } else {
         None
     };
@@ -207,7 +232,7 @@ fn monitor(store: &Store, networks: &Networks, id: &ContainerId) -> Result<(), C
         })?
         .into();
     let fds = container::raw_fds([
-        stdin.as_ref().map(|(r, _)| r),
+        stdin.as_ref().and_then(|s| s.container_end.as_ref()),
         Some(out.as_ref().map_or(&null, |(_, w)| w)),
         Some(err.as_ref().map_or(&null, |(_, w)| w)),
     ]);
@@ -224,7 +249,7 @@ fn monitor(store: &Store, networks: &Networks, id: &ContainerId) -> Result<(), C
     // Our copies of the container's ends: dropped, so EOF arrives when the container's go.
     let out = out.map(|(r, _)| r);
     let err = err.map(|(r, _)| r);
-    let _stdin_keepalive = stdin.map(|(_, w)| w);
+    let stdin = stdin.map(StdinFifo::into_monitor_end);
     let Started { mut init, terminal } = match started {
         Ok(started) => started,
         Err(e) => {
@@ -258,7 +283,12 @@ fn monitor(store: &Store, networks: &Networks, id: &ContainerId) -> Result<(), C
     if let Some(fd) = &err {
         sources.push((fd.as_fd(), Stream::Stderr));
     }
-    copy_until_exit(init.pidfd(), &mut sources, &mut log);
+    // With -it, what `attach` writes to the FIFO goes to the pty.
+    let input = match (&stdin, &terminal) {
+        (Some(fifo), Some(t)) => Some((fifo.as_fd(), t.master())),
+        _ => None,
+    };
+    copy_until_exit(init.pidfd(), &mut sources, input, &mut log);
     let exit_code = match init.wait() {
         Ok(code) => code,
         Err(e) => {
@@ -278,17 +308,78 @@ fn monitor(store: &Store, networks: &Networks, id: &ContainerId) -> Result<(), C
     Ok(())
 }
 
+/// The stdin of a `-i` container under a monitor: a FIFO at `<dir>/stdin`, so that
+/// `berth attach` (any process, any time) can feed it. The monitor holds it open for reading
+/// and writing: there is always a writer, so the container never reads end-of-file when no
+/// attach is connected (like `docker run -di`), and always a reader, so an attach can open it
+/// without blocking. Without a tty the container reads its own read-only descriptor of the
+/// FIFO; with one its stdin is the pty, and the monitor relays what arrives to the master.
+struct StdinFifo {
+    monitor_end: OwnedFd,
+    container_end: Option<OwnedFd>,
+}
+
+impl StdinFifo {
+    fn create(path: &Path, tty: bool) -> Result<StdinFifo, ContainerError> {
+        let err = |source: io::Error| ContainerError::Stdin {
+            path: path.to_path_buf(),
+            source,
+        };
+        let nix_err = |e: nix::Error| err(e.into());
+        // The FIFO of a previous run is made anew (whatever else might be there too).
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(e)),
+        }
+        nix::unistd::mkfifo(path, Mode::from_bits_truncate(0o600)).map_err(nix_err)?;
+        let monitor_end = nix::fcntl::open(path, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(nix_err)?;
+        let container_end = if tty {
+            None
+        } else {
+            // Non-blocking only for the open (a FIFO's read open waits for a writer, which
+            // exists); the container then reads it like any blocking stdin.
+            let fd = nix::fcntl::open(
+                path,
+                OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(nix_err)?;
+            fcntl(&fd, FcntlArg::F_SETFL(OFlag::empty())).map_err(nix_err)?;
+            Some(fd)
+        };
+        Ok(StdinFifo {
+            monitor_end,
+            container_end,
+        })
+    }
+
+    /// Once the container holds its end: ours (the container's copy is dropped here).
+    fn into_monitor_end(self) -> OwnedFd {
+        self.monitor_end
+    }
+}
+
 /// Copies the container's output to the log until PID 1 exits, then drains what is left
 /// (all writers are gone by then: the pid namespace died with PID 1).
 fn copy_until_exit(
     pidfd: BorrowedFd<'_>,
     sources: &mut Vec<(BorrowedFd<'_>, Stream)>,
+    input: Option<(BorrowedFd<'_>, BorrowedFd<'_>)>,
     log: &mut LogWriter,
 ) {
     for (fd, _) in sources.iter() {
         let _ = fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
     }
+    if let Some((fifo, _)) = input {
+        let _ = fcntl(fifo, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+    }
     let mut buf = vec![0u8; 64 * 1024];
+    // A full disk must not stall the container: a chunk the log refuses is dropped.
+    let mut sink = |stream: Stream, bytes: &[u8]| {
+        let _ = log.write(stream, bytes);
+    };
     loop {
         let mut fds: Vec<PollFd<'_>> = vec![PollFd::new(pidfd, PollFlags::POLLIN)];
         fds.extend(
@@ -296,6 +387,9 @@ fn copy_until_exit(
                 .iter()
                 .map(|(fd, _)| PollFd::new(*fd, PollFlags::POLLIN)),
         );
+        if let Some((fifo, _)) = input {
+            fds.push(PollFd::new(fifo, PollFlags::POLLIN));
+        }
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) | Err(nix::Error::EINTR) => {}
             Err(_) => break,
@@ -307,8 +401,13 @@ fn copy_until_exit(
         drop(fds);
         let mut closed = Vec::new();
         for (i, (fd, stream)) in sources.iter().enumerate() {
-            if ready[i + 1] && !copy_available(*fd, *stream, &mut buf, log) {
+            if ready[i + 1] && !process::pump(*fd, *stream, &mut buf, &mut sink) {
                 closed.push(i);
+            }
+        }
+        if let Some((fifo, master)) = input {
+            if ready[1 + sources.len()] {
+                process::relay_input(fifo, master, &mut buf);
             }
         }
         for i in closed.into_iter().rev() {
@@ -319,28 +418,11 @@ fn copy_until_exit(
         }
     }
     for (fd, stream) in sources.iter() {
-        copy_available(*fd, *stream, &mut buf, log);
-    }
-}
-
-/// Copies what `fd` has now; false once it reached EOF (or failed, e.g. EIO from a pty
-/// whose slave side is gone).
-fn copy_available(fd: BorrowedFd<'_>, stream: Stream, buf: &mut [u8], log: &mut LogWriter) -> bool {
-    loop {
-        match nix::unistd::read(fd, buf) {
-            Ok(0) => return false,
-            Ok(n) => {
-                // A full disk must not stall the container: the chunk is dropped.
-                let _ = log.write(stream, &buf[..n]);
+        while process::pump(*fd, *stream, &mut buf, &mut sink) {
+            let mut fds = [PollFd::new(*fd, PollFlags::POLLIN)];
+            if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
+                break;
             }
-            Err(nix::Error::EAGAIN) => return true,
-            Err(nix::Error::EINTR) => {}
-            Err(_) => return false,
         }
     }
-}
-
-/// The path of a container's log.
-pub fn log_path(store: &Store, id: &ContainerId) -> PathBuf {
-    store.container_dir(id).join("ctr.log")
 }

@@ -18,19 +18,23 @@
 //!    sends after the move). `unshare(CLONE_NEWNS)` needs fs attributes not shared with other
 //!    threads: true in a single-threaded process.
 //!
-//! The user namespace, which would have to come first, is not used yet. `berth exec` joins
-//! the namespaces of a running container instead ([`join_container`]).
+//! With a user namespace ([`crate::userns`]) the order differs: the netns, UTS and IPC
+//! namespaces are the holder's (made in the user namespace), only the mount namespace is
+//! unshared at step 2, and the user namespace is entered last, after the root filesystem is
+//! ready, followed by a new cgroup namespace ([`Holder`]). `berth exec` joins the
+//! namespaces of a running container instead ([`join_container`]).
 
 use std::ffi::CStr;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::thread;
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, setns, unshare};
+use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
 
 /// Errors of the `namespaces` module.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +97,14 @@ pub enum NamespaceError {
     },
     #[error("unshare mount, uts, ipc and cgroup namespaces")]
     Unshare(#[source] nix::Error),
+    #[error("unshare a mount namespace")]
+    UnshareMount(#[source] nix::Error),
+    #[error("unshare a cgroup namespace in the user namespace")]
+    UnshareCgroup(#[source] nix::Error),
+    #[error("the user namespace holder (pid {pid}) exited")]
+    HolderGone { pid: i32 },
+    #[error("become uid and gid 0 of the user namespace")]
+    BecomeRoot(#[source] nix::Error),
     #[error("open {path}")]
     OpenNs {
         path: PathBuf,
@@ -123,15 +135,20 @@ const EXEC_ORDER: [(&str, CloneFlags); 5] = [
     ("mnt", CloneFlags::CLONE_NEWNS),
 ];
 
-/// In `berth exec-init` (single-threaded, so joining the mount namespace is allowed): joins
-/// the namespaces of the container's PID 1, if `pid` still is that process.
-pub fn join_container(pid: i32, start_time: u64) -> Result<(), NamespaceError> {
+/// In `berth exec-init` (single-threaded, so joining the mount and user namespaces is
+/// allowed): joins the namespaces of the container's PID 1, if `pid` still is that process.
+/// With `userns`, its user namespace comes last, once host root has joined the rest (its
+/// mount namespace belongs to the host's user namespace, see [`crate::userns`]).
+pub fn join_container(pid: i32, start_time: u64, userns: bool) -> Result<(), NamespaceError> {
+    let open = |kind: &str| {
+        let path = PathBuf::from(format!("/proc/{pid}/ns/{kind}"));
+        File::open(&path).map_err(|source| NamespaceError::OpenNs { path, source })
+    };
     let mut files = Vec::with_capacity(EXEC_ORDER.len());
     for (kind, flag) in EXEC_ORDER {
-        let path = PathBuf::from(format!("/proc/{pid}/ns/{kind}"));
-        let file = File::open(&path).map_err(|source| NamespaceError::OpenNs { path, source })?;
-        files.push((file, kind, flag));
+        files.push((open(kind)?, kind, flag));
     }
+    let user = userns.then(|| open("user")).transpose()?;
     // The descriptors pin the namespaces; if the start time still matches now, they are the
     // container's and not those of a process that reused the pid.
     if crate::state::process_start_time(pid) != Some(start_time) {
@@ -140,12 +157,34 @@ pub fn join_container(pid: i32, start_time: u64) -> Result<(), NamespaceError> {
     for (file, kind, flag) in files {
         setns(&file, flag).map_err(|source| NamespaceError::JoinNs { kind, pid, source })?;
     }
-    Ok(())
+    match user {
+        Some(user) => enter_user(&user, pid),
+        None => Ok(()),
+    }
 }
 
 /// Creates the network namespace file `path` (which must not exist) with `lo` up.
 /// On failure nothing is left behind.
 pub fn create_netns(path: &Path) -> Result<(), NamespaceError> {
+    make_netns_file(path, NetnsSource::New)
+}
+
+/// Makes the network namespace at `source` (`/proc/<pid>/ns/net` of a user namespace's
+/// holder, see [`crate::userns`]) the file `path` (which must not exist), with `lo` up.
+/// On failure nothing is left behind.
+pub fn adopt_netns(path: &Path, source: &Path) -> Result<(), NamespaceError> {
+    make_netns_file(path, NetnsSource::Existing(source))
+}
+
+/// Where the namespace of a netns file comes from.
+enum NetnsSource<'a> {
+    /// A new one, unshared by the helper thread.
+    New,
+    /// This namespace file, joined by the helper thread.
+    Existing(&'a Path),
+}
+
+fn make_netns_file(path: &Path, source: NetnsSource<'_>) -> Result<(), NamespaceError> {
     OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -160,10 +199,15 @@ pub fn create_netns(path: &Path) -> Result<(), NamespaceError> {
             .name("berth-netns".into())
             .spawn_scoped(scope, || -> Result<(), NamespaceError> {
                 // Only this thread moves, and it exits right after the mount.
-                unshare(CloneFlags::CLONE_NEWNET).map_err(|source| NamespaceError::UnshareNet {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
+                match source {
+                    NetnsSource::New => unshare(CloneFlags::CLONE_NEWNET).map_err(|source| {
+                        NamespaceError::UnshareNet {
+                            path: path.to_path_buf(),
+                            source,
+                        }
+                    })?,
+                    NetnsSource::Existing(from) => join_netns(from)?,
+                }
                 loopback_up().map_err(|source| NamespaceError::LoopbackUp {
                     path: path.to_path_buf(),
                     source,
@@ -189,6 +233,7 @@ pub fn create_netns(path: &Path) -> Result<(), NamespaceError> {
         })?
     });
     if result.is_err() {
+        let _ = umount2(path, MntFlags::MNT_DETACH);
         let _ = fs::remove_file(path);
     }
     result
@@ -273,4 +318,89 @@ pub fn unshare_rest() -> Result<(), NamespaceError> {
             | CloneFlags::CLONE_NEWCGROUP,
     )
     .map_err(NamespaceError::Unshare)
+}
+
+/// Step 2 with a user namespace: only the mount namespace is new here (UTS and IPC are the
+/// holder's, the cgroup namespace comes after the user namespace, see [`Holder::enter`]).
+pub fn unshare_mount() -> Result<(), NamespaceError> {
+    unshare(CloneFlags::CLONE_NEWNS).map_err(NamespaceError::UnshareMount)
+}
+
+/// The namespaces of a user namespace's holder ([`crate::userns::Holder`]), opened by the
+/// init while it is host root: the user namespace to enter last, and the UTS and IPC
+/// namespaces made in it.
+#[derive(Debug)]
+pub struct Holder {
+    user: File,
+    uts: File,
+    ipc: File,
+    pid: i32,
+}
+
+impl Holder {
+    /// Opens the holder's namespaces if `pid` still is that process (its start time).
+    pub fn open(pid: i32, start_time: u64) -> Result<Holder, NamespaceError> {
+        let open = |kind: &str| {
+            let path = PathBuf::from(format!("/proc/{pid}/ns/{kind}"));
+            File::open(&path).map_err(|source| NamespaceError::OpenNs { path, source })
+        };
+        let holder = Holder {
+            user: open("user")?,
+            uts: open("uts")?,
+            ipc: open("ipc")?,
+            pid,
+        };
+        // The descriptors pin the namespaces: if the start time still matches now, they are
+        // the holder's and not those of a process that reused its pid.
+        if crate::state::process_start_time(pid) != Some(start_time) {
+            return Err(NamespaceError::HolderGone { pid });
+        }
+        Ok(holder)
+    }
+
+    /// The user namespace (for the idmapped image).
+    pub fn user(&self) -> BorrowedFd<'_> {
+        self.user.as_fd()
+    }
+
+    /// Joins the UTS and IPC namespaces (as host root, which may join namespaces owned by
+    /// any user namespace).
+    pub fn join_uts_ipc(&self) -> Result<(), NamespaceError> {
+        for (file, kind, flag) in [
+            (&self.uts, "uts", CloneFlags::CLONE_NEWUTS),
+            (&self.ipc, "ipc", CloneFlags::CLONE_NEWIPC),
+        ] {
+            setns(file, flag).map_err(|source| NamespaceError::JoinNs {
+                kind,
+                pid: self.pid,
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Last step before the command: enters the user namespace and becomes its root
+    /// ([`enter_user`]), then unshares the cgroup namespace, which the user namespace thus
+    /// owns. From here on the process has no privilege over anything of the host.
+    pub fn enter(self) -> Result<(), NamespaceError> {
+        enter_user(&self.user, self.pid)?;
+        unshare(CloneFlags::CLONE_NEWCGROUP).map_err(NamespaceError::UnshareCgroup)
+    }
+}
+
+/// Joins the user namespace `user` and switches to its uid and gid 0. `setns` gives every
+/// capability in that namespace but keeps the host ids, which are not mapped there; as its
+/// root the process keeps those capabilities across `execve`. Needs a single-threaded
+/// caller whose fs attributes are not shared (the init and exec-init are).
+pub fn enter_user(user: &File, pid: i32) -> Result<(), NamespaceError> {
+    setns(user, CloneFlags::CLONE_NEWUSER).map_err(|source| NamespaceError::JoinNs {
+        kind: "user",
+        pid,
+        source,
+    })?;
+    let root_gid = Gid::from_raw(0);
+    setresgid(root_gid, root_gid, root_gid).map_err(NamespaceError::BecomeRoot)?;
+    setgroups(&[]).map_err(NamespaceError::BecomeRoot)?;
+    let root_uid = Uid::from_raw(0);
+    setresuid(root_uid, root_uid, root_uid).map_err(NamespaceError::BecomeRoot)
 }

@@ -15,6 +15,7 @@
 //! setup is not lost: it is forwarded once PID 1 runs. PID 1 of a pid namespace ignores
 //! signals it has no handler for (except SIGKILL), exactly as under docker without `--init`.
 
+use std::cell::Cell;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, IoSliceMut, Write};
@@ -34,6 +35,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{Pid, pipe2};
 
 use crate::init::InitFailure;
+use crate::logs::Stream;
 
 /// Errors of the `process` module.
 #[derive(Debug, thiserror::Error)]
@@ -97,9 +99,15 @@ pub struct SignalForwarder {
 
 impl SignalForwarder {
     pub fn block() -> Result<SignalForwarder, ProcessError> {
+        SignalForwarder::block_only(&FORWARDED)
+    }
+
+    /// Blocks just `signals` and delivers them through the signalfd (`berth attach`: Ctrl-C
+    /// and friends detach instead of ending the process).
+    pub fn block_only(signals: &[Signal]) -> Result<SignalForwarder, ProcessError> {
         let mut set = SigSet::empty();
-        for sig in FORWARDED {
-            set.add(sig);
+        for sig in signals {
+            set.add(*sig);
         }
         let mut previous = SigSet::empty();
         pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut previous))
@@ -107,6 +115,21 @@ impl SignalForwarder {
         let fd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
             .map_err(ProcessError::SignalFd)?;
         Ok(SignalForwarder { fd, previous })
+    }
+
+    /// Readable while a blocked signal is pending.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The next pending signal, if any (the signalfd is non-blocking).
+    pub fn next(&self) -> Option<libc::c_int> {
+        // ssi_signo is a small positive signal number.
+        self.fd
+            .read_signal()
+            .ok()
+            .flatten()
+            .map(|info| info.ssi_signo as libc::c_int)
     }
 }
 
@@ -411,21 +434,48 @@ impl InitProcess {
         }
     }
 
-    /// Runs PID 1 in the foreground until it exits: forwards signals, relays the pty, and
-    /// returns the exit code (128 + signal when killed).
+    /// Runs PID 1 in the foreground until it exits: forwards signals, relays stdin to the
+    /// pty, copies the container's output (the pty, or `relay`'s pipes) to the caller's
+    /// stdout and stderr and to `relay.record`, and returns the exit code (128 + signal when
+    /// killed). Each stream is copied in the order it was written; the two streams are
+    /// independent pipes, so their relative order is only as good as the scheduling.
     pub fn supervise(
         &mut self,
         signals: &SignalForwarder,
         terminal: Option<Terminal>,
+        relay: Relay<'_>,
     ) -> Result<i32, ProcessError> {
+        let Relay { pipes, record } = relay;
         let pty = terminal;
         let _raw = match &pty {
             Some(p) if p.interactive => RawMode::enter(),
             _ => None,
         };
+        let mut sources: Vec<Source<'_>> = Vec::new();
         if let Some(p) = &pty {
-            let _ = fcntl(&p.master, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+            sources.push(Source::Pty(p.master.as_fd()));
         }
+        sources.extend(
+            pipes
+                .into_iter()
+                .map(|(fd, stream)| Source::Pipe(fd, stream)),
+        );
+        for source in &sources {
+            let _ = fcntl(source.fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+        }
+        // Which of the caller's streams has no reader any more (`| head`).
+        let gone = [Cell::new(false), Cell::new(false)];
+        let mut sink = |stream: Stream, bytes: &[u8]| {
+            let written = match stream {
+                Stream::Stdout => write_flushed(&mut io::stdout().lock(), bytes),
+                Stream::Stderr => write_flushed(&mut io::stderr().lock(), bytes),
+            };
+            if written.is_err_and(|e| e.kind() == io::ErrorKind::BrokenPipe) {
+                gone[stream.index()].set(true);
+            }
+            record(stream, bytes);
+        };
+        let mut buf = vec![0u8; 64 * 1024];
         let mut stdin_open = pty.as_ref().is_some_and(|p| p.interactive);
         let stdin = io::stdin();
         loop {
@@ -433,26 +483,25 @@ impl InitProcess {
                 PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN),
                 PollFd::new(signals.fd.as_fd(), PollFlags::POLLIN),
             ];
-            if let Some(p) = &pty {
-                fds.push(PollFd::new(p.master.as_fd(), PollFlags::POLLIN));
-                if stdin_open {
-                    fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
-                }
+            fds.extend(
+                sources
+                    .iter()
+                    .map(|s| PollFd::new(s.fd(), PollFlags::POLLIN)),
+            );
+            if stdin_open {
+                fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
             }
             match poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) => {}
                 Err(nix::Error::EINTR) => continue,
                 Err(e) => return Err(ProcessError::Poll(e)),
             }
-            let ready = |i: usize| {
-                fds.get(i)
-                    .and_then(|f| f.revents())
-                    .is_some_and(|r| !r.is_empty())
-            };
-            let (exited, signalled, master_ready, stdin_ready) =
-                (ready(0), ready(1), ready(2), ready(3));
+            let ready: Vec<bool> = fds
+                .iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect();
             drop(fds);
-            if signalled {
+            if ready[1] {
                 while let Ok(Some(info)) = signals.fd.read_signal() {
                     // ssi_signo is a small positive signal number.
                     let sig = info.ssi_signo as libc::c_int;
@@ -469,25 +518,120 @@ impl InitProcess {
                     let _ = self.signal(sig);
                 }
             }
-            if let Some(p) = &pty {
-                if master_ready {
-                    copy_available(p.master.as_fd());
-                }
-                if stdin_open && stdin_ready {
-                    stdin_open = relay_stdin(p.master.as_fd());
+            let mut closed = Vec::new();
+            for (i, source) in sources.iter().enumerate() {
+                let open = !ready[2 + i] || pump(source.fd(), source.stream(), &mut buf, &mut sink);
+                // A pipe whose reader is gone is closed on our side too: the command then
+                // gets EPIPE (SIGPIPE) as if it wrote there itself. The pty is drained on, so
+                // that the container never blocks, and still logged.
+                let orphaned =
+                    matches!(source, Source::Pipe(_, stream) if gone[stream.index()].get());
+                if !open || orphaned {
+                    closed.push(i);
                 }
             }
-            if exited {
+            let stdin_ready = stdin_open && ready[2 + sources.len()];
+            for i in closed.into_iter().rev() {
+                sources.remove(i);
+            }
+            if let (Some(p), true) = (&pty, stdin_ready) {
+                stdin_open = relay_stdin(p.master.as_fd());
+            }
+            if ready[0] {
                 break;
             }
         }
-        if let Some(p) = &pty {
-            // PID 1 is gone, and with it the whole pid namespace: the slave is closed, so
-            // what is left in the master's buffer can be drained without blocking.
-            copy_available(p.master.as_fd());
+        // PID 1 is gone, and with it the whole pid namespace: every writer of the pipes and
+        // the pty slave is closed, so what is left can be drained without blocking.
+        for source in &sources {
+            let fd = source.fd();
+            while pump(fd, source.stream(), &mut buf, &mut sink) {
+                let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+                if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
+                    break;
+                }
+            }
         }
         self.wait()
     }
+}
+
+/// One of the container's outputs [`InitProcess::supervise`] reads.
+enum Source<'a> {
+    /// The pty master (both streams, logged as stdout).
+    Pty(BorrowedFd<'a>),
+    /// The read end of a pipe, dropped (closed) when it is removed.
+    Pipe(OwnedFd, Stream),
+}
+
+impl Source<'_> {
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Source::Pty(fd) => *fd,
+            Source::Pipe(fd, _) => fd.as_fd(),
+        }
+    }
+
+    fn stream(&self) -> Stream {
+        match self {
+            Source::Pty(_) => Stream::Stdout,
+            Source::Pipe(_, stream) => *stream,
+        }
+    }
+}
+
+/// What [`InitProcess::supervise`] does with the container's output besides showing it.
+pub struct Relay<'a> {
+    /// The read ends of the container's stdout and stderr pipes (a foreground run without
+    /// `-t`); empty when the command writes to the caller's descriptors itself (`exec`).
+    pub pipes: Vec<(OwnedFd, Stream)>,
+    /// Gets every chunk shown (the container log); the pty's output counts as stdout.
+    pub record: &'a mut dyn FnMut(Stream, &[u8]),
+}
+
+impl std::fmt::Debug for Relay<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay").field("pipes", &self.pipes).finish()
+    }
+}
+
+/// A pipe for one of the container's output streams: (read end, write end), close-on-exec.
+pub fn output_pipe() -> nix::Result<(OwnedFd, OwnedFd)> {
+    pipe2(OFlag::O_CLOEXEC)
+}
+
+/// Reads at most this many buffers per call of [`pump`], so that a container writing
+/// without pause cannot starve signal forwarding or the exit check.
+const PUMP_ROUNDS: usize = 8;
+
+/// Copies what the non-blocking `fd` holds now (a few buffers at most) to `sink`.
+/// False once it reached end of file or failed (a pty master reports EIO once the slave side
+/// is closed): the caller stops polling it.
+pub fn pump(
+    fd: BorrowedFd<'_>,
+    stream: Stream,
+    buf: &mut [u8],
+    sink: &mut dyn FnMut(Stream, &[u8]),
+) -> bool {
+    let mut rounds = 0;
+    while rounds < PUMP_ROUNDS {
+        match nix::unistd::read(fd, buf) {
+            Ok(0) => return false,
+            Ok(n) => {
+                sink(stream, &buf[..n]);
+                rounds += 1;
+            }
+            Err(nix::Error::EAGAIN) => return true,
+            Err(nix::Error::EINTR) => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+fn write_flushed(out: &mut dyn Write, bytes: &[u8]) -> io::Result<()> {
+    out.write_all(bytes)?;
+    out.flush()
 }
 
 impl Drop for InitProcess {
@@ -548,24 +692,6 @@ pub fn wait_pidfd(pidfd: BorrowedFd<'_>, timeout: Duration) -> bool {
     }
 }
 
-/// Copies what the (non-blocking) master has to stdout.
-fn copy_available(master: BorrowedFd<'_>) {
-    let mut buf = [0u8; 8192];
-    let mut out = io::stdout().lock();
-    loop {
-        match nix::unistd::read(master, &mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                // The reader went away: keep draining so the container never blocks.
-                let _ = out.write_all(&buf[..n]);
-            }
-            // EAGAIN: nothing more now; EIO: the slave side is closed.
-            Err(_) => break,
-        }
-    }
-    let _ = out.flush();
-}
-
 /// Copies available stdin to the master; on EOF sends the terminal's EOF character and
 /// returns false (stop reading stdin).
 fn relay_stdin(master: BorrowedFd<'_>) -> bool {
@@ -583,9 +709,22 @@ fn relay_stdin(master: BorrowedFd<'_>) -> bool {
     }
 }
 
+/// Copies what the non-blocking `from` holds now to `to` (an attach's input to a pty master).
+pub fn relay_input(from: BorrowedFd<'_>, to: BorrowedFd<'_>, buf: &mut [u8]) {
+    loop {
+        match nix::unistd::read(from, buf) {
+            Ok(0) => return,
+            Ok(n) => write_all_fd(to, &buf[..n]),
+            Err(nix::Error::EINTR) => {}
+            // EAGAIN: nothing more now.
+            Err(_) => return,
+        }
+    }
+}
+
 /// Writes all of `data` to the non-blocking `fd`, waiting (up to a second at a time) while
 /// it is full; gives up if the other side stops reading.
-fn write_all_fd(fd: BorrowedFd<'_>, mut data: &[u8]) {
+pub fn write_all_fd(fd: BorrowedFd<'_>, mut data: &[u8]) {
     while !data.is_empty() {
         match nix::unistd::write(fd, data) {
             Ok(n) => data = &data[n..],

@@ -17,7 +17,7 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, symlink};
 use std::path::{Path, PathBuf};
 
@@ -116,6 +116,15 @@ pub enum RootfsError {
     },
     #[error("remount / read-only")]
     ReadOnlyRoot(#[source] nix::Error),
+    #[error(
+        "mount the image {source_path} idmapped for the user namespace ({step}; needs a filesystem with idmapped mounts)"
+    )]
+    Idmap {
+        source_path: PathBuf,
+        step: &'static str,
+        #[source]
+        source: nix::Error,
+    },
 }
 
 /// The host paths of a container's filesystem (part of the init's configuration).
@@ -131,6 +140,22 @@ pub struct RootfsSpec {
     pub volumes: Vec<Volume>,
     pub read_only: bool,
     pub workdir: PathBuf,
+}
+
+/// The container's root as the host sees it, when the container has a user namespace: the
+/// image is mounted idmapped with that namespace, and what the init creates on the
+/// container's behalf belongs to its root (see [`crate::userns`]).
+#[derive(Debug)]
+pub struct MappedRoot<'a> {
+    /// The container's user namespace.
+    pub userns: BorrowedFd<'a>,
+    /// Host uid and gid of the container's root.
+    pub uid: u32,
+    pub gid: u32,
+    /// Host gid of the container's group 5 (`tty`), if mapped: the group of its ptys.
+    pub tty_gid: Option<u32>,
+    /// An empty directory where the idmapped image is mounted (in this mount namespace).
+    pub lower_mount: &'a Path,
 }
 
 /// Hidden from the container (docker's list): kernel memory, keys, timers, hardware.
@@ -188,8 +213,10 @@ fn mkdir_all(path: &Path) -> Result<(), RootfsError> {
         })
 }
 
-/// Steps 1–6 (see the module docs), before `pivot_root`.
-pub fn prepare(spec: &RootfsSpec) -> Result<(), RootfsError> {
+/// Steps 1–6 (see the module docs), before `pivot_root`. With `mapped`, the image is the
+/// lower layer through an idmapped mount, and `/dev`, its nodes and `/dev/shm` belong to the
+/// container's root.
+pub fn prepare(spec: &RootfsSpec, mapped: Option<&MappedRoot<'_>>) -> Result<(), RootfsError> {
     // 1. Private, recursively: the new mount namespace starts as a copy whose mounts are
     // peers of the host's when those are shared; without this the overlay and everything
     // below would propagate into the host's mount table.
@@ -203,11 +230,21 @@ pub fn prepare(spec: &RootfsSpec) -> Result<(), RootfsError> {
     .map_err(RootfsError::MakePrivate)?;
 
     // 2. The overlay. The option string cannot carry ',' or ':' inside paths; the state roots
-    // are validated for that (Store::open) and ids/image names cannot contain them.
+    // are validated for that (Store::open) and ids/image names cannot contain them. With a
+    // user namespace the lower layer is the image idmapped: its root-owned files belong to
+    // the container's root, and copy-ups keep that owner in the upper layer. The overlay
+    // keeps its own clone of the layer mounts, so this mount is only a way to name one.
     let root = &spec.merged;
+    let lower = match mapped {
+        None => spec.lower.as_path(),
+        Some(m) => {
+            idmap_mount(&spec.lower, m.lower_mount, m.userns)?;
+            m.lower_mount
+        }
+    };
     let options = format!(
         "lowerdir={},upperdir={},workdir={}",
-        spec.lower.display(),
+        lower.display(),
         spec.upper.display(),
         spec.work.display()
     );
@@ -219,7 +256,7 @@ pub fn prepare(spec: &RootfsSpec) -> Result<(), RootfsError> {
         Some(options.as_str()),
     )
     .map_err(|source| RootfsError::Overlay {
-        lower: spec.lower.clone(),
+        lower: lower.to_path_buf(),
         merged: root.clone(),
         source,
     })?;
@@ -239,15 +276,16 @@ pub fn prepare(spec: &RootfsSpec) -> Result<(), RootfsError> {
 
     let dev = secure_join(root, Path::new("/dev"))?;
     mkdir_all(&dev)?;
+    let owner = mapped.map_or_else(String::new, |m| format!(",uid={},gid={}", m.uid, m.gid));
     mount(
         Some("tmpfs"),
         &dev,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-        Some("mode=755,size=65536k"),
+        Some(format!("mode=755,size=65536k{owner}").as_str()),
     )
     .map_err(mount_err("tmpfs", &dev))?;
-    populate_dev(&dev)?;
+    populate_dev(&dev, mapped)?;
 
     let sys = secure_join(root, Path::new("/sys"))?;
     mkdir_all(&sys)?;
@@ -288,21 +326,113 @@ pub fn prepare(spec: &RootfsSpec) -> Result<(), RootfsError> {
         remount_read_only(&target)?;
     }
 
-    // 6. The working directory (docker creates a missing one).
+    // 6. The working directory (docker creates a missing one, owned by the container's root).
     let workdir = secure_join(root, &spec.workdir)?;
+    let workdir_err = |source| RootfsError::Workdir {
+        path: spec.workdir.clone(),
+        source,
+    };
+    let missing: Vec<PathBuf> = workdir
+        .ancestors()
+        .take_while(|p| *p != root.as_path() && fs::symlink_metadata(p).is_err())
+        .map(Path::to_path_buf)
+        .collect();
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)
         .create(&workdir)
-        .map_err(|source| RootfsError::Workdir {
-            path: spec.workdir.clone(),
-            source,
-        })?;
+        .map_err(workdir_err)?;
+    if let Some(m) = mapped {
+        for dir in &missing {
+            std::os::unix::fs::lchown(dir, Some(m.uid), Some(m.gid)).map_err(workdir_err)?;
+        }
+    }
     Ok(())
 }
 
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_EMPTY_PATH: libc::c_uint = 0x1000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// Mounts `source` at `target` with its ids mapped through the user namespace `userns`
+/// (Linux 5.12+, on a filesystem that supports idmapped mounts): a detached copy of the
+/// tree (`open_tree`), idmapped (`mount_setattr`, allowed only before it is attached),
+/// then attached (`move_mount`). Files owned by id N on disk appear owned by the host id
+/// that N is mapped to, and writes through the mount map back; the image itself is never
+/// changed.
+fn idmap_mount(source: &Path, target: &Path, userns: BorrowedFd<'_>) -> Result<(), RootfsError> {
+    let err = |step| {
+        let source_path = source.to_path_buf();
+        move |errno| RootfsError::Idmap {
+            source_path,
+            step,
+            source: errno,
+        }
+    };
+    let c_source = cpath(source).map_err(err("open_tree"))?;
+    let c_target = cpath(target).map_err(err("move_mount"))?;
+    // SAFETY: open_tree reads the NUL-terminated path; a non-negative result is a new
+    // descriptor we own.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c_source.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
+        )
+    };
+    if fd < 0 {
+        return Err(err("open_tree")(nix::Error::last()));
+    }
+    // Truncation impossible: descriptors are ints.
+    // SAFETY: a fresh descriptor returned by the kernel, owned by nobody else.
+    let tree = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        // A descriptor number is non-negative: the conversion cannot fail.
+        userns_fd: u64::try_from(userns.as_raw_fd()).unwrap_or_default(),
+    };
+    // SAFETY: mount_setattr reads `size_of::<MountAttr>()` bytes from `attr` and the empty
+    // NUL-terminated path; all outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            AT_EMPTY_PATH | AT_RECURSIVE,
+            &raw const attr,
+            size_of::<MountAttr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(err("mount_setattr MOUNT_ATTR_IDMAP")(nix::Error::last()));
+    }
+    // SAFETY: move_mount reads the two NUL-terminated paths, which outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c_target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc != 0 {
+        return Err(err("move_mount")(nix::Error::last()));
+    }
+    Ok(())
+}
+
+fn cpath(path: &Path) -> Result<std::ffi::CString, nix::Error> {
+    std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| nix::Error::EINVAL)
+}
+
 /// Device nodes, the standard symlinks, `/dev/pts`, `/dev/shm`, `/dev/mqueue`.
-fn populate_dev(dev: &Path) -> Result<(), RootfsError> {
+fn populate_dev(dev: &Path, mapped: Option<&MappedRoot<'_>>) -> Result<(), RootfsError> {
     for (name, major, minor) in DEVICES {
         let path = dev.join(name);
         mknod(
@@ -315,6 +445,14 @@ fn populate_dev(dev: &Path) -> Result<(), RootfsError> {
             path: path.clone(),
             source,
         })?;
+        if let Some(m) = mapped {
+            std::os::unix::fs::lchown(&path, Some(m.uid), Some(m.gid)).map_err(|source| {
+                RootfsError::MountPoint {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        }
     }
     let links = [
         ("ptmx", "pts/ptmx"),
@@ -331,23 +469,34 @@ fn populate_dev(dev: &Path) -> Result<(), RootfsError> {
 
     let pts = dev.join("pts");
     mkdir_all(&pts)?;
+    // The ids in these options are the mounter's, i.e. the host's: with a user namespace,
+    // the container's `tty` group and root as the host knows them.
+    let tty_gid = match mapped {
+        None => Some(5),
+        Some(m) => m.tty_gid,
+    };
+    let pts_options = match tty_gid {
+        Some(gid) => format!("newinstance,ptmxmode=0666,mode=0620,gid={gid}"),
+        None => "newinstance,ptmxmode=0666,mode=0620".to_owned(),
+    };
     mount(
         Some("devpts"),
         &pts,
         Some("devpts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        Some(pts_options.as_str()),
     )
     .map_err(mount_err("devpts", &pts))?;
 
     let shm = dev.join("shm");
     mkdir_all(&shm)?;
+    let owner = mapped.map_or_else(String::new, |m| format!(",uid={},gid={}", m.uid, m.gid));
     mount(
         Some("shm"),
         &shm,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("mode=1777,size=65536k"),
+        Some(format!("mode=1777,size=65536k{owner}").as_str()),
     )
     .map_err(mount_err("tmpfs", &shm))?;
 

@@ -10,7 +10,8 @@
 //!   containers/<id>/merged           the overlay mount point (mounted only in the
 //!                                    container's own mount namespace)
 //!   containers/<id>/hosts, hostname, resolv.conf   bind-mounted on the container's /etc
-//!   containers/<id>/ctr.log          stdout/stderr of a detached container (CRI format)
+//!   containers/<id>/ctr.log          stdout/stderr of every run of the container (CRI format)
+//!   containers/<id>/stdin            FIFO: stdin of a `-i` container under a monitor
 //!   networks/<name>.conflist   network definitions (the default `berth` is generated)
 //!   cni/cache                  the CNI result cache (libcni layout)
 //!   cni/networks/<name>/       host-local IPAM state of each network
@@ -119,6 +120,20 @@ pub struct ContainerState {
     /// CNI attachments made or being made: written before ADD, removed after DEL.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<AttachmentState>,
+}
+
+impl ContainerState {
+    /// The state of a new run of an existing container, about to be started by
+    /// `supervisor`: what the record knew of the previous run (pid, exit code, times) is
+    /// forgotten. The previous run released its attachments; the new ones are recorded as
+    /// they are made.
+    pub fn begin_run(&mut self, supervisor: Option<ProcessRef>) {
+        *self = ContainerState {
+            status: Some(Status::Created),
+            supervisor,
+            ..ContainerState::default()
+        };
+    }
 }
 
 /// A process named so that a reused pid is not mistaken for it.
@@ -320,6 +335,16 @@ impl Store {
 
     pub fn netns_path(&self, id: &ContainerId) -> PathBuf {
         self.runroot.join("netns").join(id.as_str())
+    }
+
+    /// The container's output log (CRI format, [`crate::logs`]).
+    pub fn log_path(&self, id: &ContainerId) -> PathBuf {
+        self.container_dir(id).join("ctr.log")
+    }
+
+    /// The FIFO a `-i` container under a monitor reads its stdin from.
+    pub fn stdin_path(&self, id: &ContainerId) -> PathBuf {
+        self.container_dir(id).join("stdin")
     }
 
     fn record_path(&self, id: &ContainerId) -> PathBuf {

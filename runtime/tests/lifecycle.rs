@@ -183,3 +183,85 @@ fn concurrent_first_use_builds_the_image_once() {
     assert_eq!(entries, vec!["busybox".to_owned()]);
     env.assert_clean();
 }
+
+#[test]
+fn foreground_output_is_shown_and_logged() {
+    let env = Env::new();
+    // Interleaved writes to both streams, a partial last line, an exit code: the terminal gets
+    // each stream in order, the log records the same, and the code passes through.
+    let script = "i=0; while [ $i -lt 300 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done; \
+                  printf tail; exit 7";
+    let out = env.run(&["--name", "fg", "busybox", "sh", "-c", script]);
+    assert_eq!(out.code, 7, "{out:?}");
+    let stdout: String = (0..300).map(|i| format!("out{i}\n")).collect::<String>() + "tail";
+    let stderr: String = (0..300).map(|i| format!("err{i}\n")).collect();
+    assert_eq!(
+        (out.stdout.as_str(), out.stderr.as_str()),
+        (&*stdout, &*stderr)
+    );
+    let logs = env.berth(&["logs", "fg"]);
+    assert_eq!(logs.code, 0, "{logs:?}");
+    assert_eq!(
+        (logs.stdout.as_str(), logs.stderr.as_str()),
+        (&*stdout, &*stderr)
+    );
+
+    // -t: the pty's output (both streams) is shown and logged as stdout, \r\n included.
+    let out = env.run(&[
+        "-t",
+        "--name",
+        "tty",
+        "busybox",
+        "sh",
+        "-c",
+        "tty; echo e >&2",
+    ]);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "/dev/pts/0\r\ne\r\n"),
+        "{out:?}"
+    );
+    let logs = env.berth(&["logs", "tty"]);
+    assert_eq!(
+        (logs.stdout.as_str(), logs.stderr.as_str()),
+        ("/dev/pts/0\r\ne\r\n", "")
+    );
+
+    // The reader of berth's stdout goes away (`| head -1`): the container's stdout is closed
+    // too, so `yes` dies of SIGPIPE as it would without berth in between (not as PID 1,
+    // which ignores signals it has no handler for), and its shell goes on.
+    let mut yes = env.spawn_run(&["--rm", "busybox", "sh", "-c", "yes; exit 3"]);
+    let mut first = [0u8; 2];
+    std::io::Read::read_exact(yes.stdout.as_mut().unwrap(), &mut first).unwrap();
+    assert_eq!(&first, b"y\n");
+    drop(yes.stdout.take());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = yes.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "yes kept running without a reader"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(3));
+
+    // While a foreground container runs, its output so far is in the log.
+    let child = env.spawn_run(&["--name", "live", "busybox", "sh", "-c", "echo up; sleep 60"]);
+    env.wait_for("the log of a running foreground container", || {
+        env.berth(&["logs", "live"]).stdout == "up\n"
+    });
+    assert_eq!(env.berth(&["rm", "-f", "live"]).code, 0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).as_ref()
+        ),
+        (Some(137), "up\n")
+    );
+    assert_eq!(env.berth(&["rm", "fg", "tty"]).code, 0);
+    env.assert_clean();
+}

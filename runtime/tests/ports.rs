@@ -90,6 +90,85 @@ fn published_port_answers_from_host_and_outside() {
     env.assert_clean();
 }
 
+/// A firewall flush kills published ports and masquerading; `network reload` puts the rules
+/// back from the CNI cache, with the container's address unchanged.
+#[test]
+fn network_reload_restores_rules_after_a_flush() {
+    let env = Env::new();
+    // Needs the portmap plugin next to berth (fails loudly if it was not built).
+    netns_fixtures::bin("portmap");
+    env.run_detached(&[
+        "--name",
+        "web",
+        "-p",
+        "8080:80",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir /www && echo hello > /www/index.html && httpd -p 80 -h /www && exec sleep 60",
+    ]);
+    let local: IpAddr = "127.0.0.1".parse().unwrap();
+    assert_eq!(env.host.run(|| http_get(local, 8080)).unwrap(), "hello\n");
+    let owned = || -> Vec<String> {
+        let mut rules: Vec<String> = ["iptables-save", "ip6tables-save"]
+            .iter()
+            .flat_map(|tool| {
+                env.host_sh(tool)
+                    .lines()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|l| common::is_owned_rule(l))
+            .collect();
+        rules.sort();
+        rules
+    };
+    let before = owned();
+    assert!(!before.is_empty());
+    let ip = env.ips("web", "berth");
+
+    // Everything goes: iptables-nft's tables too (they are nf_tables tables).
+    env.host_sh("nft flush ruleset");
+    assert!(owned().is_empty());
+    assert_eq!(env.host.run(|| try_get(local, 8080)).unwrap(), None);
+
+    // Bad input first: one line, nothing touched.
+    let out = env.berth(&["network", "reload", "no-such-net"]);
+    assert_one_line_error(&out);
+    assert!(
+        out.stderr.contains("network no-such-net not found"),
+        "{out:?}"
+    );
+    assert_eq!(env.host.run(|| try_get(local, 8080)).unwrap(), None);
+
+    let out = env.berth(&["network", "reload"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "web\n"), "{out:?}");
+    assert_eq!(env.host.run(|| http_get(local, 8080)).unwrap(), "hello\n");
+    assert_eq!(owned(), before);
+    assert_eq!(env.ips("web", "berth"), ip);
+    // Every rule of the container (masquerade included) is back as it was; a second
+    // reload, by name, finds them in place.
+    let out = env.berth(&["network", "reload", "berth"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "web\n"), "{out:?}");
+    assert_eq!(owned(), before);
+
+    assert_eq!(env.berth(&["rm", "-f", "web"]).code, 0);
+    env.assert_clean();
+}
+
+/// `GET /` from `ip:port` once: the body, or `None` if nothing answers.
+fn try_get(ip: IpAddr, port: u16) -> Option<String> {
+    let addr = SocketAddr::new(ip, port);
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).ok()?;
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+}
+
 /// The body of `GET /` from `ip:port`, over a socket opened in the calling thread's netns
 /// (run it inside `TestNetns::run`); retried for a second while httpd starts.
 fn http_get(ip: IpAddr, port: u16) -> String {

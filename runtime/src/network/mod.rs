@@ -4,7 +4,8 @@
 //!
 //! - [`definition`]: `network create` flags → conflist, and conflist → [`definition::NetworkSummary`];
 //! - [`ports`]: `-p` parsing and conflicts;
-//! - [`hosts`]: `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf` of a container.
+//! - [`hosts`]: `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf` of a container;
+//! - [`reload`]: the firewall rules of running containers put back after a flush.
 //!
 //! **Where plugins come from.** `--cni-plugin-dir` (repeatable), else `BERTH_CNI_PATH`
 //! (colon-separated), else the directory of the running `berth` (plugins are built and
@@ -19,6 +20,7 @@
 pub mod definition;
 pub mod hosts;
 pub mod ports;
+pub mod reload;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -27,7 +29,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use berth_cni::invoke::{self, CniConfig, InvokeError, RuntimeConf};
+use berth_cni::invoke::{self, CachedAttachment, CniConfig, InvokeError, RuntimeConf};
 use berth_cni::{
     Attachment, CniResult, ContainerId as CniContainerId, IfName, NetConfList, NetworkName,
 };
@@ -597,6 +599,24 @@ impl Networks {
                 ifname: req.ifname.to_owned(),
                 source: Box::new(source),
             })
+    }
+
+    /// The cache entry of the attachment `(network, id, ifname)`: what its ADD ran and
+    /// returned (`None` if there is none).
+    pub fn cached_attachment(
+        &self,
+        network: &str,
+        id: &ContainerId,
+        ifname: &str,
+    ) -> Result<Option<CachedAttachment>, NetworkError> {
+        let Ok(name) = NetworkName::try_from(network) else {
+            return Ok(None);
+        };
+        Ok(self
+            .cni
+            .cached_attachments(Some(&name))?
+            .into_iter()
+            .find(|c| c.container_id.as_str() == id.as_str() && c.if_name.as_str() == ifname))
     }
 
     /// CNI GC of every network: DEL of each cached attachment not in `valid`, then the GC verb

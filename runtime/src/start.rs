@@ -1,0 +1,128 @@
+//! `berth start` and `berth restart`: an existing container runs again.
+//!
+//! A container that exited (one `run` created without `--rm`, in the foreground or with
+//! `-d`) is started with its stored configuration, as docker does: the same id, name and
+//! hostname, the same writable layer (what the command wrote persists across runs), the same
+//! volumes and limits. What a run holds on the host was released when the previous run ended,
+//! so it is all made anew: netns, a fresh CNI ADD per network with the same container id and
+//! interface names (the result cache is rewritten; an address may differ, as with docker),
+//! the name files (this container's and its peers'), the cgroup. Every run after the first is
+//! supervised by a monitor, exactly like `run -d`, whatever the first run was; its output is
+//! appended to the same log.
+//!
+//! `restart` is `stop` (SIGTERM, SIGKILL after the timeout, wait for the release) followed by
+//! `start`; a container that is not running is just started.
+
+use std::time::Duration;
+
+use crate::cgroups::{self, Layout};
+use crate::container::{self, ContainerError};
+use crate::logs;
+use crate::monitor::{self, Launch};
+use crate::names::{ContainerId, ContainerName};
+use crate::network::Networks;
+use crate::network::ports;
+use crate::state::{ProcessRef, StateError, Status, Store};
+use crate::stop;
+
+/// A container that was started again.
+#[derive(Debug, Clone)]
+pub struct Relaunched {
+    pub id: ContainerId,
+    pub name: ContainerName,
+    /// Where this run's output starts in the log (what `start -a` prints from).
+    pub log_offset: u64,
+}
+
+/// `berth start`: runs an existing, stopped container again under a monitor and returns once
+/// its command runs (or with the monitor's error; the container then stays exited).
+pub fn start(
+    store: &Store,
+    networks: &Networks,
+    query: &str,
+) -> Result<Relaunched, ContainerError> {
+    let record = store.find(query)?;
+    let id = record.id.clone();
+    let status = record.live_status();
+    if status == Status::Running || (status == Status::Created && record.is_supervised()) {
+        return Err(ContainerError::AlreadyRunning { name: record.name });
+    }
+    // It exited: its supervisor may still be releasing it, or may have died without doing so
+    // (then this releases it). Afterwards it holds nothing on the host.
+    container::settle(store, networks, &id)?;
+
+    // What `run` checked before creating it, against today's host and definitions.
+    let config = &record.config;
+    let layout = Layout::detect().map_err(ContainerError::CgroupLayout)?;
+    cgroups::check_controllers(
+        layout.manager(&config.cgroup_parent, &id).as_ref(),
+        &config.resources,
+    )
+    .map_err(ContainerError::Controller)?;
+    let loaded = config
+        .network
+        .networks()
+        .iter()
+        .map(|name| networks.load(store, name.as_str()))
+        .collect::<Result<Vec<_>, _>>()?;
+    networks.check_capabilities(
+        &loaded,
+        !config.ports.is_empty(),
+        config.mac.is_some(),
+        config.ip,
+    )?;
+
+    let lock = store.lock()?;
+    let records = store.records()?;
+    let Some(current) = records.iter().find(|r| r.id == id) else {
+        return Err(StateError::NotFound {
+            query: query.to_owned(),
+        }
+        .into());
+    };
+    // Someone else started it since the checks above.
+    if current.is_active() {
+        return Err(ContainerError::AlreadyRunning {
+            name: current.name.clone(),
+        });
+    }
+    ports::check_free(
+        &config.ports,
+        records
+            .iter()
+            .filter(|r| r.id != id && r.is_active())
+            .map(|r| (r.name.as_str(), r.config.ports.as_slice())),
+    )?;
+    let log_offset = logs::log_end(&store.log_path(&id))?;
+    let Some(record) =
+        store.update_state_locked(&lock, &id, |s| s.begin_run(ProcessRef::current()))?
+    else {
+        return Err(StateError::NotFound {
+            query: query.to_owned(),
+        }
+        .into());
+    };
+    drop(lock);
+    monitor::launch(store, networks, &record, Launch::Existing)?;
+    Ok(Relaunched {
+        id,
+        name: record.name,
+        log_offset,
+    })
+}
+
+/// `berth restart [-t N]`: `stop` then `start`. Refused for `--rm` containers, which are
+/// removed when they stop.
+pub fn restart(
+    store: &Store,
+    networks: &Networks,
+    query: &str,
+    timeout: Duration,
+) -> Result<Relaunched, ContainerError> {
+    let record = store.find(query)?;
+    if record.config.auto_remove && record.is_active() {
+        return Err(ContainerError::RestartAutoRemove { name: record.name });
+    }
+    stop::stop(store, networks, record.id.as_str(), timeout)?;
+    start(store, networks, record.id.as_str())
+}

@@ -118,6 +118,25 @@ const INTERFACE_1_1_KEYS: [&str; 3] = ["mtu", "socketPath", "pciID"];
 const ROUTE_1_1_KEYS: [&str; 5] = ["mtu", "advmss", "priority", "table", "scope"];
 
 impl CniResult {
+    /// The addresses of the container's `ifname`: every IP except those bound to a known
+    /// interface that is not `ifname` in a sandbox (how the reference's chained plugins read
+    /// `prevResult`).
+    pub fn container_ips(&self, ifname: &str) -> Vec<IpNetwork> {
+        self.ips
+            .iter()
+            .filter(
+                |ip| match ip.interface.and_then(|i| self.interfaces.get(i)) {
+                    Some(iface) => {
+                        iface.name == ifname
+                            && iface.sandbox.as_deref().is_some_and(|s| !s.is_empty())
+                    }
+                    None => true,
+                },
+            )
+            .map(|ip| ip.address)
+            .collect()
+    }
+
     /// Parses a result (or a `prevResult`) written in any supported version.
     ///
     /// The `cniVersion` and per-IP `version` keys are informational here: the model is the

@@ -3,12 +3,11 @@
 
 use std::net::IpAddr;
 
-use berth_cni::{CmdArgs, CniResult, NetConf};
+use berth_cni::{CmdArgs, NetConf};
 use berth_firewall::{
     BackendKind, DEFAULT_MARK_BIT, MAX_MARK_BIT, MarkSpec, Owner, PortMap, PortMapping,
     conditions_look_like_iptables,
 };
-use ipnetwork::IpNetwork;
 use serde::Deserialize;
 
 /// The `portmap` keys of a network configuration (beside the spec's well-known ones).
@@ -129,7 +128,7 @@ impl Config {
         let container_ips = conf
             .prev_result
             .as_ref()
-            .map(|r| container_ips(r, args.ifname.as_str()))
+            .map(|r| r.container_ips(args.ifname.as_str()))
             .unwrap_or_default();
         Ok(Config {
             backend,
@@ -204,23 +203,6 @@ fn backend(p: &PortmapConf) -> Result<Option<BackendKind>, ConfigError> {
     }
 }
 
-/// The container's addresses: the previous result's IPs, skipping those bound to a known
-/// interface that is not the container's `ifname` in a sandbox (the reference's rule).
-pub fn container_ips(result: &CniResult, ifname: &str) -> Vec<IpNetwork> {
-    result
-        .ips
-        .iter()
-        .filter(
-            |ip| match ip.interface.and_then(|i| result.interfaces.get(i)) {
-                Some(iface) => {
-                    iface.name == ifname && iface.sandbox.as_deref().is_some_and(|s| !s.is_empty())
-                }
-                None => true,
-            },
-        )
-        .map(|ip| ip.address)
-        .collect()
-}
 
 #[cfg(test)]
 mod tests {

@@ -416,7 +416,7 @@ fn port_map(
         Desired::PortMap(PortMap {
             owner: owner.clone(),
             mappings,
-            container_ips: container_ips(result, &owner.ifname),
+            container_ips: result.container_ips(&owner.ifname),
             snat: keys
                 .plugin
                 .get("snat")
@@ -430,22 +430,6 @@ fn port_map(
     )))
 }
 
-/// The result's addresses on the container's `ifname` (portmap's reading of `prevResult`).
-fn container_ips(result: &CniResult, ifname: &str) -> Vec<IpNetwork> {
-    result
-        .ips
-        .iter()
-        .filter(
-            |ip| match ip.interface.and_then(|i| result.interfaces.get(i)) {
-                Some(iface) => {
-                    iface.name == ifname && iface.sandbox.as_deref().is_some_and(|s| !s.is_empty())
-                }
-                None => true,
-            },
-        )
-        .map(|ip| ip.address)
-        .collect()
-}
 
 /// firewall: isolation of the network's bridge (the result's first interface).
 fn isolation(

@@ -27,6 +27,7 @@ pub mod clock;
 pub mod config;
 pub mod container;
 pub mod exec;
+pub mod fork;
 pub mod image;
 pub mod init;
 pub mod layer;

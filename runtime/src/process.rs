@@ -34,6 +34,7 @@ use nix::sys::termios::{self, SetArg, Termios};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{Pid, pipe2};
 
+use crate::fork::{Forked, clone_fork};
 use crate::init::InitFailure;
 use crate::logs::Stream;
 
@@ -263,60 +264,42 @@ impl InitProcess {
         let [stdin_given, stdout_fd, stderr_fd] = options.fds;
         let stdin_fd = stdin_given.or(dev_null.as_ref().map(|f| f.as_raw_fd()));
 
-        let mut pidfd: libc::c_int = -1;
-        // SAFETY: clone_args is plain data (u64 fields); all-zero means "no options".
-        let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
-        // Both constants are small positive bit masks / signal numbers.
-        args.flags = if options.new_pid_namespace {
-            (libc::CLONE_NEWPID | libc::CLONE_PIDFD) as u64
+        let flags = if options.new_pid_namespace {
+            libc::CLONE_NEWPID
         } else {
-            libc::CLONE_PIDFD as u64
+            0
         };
-        args.pidfd = (&raw mut pidfd) as u64;
-        args.exit_signal = libc::SIGCHLD as u64;
-
-        // SAFETY: clone3 with neither CLONE_VM nor a stack behaves like fork: the child gets
-        // a copy of this address space and returns 0 here. The child branch below calls only
-        // async-signal-safe functions (dup2, fcntl, execve, _exit) on memory prepared above,
-        // so it is sound even if other threads held locks at the time of the clone.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_clone3,
-                &raw mut args,
-                size_of::<libc::clone_args>(),
-            )
-        };
-        if ret == 0 {
-            // --- child: async-signal-safe only, until execve ---
-            // SAFETY: plain syscalls on descriptor numbers and pointers prepared before the
-            // clone (argv/envp are NULL-terminated arrays of valid C strings).
-            unsafe {
-                if let Some(fd) = stdin_fd {
-                    libc::dup2(fd, 0);
+        // SAFETY: the child branch below calls only async-signal-safe functions (dup2, fcntl,
+        // execve, _exit) on memory prepared above, and never returns.
+        let forked = unsafe { clone_fork(flags) }.map_err(ProcessError::Clone)?;
+        let (pid, pidfd) = match forked {
+            Forked::Child => {
+                // --- child: async-signal-safe only, until execve ---
+                // SAFETY: plain syscalls on descriptor numbers and pointers prepared before
+                // the clone (argv/envp are NULL-terminated arrays of valid C strings).
+                unsafe {
+                    if let Some(fd) = stdin_fd {
+                        libc::dup2(fd, 0);
+                    }
+                    if let Some(fd) = stdout_fd {
+                        libc::dup2(fd, 1);
+                    }
+                    if let Some(fd) = stderr_fd {
+                        libc::dup2(fd, 2);
+                    }
+                    // The two descriptors the init uses survive the exec; all else is
+                    // CLOEXEC.
+                    libc::fcntl(config_r.as_raw_fd(), libc::F_SETFD, 0);
+                    libc::fcntl(sync_w.as_raw_fd(), libc::F_SETFD, 0);
+                    libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                    libc::_exit(125);
                 }
-                if let Some(fd) = stdout_fd {
-                    libc::dup2(fd, 1);
-                }
-                if let Some(fd) = stderr_fd {
-                    libc::dup2(fd, 2);
-                }
-                // The two descriptors the init uses survive the exec; all else is CLOEXEC.
-                libc::fcntl(config_r.as_raw_fd(), libc::F_SETFD, 0);
-                libc::fcntl(sync_w.as_raw_fd(), libc::F_SETFD, 0);
-                libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr());
-                libc::_exit(125);
             }
-        }
-        if ret < 0 {
-            return Err(ProcessError::Clone(io::Error::last_os_error()));
-        }
+            Forked::Parent { pid, pidfd } => (pid, pidfd),
+        };
         // The parent keeps its ends only; dropping the child's ends lets EOF arrive.
         drop(config_r);
         drop(sync_w);
-        // Truncation impossible: clone3 returns a pid_t.
-        let pid = Pid::from_raw(ret as libc::pid_t);
-        // SAFETY: with CLONE_PIDFD the kernel stored a new descriptor in `pidfd`, owned by us.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
         Ok(InitProcess {
             pid,
             pidfd,

@@ -34,7 +34,7 @@
 use std::fmt;
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
 use nix::fcntl::OFlag;
@@ -42,6 +42,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{Pid, pipe2};
 use serde::{Deserialize, Serialize};
 
+use crate::fork::{Forked, clone_fork};
 use crate::process;
 use crate::state::{ProcessRef, process_start_time};
 
@@ -410,51 +411,31 @@ impl Holder {
     pub fn spawn(ns: &UserNamespace) -> Result<Holder, UsernsError> {
         let (wait_r, wait_w) = pipe2(OFlag::O_CLOEXEC).map_err(UsernsError::Pipe)?;
         let (read_fd, write_fd) = (wait_r.as_raw_fd(), wait_w.as_raw_fd());
-        let mut pidfd: libc::c_int = -1;
-        // SAFETY: clone_args is plain data (u64 fields); all-zero means "no options".
-        let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
-        // Small positive bit masks and a signal number.
-        args.flags = (libc::CLONE_NEWUSER
-            | libc::CLONE_NEWNET
-            | libc::CLONE_NEWUTS
-            | libc::CLONE_NEWIPC
-            | libc::CLONE_PIDFD) as u64;
-        args.pidfd = (&raw mut pidfd) as u64;
-        args.exit_signal = libc::SIGCHLD as u64;
-        // SAFETY: clone3 without CLONE_VM and without a stack behaves like fork. The child
-        // runs only async-signal-safe syscalls (close, read, _exit) on values prepared
-        // before the clone, so it is sound even if other threads held locks.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_clone3,
-                &raw mut args,
-                size_of::<libc::clone_args>(),
-            )
-        };
-        if ret == 0 {
-            // --- child: async-signal-safe only ---
-            // SAFETY: plain syscalls on descriptor numbers and a stack byte.
-            unsafe {
-                // Our copy of the write end would keep the pipe from ever reaching EOF.
-                libc::close(write_fd);
-                let mut byte = 0u8;
-                loop {
-                    let n = libc::read(read_fd, (&raw mut byte).cast(), 1);
-                    if n < 0 && *libc::__errno_location() == libc::EINTR {
-                        continue;
+        let flags =
+            libc::CLONE_NEWUSER | libc::CLONE_NEWNET | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+        // SAFETY: the child branch runs only async-signal-safe syscalls (close, read, _exit)
+        // on values prepared before the clone, and never returns.
+        let forked = unsafe { clone_fork(flags) }.map_err(UsernsError::Clone)?;
+        let (pid, pidfd) = match forked {
+            Forked::Child => {
+                // --- child: async-signal-safe only ---
+                // SAFETY: plain syscalls on descriptor numbers and a stack byte.
+                unsafe {
+                    // Our copy of the write end would keep the pipe from ever reaching EOF.
+                    libc::close(write_fd);
+                    let mut byte = 0u8;
+                    loop {
+                        let n = libc::read(read_fd, (&raw mut byte).cast(), 1);
+                        if n < 0 && *libc::__errno_location() == libc::EINTR {
+                            continue;
+                        }
+                        libc::_exit(0);
                     }
-                    libc::_exit(0);
                 }
             }
-        }
-        if ret < 0 {
-            return Err(UsernsError::Clone(io::Error::last_os_error()));
-        }
+            Forked::Parent { pid, pidfd } => (pid, pidfd),
+        };
         drop(wait_r);
-        // Truncation impossible: clone3 returns a pid_t.
-        let pid = Pid::from_raw(ret as libc::pid_t);
-        // SAFETY: with CLONE_PIDFD the kernel stored a new descriptor in `pidfd`, ours.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
         let holder = Holder {
             pid,
             pidfd,

@@ -203,7 +203,6 @@ fn backend(p: &PortmapConf) -> Result<Option<BackendKind>, ConfigError> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

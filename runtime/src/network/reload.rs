@@ -430,7 +430,6 @@ fn port_map(
     )))
 }
 
-
 /// firewall: isolation of the network's bridge (the result's first interface).
 fn isolation(
     keys: &PluginKeys<'_>,

@@ -149,16 +149,41 @@ fn only_lock() -> BTreeSet<String> {
     ["lock".to_owned()].into()
 }
 
-/// Every path under `root` with its content (`None` for a directory).
+/// `<dataDir>/.berth-keys/<network>`: the key index beside the network directory.
+fn index_dir(env: &HostAndContainer) -> PathBuf {
+    env.data_dir().join(".berth-keys").join(NET)
+}
+
+/// A network whose attachments are all gone keeps its `lock` and nothing else: no
+/// reservation, no hint, and no key index (which goes with the last reservation).
+fn assert_only_lock(env: &HostAndContainer) {
+    assert_eq!(store_names(env), only_lock());
+    assert!(
+        !env.data_dir().join(".berth-keys").exists(),
+        "the key index outlived the last reservation"
+    );
+}
+
+/// Every path under `root` with its content (`None` for a directory, `-> target` for a
+/// symlink, such as the key index's), and the mtime of each directory (the index seals the
+/// network directory's).
 fn snapshot(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
     let mut out = BTreeMap::new();
     let mut todo = vec![root.to_owned()];
     while let Some(dir) = todo.pop() {
         for entry in fs::read_dir(&dir).expect("read dir") {
             let path = entry.expect("dir entry").path();
-            if path.is_dir() {
-                out.insert(path.clone(), None);
+            let meta = fs::symlink_metadata(&path).expect("lstat");
+            if meta.is_dir() {
+                let mtime = format!("mtime {}.{}", meta.mtime(), meta.mtime_nsec());
+                out.insert(path.clone(), Some(mtime.into_bytes()));
                 todo.push(path);
+            } else if meta.file_type().is_symlink() {
+                let target = fs::read_link(&path).expect("readlink");
+                let text = [b"-> ", target.as_os_str().as_bytes()].concat();
+                out.insert(path.clone(), Some(text));
             } else {
                 out.insert(path.clone(), Some(fs::read(&path).expect("read file")));
             }
@@ -236,7 +261,7 @@ fn add_check_del_in_every_version() {
             call(&env, "DEL", "ctr-1", &with_prev).expect_success(),
             Value::Null
         );
-        assert_eq!(store_names(&env), only_lock(), "{version}");
+        assert_only_lock(&env);
         if version >= "0.4.0" {
             let out = call(&env, "CHECK", "ctr-1", &with_prev);
             assert_eq!(error_code(&out), 999, "{version}: {out:?}");
@@ -253,7 +278,7 @@ fn add_check_del_in_every_version() {
             "{version}: DEL created {}",
             never.display()
         );
-        assert_eq!(store_names(&env), only_lock(), "{version}");
+        assert_only_lock(&env);
     }
 }
 
@@ -401,7 +426,7 @@ fn requested_ips() {
     for id in ["c1", "c2", "c3", "c4", "c5"] {
         call(&env, "DEL", id, &base).expect_success();
     }
-    assert_eq!(store_names(&env), only_lock());
+    assert_only_lock(&env);
 }
 
 #[test]
@@ -423,7 +448,7 @@ fn runtime_ip_ranges_come_first() {
     // Set indices count the runtime's set: its hint is last_reserved_ip.0.
     assert_eq!(store_files(&env)["last_reserved_ip.0"], at(runtime, 2));
     call(&env, "DEL", "c1", &c).expect_success();
-    assert_eq!(store_names(&env), only_lock());
+    assert_only_lock(&env);
 
     // No ranges in the config at all: the runtime supplies them (e.g. a node's pod CIDR).
     let mut c = conf_named(&env, "rt-only", "1.0.0", json!({}));
@@ -494,7 +519,7 @@ fn gc_releases_all_but_the_valid_attachments() {
     // The hint stays while anything is reserved, and goes with the last reservation.
     assert!(store_names(&env).contains("last_reserved_ip.0"));
     gc("cni.dev/valid-attachments", json!([])).expect_success();
-    assert_eq!(store_names(&env), only_lock());
+    assert_only_lock(&env);
     // GC of a network that never had state creates none.
     let mut other = conf_named(
         &env,
@@ -700,12 +725,83 @@ fn concurrent_processes_never_share_an_address() {
         }
     });
     let del_time = start.elapsed();
-    assert_eq!(store_names(&env), only_lock());
+    assert_only_lock(&env);
     eprintln!(
         "{} concurrent ADD processes: {add_time:?}; {} DEL: {del_time:?}",
         THREADS * PER_THREAD,
         THREADS * PER_THREAD
     );
+}
+
+/// The reference plugin's binary (Debian `containernetworking-plugins`).
+const REFERENCE: &str = "/usr/lib/cni/host-local";
+
+/// The key index beside the network directory: what an ADD writes there, and lookups that
+/// stay exact when the reference plugin (or anyone) reserves and releases behind it.
+#[test]
+fn key_index_and_the_reference_plugin_share_a_store() {
+    require_root();
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        Path::new(REFERENCE).exists(),
+        "{REFERENCE} not found: install containernetworking-plugins"
+    );
+    let env = HostAndContainer::new().expect("world");
+    let net = v4();
+    let conf = conf(&env, "1.0.0", json!({"subnet": net.to_string()}));
+    let reference = |command: &str, id: &str| {
+        let call = CniCall::new(REFERENCE)
+            .command(command)
+            .container_id(id)
+            .netns(env.ctr.path())
+            .ifname("eth0")
+            .path(&[Path::new("/usr/lib/cni")]);
+        run(&env, call, &conf)
+    };
+
+    assert_eq!(add(&env, "ours-1", &conf), [cidr(net, 2)]);
+    assert_eq!(add(&env, "ours-2", &conf), [cidr(net, 3)]);
+    // The index: a pin (a hard link: the reservation's inode), the holder's address list,
+    // the record. The network directory itself holds exactly the reference's layout.
+    let idx = index_dir(&env);
+    let pin = fs::metadata(idx.join(at(net, 2))).expect("pin");
+    let file = fs::metadata(env.data_dir().join(NET).join(at(net, 2))).expect("reservation");
+    assert_eq!((pin.ino(), file.nlink()), (file.ino(), 2));
+    assert_eq!(
+        fs::read_link(idx.join("@ours-1:eth0")).expect("holder list"),
+        Path::new(&at(net, 2))
+    );
+    assert!(fs::symlink_metadata(idx.join(".summary")).is_ok());
+    assert_eq!(
+        store_names(&env),
+        [
+            at(net, 2),
+            at(net, 3),
+            "last_reserved_ip.0".into(),
+            "lock".into()
+        ]
+        .into()
+    );
+
+    // The reference reserves behind our index, reads ours, and releases one of ours.
+    let theirs = reference("ADD", "theirs-1").expect_success();
+    assert_eq!(addresses(&theirs), [cidr(net, 4)]);
+    reference("CHECK", "ours-1").expect_success();
+    reference("DEL", "ours-2").expect_success();
+    // Our CHECK and DEL see exactly what is on disk.
+    call(&env, "CHECK", "theirs-1", &conf).expect_success();
+    assert_eq!(error_code(&call(&env, "CHECK", "ours-2", &conf)), 999);
+    call(&env, "DEL", "theirs-1", &conf).expect_success();
+    assert!(!env.data_dir().join(NET).join(at(net, 4)).exists());
+    // Round-robin continues after the reference's address; .3 (released by the reference)
+    // is not handed straight back out.
+    assert_eq!(add(&env, "ours-3", &conf), [cidr(net, 5)]);
+    call(&env, "DEL", "ours-1", &conf).expect_success();
+    reference("DEL", "ours-3").expect_success();
+    // The reference left our index stale; our next call finds the network empty and
+    // removes it.
+    call(&env, "DEL", "nobody", &conf).expect_success();
+    assert_only_lock(&env);
 }
 
 /// A main plugin (bridge) delegates to host-local through `berth_cni::delegate`, finding it
@@ -751,7 +847,7 @@ fn delegation_from_a_main_plugin() {
 
     in_host(&|| delegate_check("host-local", &args(Command::Check, &conf))).expect("CHECK");
     in_host(&|| delegate_del("host-local", &args(Command::Del, &conf))).expect("DEL");
-    assert_eq!(store_names(&env), only_lock());
+    assert_only_lock(&env);
     let err = in_host(&|| delegate_check("host-local", &args(Command::Check, &conf)))
         .expect_err("CHECK after DEL");
     assert_eq!(err.code, ErrorCode::Internal, "{err:?}");
@@ -766,5 +862,5 @@ fn delegation_from_a_main_plugin() {
         .expect("enter host netns")
         .expect_err("bad subnet");
     assert_eq!(err.code, ErrorCode::InvalidConfig, "{err:?}");
-    assert_eq!(store_names(&env), only_lock());
+    assert_only_lock(&env);
 }

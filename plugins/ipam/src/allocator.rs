@@ -5,7 +5,9 @@
 //! with the next range's `rangeStart` (round-robin, wrapping to the first range), and stop
 //! after one full turn. The gateway, network and (IPv4) broadcast addresses are skipped.
 //!
-//! Cost: the reserved addresses are listed once (one `readdir`), and the set is declared
+//! Cost: the first [`PROBES`] positions of the walk are tried directly, which is where
+//! round-robin almost always finds a free address, so an ADD does not list the store. Past
+//! them, the reserved addresses are listed once (one `readdir`), and the set is declared
 //! exhausted by counting them against the set's capacity, so the walk is only entered when a
 //! free address exists and visits at most `reserved + 3 × ranges + 1` addresses; a /64 is never
 //! enumerated.
@@ -20,6 +22,9 @@ use crate::key::LeaseKey;
 use crate::range::{Range, canonical_ip};
 use crate::range_set::RangeSet;
 use crate::store::{Store, StoreError, StoreGuard};
+
+/// Walk positions tried before the reserved addresses are listed.
+pub const PROBES: usize = 16;
 
 /// One address handed out: the address with its range's prefix, and the range's gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +183,21 @@ impl<'a, S: Store> Allocator<'a, S> {
             set: set_id,
             ranges: set.to_string(),
         };
+        let hint = self
+            .store
+            .last_reserved(set_id)
+            .map_err(store_err)?
+            .filter(|ip| set.contains(*ip));
+        // Fast path: round-robin usually finds the address after the hint free, so try the
+        // first few positions of the walk directly (a failed `reserve` costs one `lstat` on
+        // disk), without listing the store. Same order as the full walk below, so the same
+        // address comes out.
+        for (idx, ip) in Walk::new(set, hint).take(PROBES) {
+            let range = &set.ranges()[idx];
+            if !range.is_special(ip) && self.store.reserve(key, ip).map_err(store_err)? {
+                return self.finish(set_id, range, ip);
+            }
+        }
         let reserved: HashSet<IpAddr> = self
             .store
             .reserved_ips()
@@ -191,11 +211,6 @@ impl<'a, S: Store> Allocator<'a, S> {
         if taken as u128 >= set.capacity() {
             return Err(exhausted());
         }
-        let hint = self
-            .store
-            .last_reserved(set_id)
-            .map_err(store_err)?
-            .filter(|ip| set.contains(*ip));
         for (idx, ip) in Walk::new(set, hint) {
             let range = &set.ranges()[idx];
             if range.is_special(ip) || reserved.contains(&ip) {
@@ -589,8 +604,13 @@ mod tests {
         let got = a.allocate(0, &s, &key("new"), None).unwrap();
         assert_eq!(got.ip.to_string(), "2001:db8::1f6/64");
         assert_eq!(got.gateway, ip("2001:db8::1"));
-        // Reserved and gateway addresses are skipped without a reserve() attempt.
-        assert_eq!(store.reserves.get(), 1);
+        // Past the first PROBES positions of the walk (tried directly, all taken here),
+        // reserved and gateway addresses are skipped without a reserve() attempt.
+        assert_eq!(
+            store.reserves.get(),
+            PROBES - 1 + 1,
+            "15 probes (one is the gateway) + 1"
+        );
     }
 
     #[test]

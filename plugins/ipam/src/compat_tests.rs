@@ -307,11 +307,24 @@ fn reference_state_is_read_by_disk_store() {
     let cfg = our_config(r#"{"subnet":"198.18.5.0/24"}"#, tmp.path()).unwrap();
     let got = allocate_all(&cfg, &LeaseKey::new("n", "c3", "eth0"), &[]).unwrap();
     assert_eq!(got[0].ip.to_string(), "198.18.5.51/24");
+    // That ADD indexed the reference's files (our index did not exist): pins, lists.
+    let idx = tmp.path().join(".berth-keys/n");
+    assert_eq!(
+        fs::read_link(idx.join("@c2:eth1")).unwrap(),
+        Path::new("198.18.5.50")
+    );
+    assert!(idx.join("198.18.5.2").exists());
     // Our DEL releases the reference's reservation.
     assert_eq!(
         release(&cfg, &LeaseKey::new("n", "c2", "eth1")).unwrap(),
         [ip("198.18.5.50")]
     );
+    assert!(!idx.join("@c2:eth1").exists() && !idx.join("198.18.5.50").exists());
+    // And the rest, down to an empty network without index.
+    release(&cfg, &LeaseKey::new("n", "c1", "eth0")).unwrap();
+    release(&cfg, &LeaseKey::new("n", "c3", "eth0")).unwrap();
+    assert_eq!(names(&tmp.path().join("n")), ["lock".to_owned()].into());
+    assert!(!tmp.path().join(".berth-keys").exists());
 }
 
 #[test]
@@ -346,6 +359,76 @@ fn our_state_is_read_by_reference() {
         left,
         ["last_reserved_ip.0", "lock"].map(String::from).into()
     );
+    // The reference never looks at our index beside the network directory, so it is left
+    // stale (its pins still hold c2's inode); our next transaction finds the network empty
+    // and removes it, the hint with it.
+    assert!(tmp.path().join(".berth-keys/n").exists());
+    release(&cfg, &LeaseKey::new("n", "nobody", "eth0")).unwrap();
+    assert!(!tmp.path().join(".berth-keys").exists());
+    assert_eq!(names(&dir), ["lock".to_owned()].into());
+}
+
+fn names(dir: &Path) -> BTreeSet<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect()
+}
+
+/// Both implementations take turns on one store: whatever the reference reserves or
+/// releases behind our index, our lookups still see exactly the files on disk.
+#[test]
+fn alternating_with_the_reference_keeps_lookups_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = r#"{"subnet":"198.18.5.0/24"}"#;
+    let ipam = with_dir(raw, tmp.path());
+    let cfg = our_config(raw, tmp.path()).unwrap();
+    let dir = tmp.path().join("n");
+    let held = |c: &str| crate::ops::held(&cfg, &LeaseKey::new("n", c, "eth0")).unwrap();
+    for c in ["c1", "c2", "c3"] {
+        ours(c, "eth0", raw, tmp.path(), &[]).unwrap();
+    }
+    assert_eq!(held("c2"), [ip("198.18.5.3")]);
+    // The reference reserves after our hint, and takes over c2's address: its DEL of c2,
+    // then an ADD requesting .3 (a new file with the same name).
+    assert_eq!(
+        reference("ADD", "r1", "eth0", &ipam, None).unwrap(),
+        ["198.18.5.5/24"]
+    );
+    reference("DEL", "c2", "eth0", &ipam, None).unwrap();
+    reference("ADD", "r2", "eth0", &ipam, Some("IP=198.18.5.3")).unwrap();
+    // Our lookups see the reference's work.
+    assert!(held("c2").is_empty());
+    assert_eq!(held("r2"), [ip("198.18.5.3")]);
+    // A duplicate ADD for a reference-made attachment is refused, as the reference does.
+    let err = allocate_all(&cfg, &LeaseKey::new("n", "r1", "eth0"), &[]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            IpamError::Allocate {
+                source: crate::AllocError::Duplicate { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // Our DEL releases what the reference reserved...
+    assert_eq!(
+        release(&cfg, &LeaseKey::new("n", "r1", "eth0")).unwrap(),
+        [ip("198.18.5.5")]
+    );
+    assert_eq!(
+        release(&cfg, &LeaseKey::new("n", "r2", "eth0")).unwrap(),
+        [ip("198.18.5.3")]
+    );
+    // ...and the reference still reads ours.
+    reference("CHECK", "c3", "eth0", &ipam, None).unwrap();
+    reference("DEL", "c3", "eth0", &ipam, None).unwrap();
+    assert!(held("c3").is_empty());
+    assert_eq!(held("c1"), [ip("198.18.5.2")]);
+    release(&cfg, &LeaseKey::new("n", "c1", "eth0")).unwrap();
+    assert_eq!(names(&dir), ["lock".to_owned()].into());
+    assert!(!tmp.path().join(".berth-keys").exists());
 }
 
 #[test]
@@ -424,12 +507,10 @@ fn concurrent_threads_never_share_an_address() {
             });
         }
     });
-    let left: BTreeSet<String> = fs::read_dir(tmp.path().join("n"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    // Only the lock: the hint went with the last reservation (the reference keeps it).
-    assert_eq!(left, ["lock".to_owned()].into());
+    // Only the lock: the hint went with the last reservation (the reference keeps it), and
+    // the index with it.
+    assert_eq!(names(&tmp.path().join("n")), ["lock".to_owned()].into());
+    assert!(!tmp.path().join(".berth-keys").exists());
 }
 
 /// Our threads and reference processes allocate from one directory at the same time: the

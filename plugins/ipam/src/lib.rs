@@ -9,7 +9,8 @@
 //! - [`config`]: the whole `ipam` section ([`HostLocalConf`] → [`IpamConfig`]); [`dns`] parses
 //!   the optional `resolvConf` file.
 //! - [`store`]: the [`Store`] trait, its lock guard and error; [`disk`]: [`DiskStore`], the
-//!   reference's directory layout under `flock(2)`.
+//!   reference's directory layout under `flock(2)`; [`index`]: its key index, which finds an
+//!   attachment's addresses without reading every reservation.
 //! - [`allocator`]: picks one address from a range set, round-robin after a hint.
 //! - [`ops`]: what the plugin calls (ADD/DEL/CHECK/GC/STATUS), each under one lock.
 //!
@@ -20,6 +21,7 @@ pub mod allocator;
 pub mod config;
 pub mod disk;
 pub mod dns;
+pub mod index;
 pub mod key;
 pub mod ops;
 pub mod range;
@@ -31,7 +33,7 @@ mod compat_tests;
 
 pub use allocator::{AllocError, Allocation, Allocator};
 pub use config::{ConfigError, HostLocalConf, IpamConfig, Route, RouteConf};
-pub use disk::DiskStore;
+pub use disk::{DiskStore, IndexMode};
 pub use dns::{Dns, DnsError};
 pub use key::{Lease, LeaseKey};
 pub use ops::{IpamError, StatusError, allocate_all, check, gc, release, status};

@@ -203,7 +203,7 @@ pub fn release_with<S: Store>(
 /// Runs under the caller's lock (`_guard`), so no ADD can reserve between the check and the
 /// removal.
 fn forget_hints_if_empty<S: Store>(store: &S, _guard: &StoreGuard<'_>) -> Result<(), StoreError> {
-    if store.reserved_ips()?.is_empty() {
+    if store.is_empty()? {
         store.forget_last_reserved()?;
     }
     Ok(())

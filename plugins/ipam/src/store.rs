@@ -97,6 +97,12 @@ impl StoreError {
     }
 }
 
+/// Work a store does while it still holds its lock, just before the guard releases it.
+pub(crate) trait BeforeUnlock: std::fmt::Debug {
+    /// Cannot fail: anything it leaves undone must only cost the next holder time.
+    fn before_unlock(&self);
+}
+
 /// Exclusive lock on a store; released when dropped.
 ///
 /// For [`crate::DiskStore`] this is an `flock(LOCK_EX)` on the `lock` file's open file
@@ -107,14 +113,21 @@ impl StoreError {
 pub struct StoreGuard<'a> {
     fd: Option<BorrowedFd<'a>>,
     on_drop: Option<&'a std::cell::Cell<bool>>,
+    before_unlock: Option<&'a dyn BeforeUnlock>,
 }
 
 impl<'a> StoreGuard<'a> {
-    /// Guard for an fd already locked with `flock(LOCK_EX)`; `held` is reset on drop.
-    pub(crate) fn flocked(fd: BorrowedFd<'a>, held: &'a std::cell::Cell<bool>) -> Self {
+    /// Guard for an fd already locked with `flock(LOCK_EX)`; `held` is reset on drop, after
+    /// `before_unlock` ran under the lock.
+    pub(crate) fn flocked(
+        fd: BorrowedFd<'a>,
+        held: &'a std::cell::Cell<bool>,
+        before_unlock: &'a dyn BeforeUnlock,
+    ) -> Self {
         StoreGuard {
             fd: Some(fd),
             on_drop: Some(held),
+            before_unlock: Some(before_unlock),
         }
     }
 
@@ -124,12 +137,16 @@ impl<'a> StoreGuard<'a> {
         StoreGuard {
             fd: None,
             on_drop: None,
+            before_unlock: None,
         }
     }
 }
 
 impl Drop for StoreGuard<'_> {
     fn drop(&mut self) {
+        if let Some(store) = self.before_unlock {
+            store.before_unlock();
+        }
         if let Some(fd) = self.fd {
             // LOCK_UN on a valid fd we hold cannot fail in practice; if it somehow did, the
             // lock still goes away when the store (the last fd of that open file description)
@@ -172,6 +189,12 @@ pub trait Store {
 
     /// All reserved addresses (without reading who holds them).
     fn reserved_ips(&self) -> Result<Vec<IpAddr>, StoreError>;
+
+    /// Nothing at all is reserved (not even by something in the way of an address, such as a
+    /// directory named like one).
+    fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.reserved_ips()?.is_empty())
+    }
 
     /// All reservations with their holders.
     fn leases(&self) -> Result<Vec<Lease>, StoreError>;

@@ -124,6 +124,11 @@ pub fn reservations(data_dir: &Path) -> Vec<String> {
     };
     for net in networks {
         let net = net.unwrap().path();
+        // `.berth-keys`: host-local's key index (gone with the last reservation), not a
+        // network; network names never start with a dot.
+        if net.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+            continue;
+        }
         for f in std::fs::read_dir(&net).unwrap() {
             let name = f.unwrap().file_name().to_string_lossy().into_owned();
             if name != "lock" && !name.starts_with("last_reserved_ip") {

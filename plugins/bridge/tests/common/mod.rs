@@ -126,7 +126,10 @@ pub fn reservations(data_dir: &Path) -> Vec<String> {
         let net = net.unwrap().path();
         // `.berth-keys`: host-local's key index (gone with the last reservation), not a
         // network; network names never start with a dot.
-        if net.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+        if net
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        {
             continue;
         }
         for f in std::fs::read_dir(&net).unwrap() {

@@ -8,6 +8,7 @@
 //! - [`test_subnet_v4`] / [`test_subnet_v6`]: subnets from 198.18.0.0/15 and `fd42:b347::/48`.
 //! - [`bin`]: find a workspace binary; [`CniCall`]: run a plugin inside a namespace.
 //! - [`LeakAudit`]: nothing named `bt…` may survive a test.
+//! - [`wire`], [`EchoServer`], [`tcp_get`], [`udp_get`]: real traffic between namespaces.
 //!
 //! ```no_run
 //! use netns_fixtures::{HostAndContainer, require_root};
@@ -28,6 +29,7 @@ mod netns;
 mod plugin;
 mod root;
 mod subnet;
+mod traffic;
 mod world;
 
 pub use bin::bin;
@@ -37,4 +39,5 @@ pub use netns::{RUN_NETNS, TestNetns, TestNetnsError};
 pub use plugin::{CniCall, PluginError, PluginOutput, run_plugin};
 pub use root::require_root;
 pub use subnet::{test_subnet_v4, test_subnet_v6};
+pub use traffic::{EchoServer, TrafficError, tcp_get, udp_get, wire};
 pub use world::{HostAndContainer, WorldError};

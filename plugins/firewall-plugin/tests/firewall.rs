@@ -6,75 +6,24 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use berth_cni::invoke::{CniConfig, RuntimeConf};
 use berth_cni::{CniResult, ContainerId, IfName, NetConfList};
 use netns_fixtures::{
-    CniCall, PluginOutput, TestNetns, bin, require_root, test_subnet_v4, unique_name,
+    CniCall, EchoServer, PluginOutput, TestNetns, bin, require_root, tcp_get, test_subnet_v4,
+    unique_name,
 };
 use serde_json::{Value, json};
 
 const BACKENDS: [&str; 2] = ["iptables", "nftables"];
 
-/// Answers every TCP connection and UDP datagram on `addr` with `reply` until `stop`.
-fn serve(ns: &TestNetns, addr: SocketAddr, reply: &'static str, stop: &Arc<AtomicBool>) {
-    let (tcp, udp) = ns
-        .run(|| (TcpListener::bind(addr), UdpSocket::bind(addr)))
-        .unwrap();
-    let (tcp, udp) = (tcp.unwrap(), udp.unwrap());
-    tcp.set_nonblocking(true).unwrap();
-    udp.set_read_timeout(Some(Duration::from_millis(20)))
-        .unwrap();
-    let (s1, s2) = (stop.clone(), stop.clone());
-    std::thread::spawn(move || {
-        while !s1.load(Ordering::Relaxed) {
-            match tcp.accept() {
-                Ok((mut c, _)) => {
-                    let _ = c.set_nonblocking(false);
-                    let _ = c.write_all(reply.as_bytes());
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
-    });
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 64];
-        while !s2.load(Ordering::Relaxed) {
-            if let Ok((_, from)) = udp.recv_from(&mut buf) {
-                let _ = udp.send_to(reply.as_bytes(), from);
-            }
-        }
-    });
-}
-
-fn tcp_get(ns: &TestNetns, to: SocketAddr) -> Option<String> {
-    ns.run(|| {
-        let mut s = TcpStream::connect_timeout(&to, Duration::from_millis(600)).ok()?;
-        s.set_read_timeout(Some(Duration::from_millis(600))).ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        Some(out)
-    })
-    .unwrap()
-}
-
+/// The answer to one UDP datagram from `ns`, sent from `from_port`.
 fn udp_get(ns: &TestNetns, to: SocketAddr, from_port: u16) -> Option<String> {
-    ns.run(|| {
-        let s = UdpSocket::bind(SocketAddr::new("0.0.0.0".parse().unwrap(), from_port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_millis(600))).ok()?;
-        s.send_to(b"hi", to).ok()?;
-        let mut buf = [0u8; 64];
-        let (n, _) = s.recv_from(&mut buf).ok()?;
-        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
-    })
-    .unwrap()
+    let from = SocketAddr::new(IpAddr::from([0, 0, 0, 0]), from_port);
+    netns_fixtures::udp_get(ns, to, Some(from))
 }
 
 struct Net {
@@ -183,9 +132,10 @@ fn strict_isolation_blocks_other_bridges_but_not_published_ports_or_replies() {
         let (ip_a, ip_b): (IpAddr, IpAddr) =
             (a.result.ips[0].address.ip(), b.result.ips[0].address.ip());
         let gw_a = a.result.ips[0].gateway.unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        serve(&a.ctr, SocketAddr::new(ip_a, 80), "a", &stop);
-        serve(&b.ctr, SocketAddr::new(ip_b, 80), "b", &stop);
+        let servers = [
+            EchoServer::start(&a.ctr, SocketAddr::new(ip_a, 80), "a").unwrap(),
+            EchoServer::start(&b.ctr, SocketAddr::new(ip_b, 80), "b").unwrap(),
+        ];
         let (to_a, to_b) = (SocketAddr::new(ip_a, 80), SocketAddr::new(ip_b, 80));
         let published = SocketAddr::new(gw_a, 8080);
 
@@ -268,7 +218,7 @@ fn strict_isolation_blocks_other_bridges_but_not_published_ports_or_replies() {
             Some("a"),
             "{backend}: after GC"
         );
-        stop.store(true, Ordering::Relaxed);
+        drop(servers);
         for net in [&a, &b] {
             host.run(|| cni.del_network_list(&net.list, &net.rt))
                 .unwrap()

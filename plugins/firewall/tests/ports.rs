@@ -17,28 +17,11 @@ use berth_firewall::{
     BackendKind, DEFAULT_MARK_BIT, Desired, Firewall, MarkSpec, Masquerade, PortMap, PortMapping,
     conntrack, udp_ports,
 };
-use common::{BACKENDS, Server, World, addr_in, owner, sh, tcp_get, udp_get};
+use common::{BACKENDS, World, addr_in, owner, serve, sh};
 use ipnetwork::IpNetwork;
-use netns_fixtures::{TestNetns, require_root, test_subnet_v4, test_subnet_v6};
-
-/// A veth pair `host_if` (in `host`) ↔ `peer_if` (in `peer`), both up.
-fn wire(host: &TestNetns, host_if: &str, peer: &TestNetns, peer_if: &str) {
-    host.ip(&[
-        "link",
-        "add",
-        host_if,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        peer_if,
-        "netns",
-        peer.name(),
-    ])
-    .unwrap();
-    host.ip(&["link", "set", host_if, "up"]).unwrap();
-    peer.ip(&["link", "set", peer_if, "up"]).unwrap();
-}
+use netns_fixtures::{
+    EchoServer, TestNetns, require_root, tcp_get, test_subnet_v4, test_subnet_v6, udp_get, wire,
+};
 
 fn addr(ns: &TestNetns, dev: &str, a: IpNetwork) {
     ns.ip(&["addr", "add", &a.to_string(), "dev", dev, "nodad"])
@@ -64,7 +47,7 @@ struct Topology {
     /// ctr1's address with the bridge subnet's prefix (v4, v6).
     ctr1_ip: IpNetwork,
     ctr1_ip6: IpNetwork,
-    _servers: Vec<Server>,
+    _servers: Vec<EchoServer>,
 }
 
 impl Topology {
@@ -92,8 +75,8 @@ impl Topology {
         );
         let (cnet6, bnet6): (IpNetwork, IpNetwork) =
             (test_subnet_v6().into(), test_subnet_v6().into());
-        wire(host, "h1", &client, "eth0");
-        wire(host, "h2", &far, "eth0");
+        wire(host, "h1", &client, "eth0").unwrap();
+        wire(host, "h2", &far, "eth0").unwrap();
         addr(host, "h1", addr_in(cnet, 1));
         addr(host, "h1", addr_in(cnet6, 1));
         addr(&client, "eth0", addr_in(cnet, 2));
@@ -105,7 +88,7 @@ impl Topology {
         addr(host, "br0", addr_in(bnet, 1));
         addr(host, "br0", addr_in(bnet6, 1));
         for (n, (ctr, hif)) in [(&ctr1, "v1"), (&ctr2, "v2")].into_iter().enumerate() {
-            wire(host, hif, ctr, "eth0");
+            wire(host, hif, ctr, "eth0").unwrap();
             host.ip(&["link", "set", hif, "master", "br0"]).unwrap();
             let host_no = u8::try_from(n).unwrap() + 2;
             addr(ctr, "eth0", addr_in(bnet, host_no));
@@ -168,19 +151,11 @@ impl Topology {
             } else {
                 "ctr1".to_owned()
             };
-            servers.push(Server::start(
-                &ctr1,
-                SocketAddr::new(ctr1_ip.ip(), port),
-                &reply,
-            ));
-            servers.push(Server::start(
-                &ctr1,
-                SocketAddr::new(ctr1_ip6.ip(), port),
-                &reply,
-            ));
+            servers.push(serve(&ctr1, SocketAddr::new(ctr1_ip.ip(), port), &reply));
+            servers.push(serve(&ctr1, SocketAddr::new(ctr1_ip6.ip(), port), &reply));
         }
         for port in [8080u16, 5353] {
-            servers.push(Server::start(&far, SocketAddr::new(far_ip, port), "far"));
+            servers.push(serve(&far, SocketAddr::new(far_ip, port), "far"));
         }
         Topology {
             w,

@@ -12,8 +12,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use berth_cni::Attachment;
-use common::{BACKENDS, Server, World, owner_lines, ruleset, sh, tcp_get, udp_get};
-use netns_fixtures::{CniCall, HostAndContainer, require_root};
+use common::{BACKENDS, World, owner_lines, ruleset, serve, sh, udp_get};
+use netns_fixtures::{CniCall, HostAndContainer, require_root, tcp_get};
 use serde_json::{Value, json};
 
 const VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
@@ -48,9 +48,9 @@ fn published_ports_work_through_the_chain() {
             } else {
                 "ctr1".into()
             };
-            servers.push(Server::start(&w.ctr1, sa(ctr_ip, port), &reply));
+            servers.push(serve(&w.ctr1, sa(ctr_ip, port), &reply));
         }
-        servers.push(Server::start(&w.far, sa(w.far_ip, 8080), "far"));
+        servers.push(serve(&w.far, sa(w.far_ip, 8080), "far"));
         let ctr1 = Some("ctr1".to_owned());
         let localhost: IpAddr = "127.0.0.1".parse().unwrap();
         w.check(&list, &rt1).unwrap();
@@ -156,10 +156,10 @@ fn nft_conditions_limit_who_reaches_a_published_port() {
     let r2 = w.add(&plain, &rt2);
     let (ip1, ip2) = (r1.ips[0].address.ip(), r2.ips[0].address.ip());
     let _servers = [
-        Server::start(&w.ctr1, sa(ip1, 80), "ctr1"),
-        Server::start(&w.ctr1, sa(ip1, 9100), "ctr1:9100"),
-        Server::start(&w.ctr1, sa(ip1, 9101), "ctr1:9101"),
-        Server::start(&w.ctr2, sa(ip2, 80), "ctr2"),
+        serve(&w.ctr1, sa(ip1, 80), "ctr1"),
+        serve(&w.ctr1, sa(ip1, 9100), "ctr1:9100"),
+        serve(&w.ctr1, sa(ip1, 9101), "ctr1:9101"),
+        serve(&w.ctr2, sa(ip2, 80), "ctr2"),
     ];
     let get = |ns, port| tcp_get(ns, sa(w.host_ip, port));
     assert_eq!(
@@ -183,7 +183,7 @@ fn nft_conditions_limit_who_reaches_a_published_port() {
         owner_lines(&w.host)
     );
     let r1 = w.add(&plain, &rt1);
-    let _again = Server::start(&w.ctr1, sa(r1.ips[0].address.ip(), 80), "ctr1 again");
+    let _again = serve(&w.ctr1, sa(r1.ips[0].address.ip(), 80), "ctr1 again");
     assert_eq!(get(&w.far, 8080).as_deref(), Some("ctr1 again"));
     w.del(&plain, &rt1);
     w.del(&plain, &rt2);

@@ -3,17 +3,12 @@
 
 #![allow(dead_code)] // Each test binary uses a different part.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use berth_firewall::{BackendKind, Firewall, Owner};
 use ipnetwork::IpNetwork;
-use netns_fixtures::{TestNetns, require_root};
+use netns_fixtures::{EchoServer, TestNetns, require_root};
 
 pub const BACKENDS: [BackendKind; 2] = [BackendKind::Iptables, BackendKind::Nftables];
 
@@ -143,84 +138,7 @@ impl World {
     }
 }
 
-/// A TCP and a UDP server in a namespace, answering every connection / datagram with
-/// `reply`. Sockets are opened inside the namespace (and stay there); the serving threads
-/// stop on drop.
-pub struct Server {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Server {
-    pub fn start(ns: &TestNetns, addr: SocketAddr, reply: &str) -> Server {
-        let (tcp, udp) = ns
-            .run(|| (TcpListener::bind(addr), UdpSocket::bind(addr)))
-            .unwrap();
-        let (tcp, udp) = (tcp.unwrap(), udp.unwrap());
-        tcp.set_nonblocking(true).unwrap();
-        udp.set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        let (s, r) = (stop.clone(), reply.to_owned());
-        threads.push(std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                match tcp.accept() {
-                    Ok((mut conn, _)) => {
-                        let _ = conn.set_nonblocking(false);
-                        let _ = conn.write_all(r.as_bytes());
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        }));
-        let (s, r) = (stop.clone(), reply.to_owned());
-        threads.push(std::thread::spawn(move || {
-            let mut buf = [0u8; 64];
-            while !s.load(Ordering::Relaxed) {
-                if let Ok((_, from)) = udp.recv_from(&mut buf) {
-                    let _ = udp.send_to(r.as_bytes(), from);
-                }
-            }
-        }));
-        Server { stop, threads }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-/// What a TCP connection from `ns` to `to` reads, or `None` if it cannot connect.
-pub fn tcp_get(ns: &TestNetns, to: SocketAddr) -> Option<String> {
-    ns.run(|| {
-        let mut s = TcpStream::connect_timeout(&to, Duration::from_millis(700)).ok()?;
-        s.set_read_timeout(Some(Duration::from_millis(700))).ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        Some(out)
-    })
-    .unwrap()
-}
-
-/// The answer to one UDP datagram from `ns` (bound to `from` if given) to `to`.
-pub fn udp_get(ns: &TestNetns, to: SocketAddr, from: Option<SocketAddr>) -> Option<String> {
-    ns.run(|| {
-        let local: SocketAddr = from.unwrap_or_else(|| match to {
-            SocketAddr::V4(_) => "0.0.0.0:0".parse().unwrap(),
-            SocketAddr::V6(_) => "[::]:0".parse().unwrap(),
-        });
-        let s = UdpSocket::bind(local).ok()?;
-        s.set_read_timeout(Some(Duration::from_millis(700))).ok()?;
-        s.send_to(b"hi", to).ok()?;
-        let mut buf = [0u8; 64];
-        let (n, _) = s.recv_from(&mut buf).ok()?;
-        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
-    })
-    .unwrap()
+/// A TCP+UDP server in `ns` answering `reply` (see [`EchoServer`]).
+pub fn serve(ns: &TestNetns, addr: SocketAddr, reply: &str) -> EchoServer {
+    EchoServer::start(ns, addr, reply).unwrap()
 }

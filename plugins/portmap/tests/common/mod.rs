@@ -4,19 +4,14 @@
 
 #![allow(dead_code, clippy::unwrap_used)] // Each test binary uses a subset; panics are reports.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use berth_cni::invoke::{CniConfig, RuntimeConf};
 use berth_cni::{CniResult, ContainerId, IfName, NetConfList};
 use ipnetwork::IpNetwork;
-use netns_fixtures::{TestNetns, bin, test_subnet_v4, unique_name};
+use netns_fixtures::{EchoServer, TestNetns, bin, test_subnet_v4, unique_name, wire};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -91,24 +86,6 @@ pub struct World {
     pub cni: CniConfig,
 }
 
-fn wire(host: &TestNetns, host_if: &str, peer: &TestNetns, peer_if: &str) {
-    host.ip(&[
-        "link",
-        "add",
-        host_if,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        peer_if,
-        "netns",
-        peer.name(),
-    ])
-    .unwrap();
-    host.ip(&["link", "set", host_if, "up"]).unwrap();
-    peer.ip(&["link", "set", peer_if, "up"]).unwrap();
-}
-
 fn nth(net: IpNetwork, n: u32) -> IpNetwork {
     let IpAddr::V4(base) = net.network() else {
         panic!("IPv4 only")
@@ -125,8 +102,8 @@ impl World {
         let far = TestNetns::with_tag("far").unwrap();
         let (cnet, fnet): (IpNetwork, IpNetwork) =
             (test_subnet_v4().into(), test_subnet_v4().into());
-        wire(&host, "h1", &client, "eth0");
-        wire(&host, "h2", &far, "eth0");
+        wire(&host, "h1", &client, "eth0").unwrap();
+        wire(&host, "h2", &far, "eth0").unwrap();
         for (ns, dev, a) in [
             (&host, "h1", nth(cnet, 1)),
             (&client, "eth0", nth(cnet, 2)),
@@ -230,81 +207,12 @@ impl World {
     }
 }
 
-/// A TCP and a UDP server in a namespace answering `reply`; stop on drop.
-pub struct Server {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+/// A TCP+UDP server in `ns` answering `reply` (see [`EchoServer`]).
+pub fn serve(ns: &TestNetns, addr: SocketAddr, reply: &str) -> EchoServer {
+    EchoServer::start(ns, addr, reply).unwrap()
 }
 
-impl Server {
-    pub fn start(ns: &TestNetns, addr: SocketAddr, reply: &str) -> Server {
-        let (tcp, udp) = ns
-            .run(|| (TcpListener::bind(addr), UdpSocket::bind(addr)))
-            .unwrap();
-        let (tcp, udp) = (tcp.unwrap(), udp.unwrap());
-        tcp.set_nonblocking(true).unwrap();
-        udp.set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s1, r1, s2, r2) = (
-            stop.clone(),
-            reply.to_owned(),
-            stop.clone(),
-            reply.to_owned(),
-        );
-        let threads = vec![
-            std::thread::spawn(move || {
-                while !s1.load(Ordering::Relaxed) {
-                    match tcp.accept() {
-                        Ok((mut c, _)) => {
-                            let _ = c.set_nonblocking(false);
-                            let _ = c.write_all(r1.as_bytes());
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                    }
-                }
-            }),
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 64];
-                while !s2.load(Ordering::Relaxed) {
-                    if let Ok((_, from)) = udp.recv_from(&mut buf) {
-                        let _ = udp.send_to(r2.as_bytes(), from);
-                    }
-                }
-            }),
-        ];
-        Server { stop, threads }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-pub fn tcp_get(ns: &TestNetns, to: SocketAddr) -> Option<String> {
-    ns.run(|| {
-        let mut s = TcpStream::connect_timeout(&to, Duration::from_millis(700)).ok()?;
-        s.set_read_timeout(Some(Duration::from_millis(700))).ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        Some(out)
-    })
-    .unwrap()
-}
-
+/// One UDP datagram from an ephemeral port; the answer.
 pub fn udp_get(ns: &TestNetns, to: SocketAddr) -> Option<String> {
-    ns.run(|| {
-        let s = UdpSocket::bind("0.0.0.0:0").ok()?;
-        s.set_read_timeout(Some(Duration::from_millis(700))).ok()?;
-        s.send_to(b"hi", to).ok()?;
-        let mut buf = [0u8; 64];
-        let (n, _) = s.recv_from(&mut buf).ok()?;
-        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
-    })
-    .unwrap()
+    netns_fixtures::udp_get(ns, to, None)
 }

@@ -1,20 +1,26 @@
-//! The `firewall` plugin: isolation between networks, chained after `bridge`.
+//! The `firewall` plugin, chained after `bridge`: forwarded traffic of the container
+//! accepted ahead of a host `FORWARD` policy of DROP (the reference's `CNI-FORWARD`, behind
+//! the admin chain `iptablesAdminChainName`), and isolation between networks.
 //!
-//! Off by default (`ingressPolicy: "open"`). With `ingressPolicy: "same-bridge"` (the
+//! Isolation is off by default (`ingressPolicy: "open"`). With `ingressPolicy: "same-bridge"` (the
 //! reference's name) or `isolation: "strict"`, containers of this network's bridge and of
 //! every other isolated bridge cannot reach each other; replies (conntrack
 //! `ESTABLISHED,RELATED`) and connections to published ports (DNAT'ed by `portmap`) still
 //! pass. Isolation belongs to the network: DEL leaves it (as the reference does), GC removes
 //! it once no attachment of the network is left.
 //!
-//! The reference's other duty, `ACCEPT` rules in `FORWARD` for hosts whose policy is DROP
-//! (`CNI-FORWARD`, `iptablesAdminChainName`), is not done here: the key is accepted and
-//! ignored. Every firewall call runs on the plugin's own thread, the host's namespace.
+//! The accept rules belong to the attachment: ADD adds them for the container's addresses
+//! in `prevResult`, DEL removes them, GC removes those of attachments not in the valid
+//! list. They exist with the iptables backend only (see `berth_firewall::ForwardAccept`).
+//! Every firewall call runs on the plugin's own thread, the host's namespace.
 
 use berth_cni::{
     Attachment, CmdArgs, CniError, CniResult, ErrorCode, NetConf, NetworkArgs, Plugin,
 };
-use berth_firewall::{BackendKind, Firewall, FirewallError, Isolation};
+use berth_firewall::{
+    BackendKind, DEFAULT_ADMIN_CHAIN, Firewall, FirewallError, ForwardAccept, Isolation, Owner,
+    check_admin_chain,
+};
 use serde::Deserialize;
 
 pub struct FirewallPlugin;
@@ -32,7 +38,8 @@ pub struct FirewallConf {
     /// `none` (default) or `strict`: the same switch under the name Berth's docs use.
     #[serde(default)]
     pub isolation: Option<String>,
-    /// The reference's admin chain for its FORWARD accept rules; accepted, unused.
+    /// The chain jumped to before any accept rule (the host's own rules go there);
+    /// default `CNI-ADMIN`, as in the reference.
     #[serde(default)]
     pub iptables_admin_chain_name: Option<String>,
 }
@@ -54,6 +61,14 @@ pub enum FirewallPluginError {
         "firewall: isolation needs the bridge: chain the firewall plugin after bridge (prevResult has no interface)"
     )]
     NoBridge,
+    #[error("firewall: invalid iptablesAdminChainName")]
+    AdminChain(#[source] berth_firewall::InputError),
+    #[error("firewall: accept forwarded traffic of {owner}")]
+    Forward {
+        owner: String,
+        #[source]
+        source: Box<FirewallError>,
+    },
     #[error("firewall: no usable firewall backend")]
     Detect(#[source] Box<FirewallError>),
     #[error("firewall: isolate network {network}")]
@@ -83,7 +98,8 @@ impl From<FirewallPluginError> for CniError {
         let code = match &e {
             FirewallPluginError::Value { .. }
             | FirewallPluginError::Disagree { .. }
-            | FirewallPluginError::NoBridge => ErrorCode::InvalidConfig,
+            | FirewallPluginError::NoBridge
+            | FirewallPluginError::AdminChain(_) => ErrorCode::InvalidConfig,
             FirewallPluginError::UnsupportedBackend { .. } => ErrorCode::UnsupportedField,
             FirewallPluginError::Detect(_) | FirewallPluginError::Status(_) => {
                 ErrorCode::NotAvailable
@@ -92,6 +108,7 @@ impl From<FirewallPluginError> for CniError {
                 ErrorCode::InvalidConfig
             }
             FirewallPluginError::Add { .. }
+            | FirewallPluginError::Forward { .. }
             | FirewallPluginError::Check { .. }
             | FirewallPluginError::Gc { .. } => ErrorCode::Internal,
         };
@@ -100,10 +117,11 @@ impl From<FirewallPluginError> for CniError {
 }
 
 /// The validated configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub backend: Option<BackendKind>,
     pub isolate: bool,
+    pub admin_chain: String,
 }
 
 impl Config {
@@ -158,7 +176,17 @@ impl Config {
             }
             (a, b) => a.or(b).unwrap_or(false),
         };
-        Ok(Config { backend, isolate })
+        let admin_chain = c
+            .iptables_admin_chain_name
+            .clone()
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| DEFAULT_ADMIN_CHAIN.to_owned());
+        check_admin_chain(&admin_chain).map_err(FirewallPluginError::AdminChain)?;
+        Ok(Config {
+            backend,
+            isolate,
+            admin_chain,
+        })
     }
 }
 
@@ -166,6 +194,39 @@ fn setup(conf: &NetConf<FirewallConf>) -> Result<(Config, Firewall), FirewallPlu
     let cfg = Config::new(&conf.plugin)?;
     let fw = Firewall::detect(cfg.backend).map_err(|e| FirewallPluginError::Detect(Box::new(e)))?;
     Ok((cfg, fw))
+}
+
+fn owner(args: &CmdArgs, conf: &NetConf<FirewallConf>) -> Owner {
+    Owner {
+        network: conf.name.to_string(),
+        container_id: args.container_id.to_string(),
+        ifname: args.ifname.to_string(),
+    }
+}
+
+/// The container's addresses in `prev`, for the accept rules.
+fn forward(
+    args: &CmdArgs,
+    conf: &NetConf<FirewallConf>,
+    cfg: &Config,
+    prev: &CniResult,
+) -> ForwardAccept {
+    ForwardAccept {
+        owner: owner(args, conf),
+        addresses: prev
+            .container_ips(args.ifname.as_str())
+            .iter()
+            .map(|n| n.ip())
+            .collect(),
+        admin_chain: cfg.admin_chain.clone(),
+    }
+}
+
+fn forward_err(owner: &Owner) -> impl FnOnce(FirewallError) -> FirewallPluginError + '_ {
+    move |source| FirewallPluginError::Forward {
+        owner: owner.to_string(),
+        source: Box::new(source),
+    }
 }
 
 /// The network's bridge: the previous result's first interface, as the reference reads it.
@@ -188,36 +249,50 @@ fn isolation(
 impl Plugin for FirewallPlugin {
     type Conf = FirewallConf;
 
-    fn add(&self, _: &CmdArgs, conf: &NetConf<FirewallConf>) -> Result<CniResult, CniError> {
+    fn add(&self, args: &CmdArgs, conf: &NetConf<FirewallConf>) -> Result<CniResult, CniError> {
         let prev = conf.prev_result()?.clone();
-        let cfg = Config::new(&conf.plugin)?;
-        if !cfg.isolate {
-            return Ok(prev);
+        let (cfg, fw) = setup(conf)?;
+        let iso = if cfg.isolate {
+            Some(isolation(conf, &prev)?)
+        } else {
+            None
+        };
+        let fwd = forward(args, conf, &cfg, &prev);
+        fw.add_forward(&fwd).map_err(forward_err(&fwd.owner))?;
+        if let Some(iso) = iso {
+            let added = fw
+                .add_isolation(&iso)
+                .map_err(|source| FirewallPluginError::Add {
+                    network: iso.network.clone(),
+                    source: Box::new(source),
+                });
+            if let Err(e) = added {
+                // Roll back: a failed ADD leaves nothing of this attachment.
+                let _ = fw.del_forward(&fwd.owner);
+                return Err(e.into());
+            }
         }
-        let iso = isolation(conf, &prev)?;
-        let (_, fw) = setup(conf)?;
-        fw.add_isolation(&iso)
-            .map_err(|source| FirewallPluginError::Add {
-                network: iso.network.clone(),
-                source: Box::new(source),
-            })?;
         Ok(prev)
     }
 
-    /// Isolation belongs to the network and outlives one attachment (GC removes it).
-    fn del(&self, _: &CmdArgs, conf: &NetConf<FirewallConf>) -> Result<(), CniError> {
-        Config::new(&conf.plugin)?;
+    /// The attachment's accept rules go; isolation belongs to the network and outlives one
+    /// attachment (GC removes it).
+    fn del(&self, args: &CmdArgs, conf: &NetConf<FirewallConf>) -> Result<(), CniError> {
+        let (_, fw) = setup(conf)?;
+        let owner = owner(args, conf);
+        fw.del_forward(&owner).map_err(forward_err(&owner))?;
         Ok(())
     }
 
-    fn check(&self, _: &CmdArgs, conf: &NetConf<FirewallConf>) -> Result<(), CniError> {
+    fn check(&self, args: &CmdArgs, conf: &NetConf<FirewallConf>) -> Result<(), CniError> {
         let prev = conf.prev_result()?;
-        let cfg = Config::new(&conf.plugin)?;
+        let (cfg, fw) = setup(conf)?;
+        let fwd = forward(args, conf, &cfg, prev);
+        fw.check_forward(&fwd).map_err(forward_err(&fwd.owner))?;
         if !cfg.isolate {
             return Ok(());
         }
         let iso = isolation(conf, prev)?;
-        let (_, fw) = setup(conf)?;
         fw.check_isolation(&iso)
             .map_err(|source| FirewallPluginError::Check {
                 network: iso.network.clone(),
@@ -234,7 +309,8 @@ impl Plugin for FirewallPlugin {
         Ok(())
     }
 
-    /// The network's isolation goes when none of its attachments is left.
+    /// Accept rules of attachments not in `valid` go; the network's isolation goes when none
+    /// of its attachments is left.
     fn gc(
         &self,
         _: &NetworkArgs,
@@ -243,6 +319,19 @@ impl Plugin for FirewallPlugin {
     ) -> Result<(), CniError> {
         let (_, fw) = setup(conf)?;
         let network = conf.name.to_string();
+        let keep: Vec<Owner> = valid
+            .iter()
+            .map(|a| Owner {
+                network: network.clone(),
+                container_id: a.container_id.to_string(),
+                ifname: a.ifname.to_string(),
+            })
+            .collect();
+        fw.gc_forward(&network, &keep)
+            .map_err(|source| FirewallPluginError::Gc {
+                network: network.clone(),
+                source: Box::new(source),
+            })?;
         fw.gc_isolation(&network, !valid.is_empty())
             .map_err(|source| FirewallPluginError::Gc {
                 network,
@@ -267,9 +356,20 @@ mod tests {
             c("{}").unwrap(),
             Config {
                 backend: None,
-                isolate: false
+                isolate: false,
+                admin_chain: "CNI-ADMIN".into(),
             }
         );
+        assert_eq!(
+            c(r#"{"iptablesAdminChainName": "MY-ADMIN"}"#)
+                .unwrap()
+                .admin_chain,
+            "MY-ADMIN"
+        );
+        let e: CniError = c(r#"{"iptablesAdminChainName": "-j ACCEPT"}"#)
+            .unwrap_err()
+            .into();
+        assert_eq!(e.code, ErrorCode::InvalidConfig);
         assert!(c(r#"{"ingressPolicy": "same-bridge"}"#).unwrap().isolate);
         assert!(
             c(r#"{"isolation": "strict", "backend": "nftables"}"#)

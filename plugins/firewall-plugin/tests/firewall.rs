@@ -227,6 +227,98 @@ fn strict_isolation_blocks_other_bridges_but_not_published_ports_or_replies() {
     }
 }
 
+/// `iptables -P FORWARD DROP` in the namespace playing the host (as Docker leaves it): the
+/// firewall plugin's accept rules let containers of two networks talk, rules in the admin
+/// chain still run first, and DEL and GC take the rules away again.
+#[test]
+fn forward_accept_opens_a_drop_policy_for_containers_only() {
+    require_root();
+    let host = TestNetns::with_tag("h").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let cni = CniConfig::new(
+        vec![bin("firewall").parent().unwrap().to_path_buf()],
+        tmp.path().join("cache"),
+    );
+    host.run(|| berth_netlink::sysctl::write("net/ipv4/ip_forward", "1"))
+        .unwrap()
+        .unwrap();
+    let data = tmp.path().join("data");
+    let a = network(&host, &cni, "iptables", &data, json!([]));
+    let b = network(&host, &cni, "iptables", &data, json!([]));
+    let (ip_a, ip_b) = (a.result.ips[0].address.ip(), b.result.ips[0].address.ip());
+    let _servers = [
+        EchoServer::start(&a.ctr, SocketAddr::new(ip_a, 80), "a").unwrap(),
+        EchoServer::start(&b.ctr, SocketAddr::new(ip_b, 80), "b").unwrap(),
+    ];
+    let (to_a, to_b) = (SocketAddr::new(ip_a, 80), SocketAddr::new(ip_b, 80));
+    let iptables = |args: &[&str]| {
+        let out = host.output(Command::new("iptables").args(args)).unwrap();
+        assert!(out.status.success(), "iptables {args:?}: {out:?}");
+    };
+    iptables(&["-w", "-P", "FORWARD", "DROP"]);
+    assert_eq!(tcp_get(&a.ctr, to_b), None, "the policy drops");
+
+    let keys = json!({"backend": "iptables"});
+    for net in [&a, &b] {
+        firewall(&host, net, "ADD", keys.clone()).expect_success();
+        firewall(&host, net, "CHECK", keys.clone()).expect_success();
+    }
+    assert_eq!(
+        tcp_get(&a.ctr, to_b).as_deref(),
+        Some("b"),
+        "a -> b accepted"
+    );
+    assert_eq!(
+        tcp_get(&b.ctr, to_a).as_deref(),
+        Some("a"),
+        "b -> a accepted"
+    );
+
+    // The admin chain runs before our accepts: the host's rules there still win.
+    let block = format!("{ip_a}/32");
+    iptables(&["-w", "-A", "CNI-ADMIN", "-s", &block, "-j", "DROP"]);
+    assert_eq!(tcp_get(&a.ctr, to_b), None, "admin rule dropped a");
+    iptables(&["-w", "-D", "CNI-ADMIN", "-s", &block, "-j", "DROP"]);
+    assert_eq!(tcp_get(&a.ctr, to_b).as_deref(), Some("b"));
+
+    // Isolation still wins over the accepts.
+    let strict = json!({"backend": "iptables", "isolation": "strict"});
+    for net in [&a, &b] {
+        firewall(&host, net, "ADD", strict.clone()).expect_success();
+    }
+    assert_eq!(tcp_get(&a.ctr, to_b), None, "isolated");
+    for net in [&a, &b] {
+        firewall(&host, net, "GC", strict.clone()).expect_success();
+    }
+
+    // DEL of a: a can no longer start connections; b still reaches a (its own rules accept
+    // what it sends and the replies to it).
+    firewall(&host, &a, "ADD", keys.clone()).expect_success();
+    firewall(&host, &b, "ADD", keys.clone()).expect_success();
+    firewall(&host, &a, "DEL", keys.clone()).expect_success();
+    firewall(&host, &a, "DEL", keys.clone()).expect_success();
+    assert_eq!(tcp_get(&a.ctr, to_b), None, "a's accept rules gone");
+    assert_eq!(tcp_get(&b.ctr, to_a).as_deref(), Some("a"));
+    let out = firewall(&host, &b, "CHECK", keys.clone());
+    out.expect_success();
+    // GC with no valid attachment takes b's rules too.
+    firewall(&host, &b, "GC", keys.clone()).expect_success();
+    let saved = host
+        .output(Command::new("iptables-save").args(["-t", "filter"]))
+        .unwrap();
+    let saved = String::from_utf8_lossy(&saved.stdout).into_owned();
+    let owned: Vec<&str> = saved
+        .lines()
+        .filter(|l| l.contains("BERTH-FWD-") || l.contains("\"berth "))
+        .collect();
+    assert!(owned.is_empty(), "left over: {owned:#?}");
+    for net in [&a, &b] {
+        host.run(|| cni.del_network_list(&net.list, &net.rt))
+            .unwrap()
+            .unwrap();
+    }
+}
+
 #[test]
 fn bad_config_and_status() {
     require_root();

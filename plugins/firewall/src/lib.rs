@@ -38,6 +38,7 @@
 //! changed the rules in between is recomputed from a fresh read, a few times.
 
 pub mod conntrack;
+mod forward;
 mod iptables;
 mod isolation;
 mod model;
@@ -47,6 +48,7 @@ mod runner;
 
 use std::collections::HashSet;
 
+pub use forward::{DEFAULT_ADMIN_CHAIN, ForwardAccept, check_admin_chain};
 pub use iptables::{CHAIN_PREFIX, IptablesError, IptablesVariant};
 pub use isolation::Isolation;
 pub use model::{Family, InputError, MAX_COMMENT};
@@ -58,6 +60,7 @@ pub use ports::{
 };
 pub use runner::RunError;
 
+use forward::ForwardPlan;
 use isolation::IsoPlan;
 use model::{MasqPlan, Tag};
 use ports::PortPlan;
@@ -105,6 +108,7 @@ pub enum Desired {
     Masquerade(Masquerade),
     PortMap(PortMap),
     Isolation(Isolation),
+    Forward(ForwardAccept),
 }
 
 /// What [`Firewall::reconcile`] had to put back.
@@ -163,6 +167,7 @@ enum Plan {
     Masquerade(MasqPlan),
     Ports(PortPlan),
     Isolation(IsoPlan),
+    Forward(ForwardPlan),
 }
 
 /// What each backend does with the rule model.
@@ -187,6 +192,10 @@ trait Backend: Send + Sync + std::fmt::Debug {
     fn check_isolation(&self, plan: &IsoPlan) -> Result<(), FirewallError>;
     /// Removes the network's isolation when `remove`; true if there was some.
     fn gc_isolation(&self, network: &str, remove: bool) -> Result<bool, FirewallError>;
+    fn add_forward(&self, plan: &ForwardPlan) -> Result<(), FirewallError>;
+    fn del_forward(&self, tag: &Tag) -> Result<(), FirewallError>;
+    fn check_forward(&self, plan: &ForwardPlan) -> Result<(), FirewallError>;
+    fn gc_forward(&self, network: &str, keep: &HashSet<Tag>) -> Result<Vec<Owner>, FirewallError>;
     fn reconcile(&self, desired: &[Plan]) -> Result<ReconcileReport, FirewallError>;
 }
 
@@ -334,6 +343,37 @@ impl Firewall {
         self.backend.gc_isolation(network, !attachments_left)
     }
 
+    /// Accepts the forwarded traffic of `f`'s addresses (replies to them, all they send),
+    /// behind its admin chain, ahead of a host `FORWARD` policy of DROP. Idempotent; replaces
+    /// the owner's addresses. iptables only: the nftables backend does nothing (see
+    /// [`forward`](crate::ForwardAccept)).
+    pub fn add_forward(&self, f: &ForwardAccept) -> Result<(), FirewallError> {
+        let plan = ForwardPlan::new(f)?;
+        if plan.addresses.is_empty() {
+            return Ok(());
+        }
+        self.backend.add_forward(&plan)
+    }
+
+    /// Idempotent: nothing to delete is success.
+    pub fn del_forward(&self, owner: &Owner) -> Result<(), FirewallError> {
+        self.backend.del_forward(&Tag::new(owner)?)
+    }
+
+    pub fn check_forward(&self, f: &ForwardAccept) -> Result<(), FirewallError> {
+        let plan = ForwardPlan::new(f)?;
+        if plan.addresses.is_empty() {
+            return Ok(());
+        }
+        self.backend.check_forward(&plan)
+    }
+
+    /// Removes the accept rules of every owner of `network` not in `keep`.
+    pub fn gc_forward(&self, network: &str, keep: &[Owner]) -> Result<Vec<Owner>, FirewallError> {
+        model::check_network(network)?;
+        self.backend.gc_forward(network, &tags(keep)?)
+    }
+
     /// Puts every rule of `desired` back where it is missing or wrong, shared chains
     /// included, in one batch per table and family; touches nothing that is in place. For
     /// the runtime after a firewall flush or reload (`nft flush ruleset`, `firewall-cmd
@@ -351,6 +391,7 @@ impl Firewall {
                     Plan::Ports(plan)
                 }
                 Desired::Isolation(i) => Plan::Isolation(IsoPlan::new(i)?),
+                Desired::Forward(f) => Plan::Forward(ForwardPlan::new(f)?),
             });
         }
         if plans.is_empty() {

@@ -26,8 +26,9 @@ use std::net::IpAddr;
 use berth_cni::invoke::CachedAttachment;
 use berth_cni::{CniResult, NetConfList};
 use berth_firewall::{
-    BackendKind, DEFAULT_MARK_BIT, Desired, Firewall, FirewallError, Isolation, MarkSpec,
-    Masquerade, Owner, PortMap, PortMapping, conditions_look_like_iptables,
+    BackendKind, DEFAULT_ADMIN_CHAIN, DEFAULT_MARK_BIT, Desired, Firewall, FirewallError,
+    ForwardAccept, Isolation, MarkSpec, Masquerade, Owner, PortMap, PortMapping,
+    conditions_look_like_iptables,
 };
 use ipnetwork::IpNetwork;
 use serde::Deserialize;
@@ -236,6 +237,7 @@ pub fn desired(
                 }
             }
             Some("firewall") => {
+                rules.push(forward_accept(&keys, &owner, &result)?);
                 if let Some(rule) = isolation(&keys, &network, &result)? {
                     rules.push(rule);
                 }
@@ -316,6 +318,32 @@ fn masquerade(
         Desired::Masquerade(Masquerade {
             owner: owner.clone(),
             sources,
+        }),
+    ))
+}
+
+/// firewall: forwarded traffic of the container's addresses accepted behind the admin chain.
+fn forward_accept(
+    keys: &PluginKeys<'_>,
+    owner: &Owner,
+    result: &CniResult,
+) -> Result<(Option<BackendKind>, Desired), ReloadError> {
+    let backend = keys.backend("firewall", "backend")?;
+    let admin_chain = keys
+        .text("iptablesAdminChainName")
+        .filter(|c| !c.is_empty())
+        .unwrap_or(DEFAULT_ADMIN_CHAIN)
+        .to_owned();
+    Ok((
+        backend,
+        Desired::Forward(ForwardAccept {
+            owner: owner.clone(),
+            addresses: result
+                .container_ips(&owner.ifname)
+                .iter()
+                .map(|n| n.ip())
+                .collect(),
+            admin_chain,
         }),
     ))
 }
@@ -530,7 +558,7 @@ mod tests {
                 (
                     None,
                     Desired::PortMap(PortMap {
-                        owner,
+                        owner: owner.clone(),
                         mappings: vec![PortMapping {
                             protocol: "tcp".into(),
                             host_port: 8080,
@@ -549,6 +577,14 @@ mod tests {
                 ),
                 (
                     Some(BackendKind::Nftables),
+                    Desired::Forward(ForwardAccept {
+                        owner,
+                        addresses: vec![address.ip()],
+                        admin_chain: DEFAULT_ADMIN_CHAIN.into(),
+                    })
+                ),
+                (
+                    Some(BackendKind::Nftables),
                     Desired::Isolation(Isolation {
                         network: "lab".into(),
                         bridge: "br-lab".into(),
@@ -559,7 +595,7 @@ mod tests {
     }
 
     #[test]
-    fn no_rules_without_the_options_and_bad_keys_are_named() {
+    fn only_the_firewall_plugin_without_options_and_bad_keys_are_named() {
         let name = ContainerName::try_from("web").unwrap();
         let plain = json!({
             "cniVersion": "1.1.0",
@@ -571,8 +607,23 @@ mod tests {
                 {"type": "firewall"}
             ]
         });
+        // The firewall plugin always accepts the container's forwarded traffic.
         let rules = desired(&name, &cached(plain, json!({}), result())).unwrap();
-        assert!(rules.is_empty(), "{rules:?}");
+        assert_eq!(
+            rules,
+            [(
+                None,
+                Desired::Forward(ForwardAccept {
+                    owner: Owner {
+                        network: "lab".into(),
+                        container_id: "c1".into(),
+                        ifname: "eth0".into(),
+                    },
+                    addresses: vec!["198.18.0.5".parse().unwrap()],
+                    admin_chain: DEFAULT_ADMIN_CHAIN.into(),
+                })
+            )]
+        );
 
         let bad = json!({
             "cniVersion": "1.1.0",

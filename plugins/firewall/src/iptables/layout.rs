@@ -14,7 +14,10 @@
 //!       BERTH-MARKMASQ      -m mark --mark 0x2000/0x2000 -j MASQUERADE      (per mark bit)
 //!       BERTH-MQ-<b>        -s <ctr>/32 -j BERTH-MASQ-<owner>
 //!       BERTH-MASQ-<owner>  -d <subnet> -j ACCEPT; ! -d 224.0.0.0/4 -j MASQUERADE
-//! filter FORWARD (first)    -j BERTH-ISOLATION
+//! filter FORWARD (first)    -j BERTH-ISOLATION; -j BERTH-FORWARD                 (in this order)
+//!       BERTH-FORWARD       -j <admin chain, CNI-ADMIN by default>; -j BERTH-FA-0 … -j BERTH-FA-f
+//!       BERTH-FA-<b>        -s <ctr>/32 -j BERTH-FWD-<owner>; -d <ctr>/32 -j BERTH-FWD-<owner>
+//!       BERTH-FWD-<owner>   -d <ctr>/32 ctstate RELATED,ESTABLISHED -j ACCEPT; -s <ctr>/32 -j ACCEPT
 //!       BERTH-ISOLATION     ctstate RELATED,ESTABLISHED -j RETURN; ctstate DNAT -j RETURN;
 //!                           -i <bridge> -j BERTH-ISO-<network>                 (per network)
 //!       BERTH-ISO-<network> -o <bridge> -j RETURN; -j BERTH-ISOLATION-2
@@ -37,7 +40,7 @@ use ipnetwork::IpNetwork;
 
 use super::rules::Spec;
 use crate::isolation::IsoPlan;
-use crate::model::{BUCKETS, FamilyMasq, Tag};
+use crate::model::{BUCKETS, Family, FamilyMasq, Tag};
 use crate::ports::{FamilyPorts, Mapping, MarkSpec};
 
 pub const HOSTPORTS: &str = "BERTH-HOSTPORTS";
@@ -45,6 +48,9 @@ pub const POSTROUTING: &str = "BERTH-POSTROUTING";
 pub const MARKMASQ: &str = "BERTH-MARKMASQ";
 pub const ISOLATION: &str = "BERTH-ISOLATION";
 pub const ISOLATION_DROP: &str = "BERTH-ISOLATION-2";
+/// Accepts containers' forwarded traffic on hosts whose FORWARD policy is DROP; after the
+/// isolation chain, so isolation still wins.
+pub const FORWARD: &str = "BERTH-FORWARD";
 /// Comment of the skeleton's rules in built-in chains (not an owner: GC ignores it).
 pub const SKELETON_COMMENT: &str = "berth";
 
@@ -66,6 +72,12 @@ pub const DNAT: Kind = Kind {
     table: "nat",
     chain_prefix: "BERTH-DN-",
     bucket_prefix: "BERTH-HP-",
+};
+
+pub const FWD: Kind = Kind {
+    table: "filter",
+    chain_prefix: "BERTH-FWD-",
+    bucket_prefix: "BERTH-FA-",
 };
 
 pub const ISO: Kind = Kind {
@@ -211,8 +223,9 @@ pub fn nat_skeleton(bits: &[u8]) -> Skeleton {
     s
 }
 
-/// The filter skeleton (isolation).
-pub fn filter_skeleton() -> Skeleton {
+/// The filter skeleton: isolation, and with `admins` (admin chain names) the accept chains
+/// of forwarded container traffic.
+pub fn filter_skeleton(admins: &[&str]) -> Skeleton {
     let mut s = Skeleton::default();
     s.chain(ISOLATION);
     s.chain(ISOLATION_DROP);
@@ -233,7 +246,61 @@ pub fn filter_skeleton() -> Skeleton {
         Spec::jump("RETURN").with("-m conntrack --ctstate RELATED,ESTABLISHED"),
         true,
     );
+    if !admins.is_empty() {
+        s.chain(FORWARD);
+        // A first rule goes right after the first rules before it in this list: after the
+        // isolation jump, whichever was there first.
+        s.rule(
+            "FORWARD",
+            Spec::jump(FORWARD).comment(SKELETON_COMMENT),
+            true,
+        );
+        for admin in admins {
+            s.chain(*admin);
+            s.rule(FORWARD, Spec::jump(*admin), false);
+        }
+        for n in 0..BUCKETS {
+            let fa = bucket_name(FWD.bucket_prefix, n);
+            s.rule(FORWARD, Spec::jump(fa.clone()), false);
+            s.chain(fa);
+        }
+    }
     s
+}
+
+/// Forwarding of one owner's addresses accepted: replies to it, and all it sends.
+pub fn forward_owned(family: Family, addresses: &[IpAddr], tag: &Tag) -> Owned {
+    let comment = tag.comment();
+    let chain = tag.chain_name(FWD.chain_prefix);
+    let bucket = bucket_name(FWD.bucket_prefix, tag.bucket());
+    let mut body = Vec::new();
+    let mut entries = Vec::new();
+    for ip in addresses.iter().filter(|ip| Family::of(**ip) == family) {
+        let net = IpNetwork::from(*ip);
+        body.push(
+            Spec::jump("ACCEPT")
+                .dst(net)
+                .with("-m conntrack --ctstate RELATED,ESTABLISHED")
+                .comment(comment)
+                .to_string(),
+        );
+        body.push(Spec::jump("ACCEPT").src(net).comment(comment).to_string());
+        for spec in [
+            Spec::jump(chain.clone()).src(net),
+            Spec::jump(chain.clone()).dst(net),
+        ] {
+            entries.push((bucket.clone(), spec.comment(comment).to_string()));
+        }
+    }
+    Owned {
+        table: FWD.table,
+        what: tag.to_string(),
+        comment: comment.to_owned(),
+        chain,
+        body,
+        entries,
+        exact: true,
+    }
 }
 
 /// The existing masquerade shape: per subnet `-d <subnet> -j ACCEPT`, then

@@ -32,6 +32,7 @@ use std::fmt;
 use layout::{Kind, Located, Owned, Skeleton};
 use rules::{Batch, Listing};
 
+use crate::forward::ForwardPlan;
 use crate::isolation::IsoPlan;
 use crate::model::{Family, MasqPlan, Tag};
 use crate::ports::{MarkSpec, PortPlan};
@@ -356,11 +357,26 @@ fn skeleton_batch(table: &Listing, skeleton: &Skeleton) -> Batch {
             batch.new_chain(chain);
         }
     }
-    // Inserts at the top go in reverse, so they end up in the listed order.
-    for (chain, spec, first) in skeleton.rules.iter().rev().filter(|r| r.2) {
-        if !table.rules_in(chain).any(|r| r.spec == *spec) {
-            let _ = first;
-            batch.insert_first(chain, spec);
+    // Rules at the top keep the skeleton's order: a missing one goes right after the last
+    // wanted one before it that is there (or was just inserted), else at the very top.
+    let mut chains: Vec<&str> = Vec::new();
+    for (chain, _, first) in &skeleton.rules {
+        if *first && !chains.contains(&chain.as_str()) {
+            chains.push(chain);
+        }
+    }
+    for chain in chains {
+        let mut current: Vec<&str> = table.rules_in(chain).map(|r| r.spec.as_str()).collect();
+        let mut after: usize = 0;
+        for (_, spec, _) in skeleton.rules.iter().filter(|r| r.2 && r.0 == chain) {
+            match current.iter().position(|c| *c == spec.as_str()) {
+                Some(i) => after = after.max(i + 1),
+                None => {
+                    batch.insert_at(chain, after + 1, spec);
+                    current.insert(after, spec);
+                    after += 1;
+                }
+            }
         }
     }
     for (chain, spec, _) in skeleton.rules.iter().filter(|r| !r.2) {
@@ -634,7 +650,7 @@ impl Backend for Iptables {
 
     fn add_isolation(&self, plan: &IsoPlan) -> Result<(), FirewallError> {
         let owned = layout::iso_owned(plan);
-        let skeleton = layout::filter_skeleton();
+        let skeleton = layout::filter_skeleton(&[]);
         self.both(|t| {
             // The common case: the network is already isolated. One `-S` tells.
             if let Some(listing) = t.list("filter", &owned.chain)? {
@@ -654,7 +670,7 @@ impl Backend for Iptables {
 
     fn check_isolation(&self, plan: &IsoPlan) -> Result<(), FirewallError> {
         let owned = layout::iso_owned(plan);
-        let skeleton = layout::filter_skeleton();
+        let skeleton = layout::filter_skeleton(&[]);
         let all = self.both(|t| {
             let table = t.save("filter")?;
             Ok(missing(t, &table, &owned, &skeleton))
@@ -691,6 +707,43 @@ impl Backend for Iptables {
         Ok(removed.iter().any(|r| *r))
     }
 
+    fn add_forward(&self, plan: &ForwardPlan) -> Result<(), FirewallError> {
+        let skeleton = layout::filter_skeleton(&[plan.admin_chain.as_str()]);
+        self.both(|t| {
+            let owned = layout::forward_owned(t.family, &plan.addresses, &plan.tag);
+            if owned.entries.is_empty() {
+                return Ok(());
+            }
+            t.add(&owned, &skeleton)
+        })?;
+        Ok(())
+    }
+
+    fn del_forward(&self, tag: &Tag) -> Result<(), FirewallError> {
+        let loc = layout::locate(&layout::FWD, tag);
+        self.both(|t| t.del(&loc, None))?;
+        Ok(())
+    }
+
+    fn check_forward(&self, plan: &ForwardPlan) -> Result<(), FirewallError> {
+        let skeleton = layout::filter_skeleton(&[plan.admin_chain.as_str()]);
+        let mut all = Vec::new();
+        for family in Family::ALL {
+            let owned = layout::forward_owned(family, &plan.addresses, &plan.tag);
+            if owned.entries.is_empty() {
+                continue;
+            }
+            let tools = self.tools(family);
+            let table = tools.save("filter")?;
+            all.extend(missing(tools, &table, &owned, &skeleton));
+        }
+        missing_result(&plan.tag.to_string(), all)
+    }
+
+    fn gc_forward(&self, network: &str, keep: &HashSet<Tag>) -> Result<Vec<Owner>, FirewallError> {
+        self.gc_kind(&layout::FWD, network, keep)
+    }
+
     fn reconcile(&self, desired: &[Plan]) -> Result<ReconcileReport, FirewallError> {
         let mut report = ReconcileReport::default();
         let ports: Vec<&PortPlan> = desired
@@ -701,6 +754,7 @@ impl Backend for Iptables {
             })
             .collect();
         let nat_skeleton = layout::nat_skeleton(&nat_bits(&ports));
+        let admins = admin_chains(desired);
         for family in Family::ALL {
             let tools = self.tools(family);
             let mut nat_owned = Vec::new();
@@ -720,11 +774,18 @@ impl Backend for Iptables {
                             .map(|f| layout::dnat_owned(f, &p.tag, &p.mark)),
                     ),
                     Plan::Isolation(i) => filter_owned.push(layout::iso_owned(i)),
+                    Plan::Forward(f) => {
+                        let o = layout::forward_owned(family, &f.addresses, &f.tag);
+                        if !o.entries.is_empty() {
+                            filter_owned.push(o);
+                        }
+                    }
                 }
             }
+            let filter_skeleton = layout::filter_skeleton(&admins);
             for (table, owned, skeleton) in [
                 ("nat", &nat_owned, &nat_skeleton),
-                ("filter", &filter_owned, &layout::filter_skeleton()),
+                ("filter", &filter_owned, &filter_skeleton),
             ] {
                 if owned.is_empty() {
                     continue;
@@ -791,6 +852,19 @@ impl Iptables {
         }
         Ok(owners)
     }
+}
+
+/// The admin chains the forward plans among `desired` name, each once.
+fn admin_chains(desired: &[Plan]) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for d in desired {
+        if let Plan::Forward(f) = d {
+            if !out.contains(&f.admin_chain.as_str()) {
+                out.push(&f.admin_chain);
+            }
+        }
+    }
+    out
 }
 
 fn missing_result(owner: &str, missing: Vec<String>) -> Result<(), FirewallError> {
@@ -878,6 +952,34 @@ mod tests {
         }
         text.push_str(extra);
         Listing::parse(&text)
+    }
+
+    /// A rule at the top goes after the skeleton rules before it that are there: the accept
+    /// chain lands after the isolation jump whichever came first, above the host's rules.
+    #[test]
+    fn top_rules_keep_the_skeleton_order() {
+        let skeleton = layout::filter_skeleton(&["CNI-ADMIN"]);
+        let inserts = |listing: &str| -> Vec<String> {
+            skeleton_batch(&Listing::parse(listing), &skeleton)
+                .text("filter")
+                .lines()
+                .filter(|l| l.starts_with("-I FORWARD"))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(
+            inserts(":FORWARD DROP [0:0]\n-A FORWARD -j DOCKER-USER\n"),
+            [
+                "-I FORWARD 1 -m comment --comment berth -j BERTH-ISOLATION",
+                "-I FORWARD 2 -m comment --comment berth -j BERTH-FORWARD",
+            ]
+        );
+        assert_eq!(
+            inserts(
+                ":FORWARD DROP [0:0]\n-A FORWARD -m comment --comment berth -j BERTH-ISOLATION\n-A FORWARD -j DOCKER-USER\n"
+            ),
+            ["-I FORWARD 2 -m comment --comment berth -j BERTH-FORWARD"]
+        );
     }
 
     #[test]

@@ -222,8 +222,9 @@ impl Batch {
         self.lines.push(format!("-A {chain} {spec}"));
     }
 
-    pub fn insert_first(&mut self, chain: &str, spec: &str) {
-        self.lines.push(format!("-I {chain} 1 {spec}"));
+    /// `-I <chain> <position> <spec>`; positions count from 1.
+    pub fn insert_at(&mut self, chain: &str, position: usize, spec: &str) {
+        self.lines.push(format!("-I {chain} {position} {spec}"));
     }
 
     /// Deletes the first rule matching `spec` (by meaning for a spec we render, by exact
@@ -355,7 +356,7 @@ COMMIT
         b.new_chain("A");
         b.declare("B");
         b.append("A", "-j B");
-        b.insert_first("POSTROUTING", "-j A");
+        b.insert_at("POSTROUTING", 1, "-j A");
         b.delete("A", "-j B");
         b.flush("A");
         b.delete_chain("A");

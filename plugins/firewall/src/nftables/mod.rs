@@ -30,6 +30,7 @@ use layout::{Owned, Shared, Skeleton, TABLE};
 use listing::Table;
 use netlink::{Nfnl, NlError, Op};
 
+use crate::forward::ForwardPlan;
 use crate::isolation::IsoPlan;
 use crate::model::{Family, FamilyMasq, MasqPlan, Tag};
 use crate::ports::{MarkSpec, PortPlan};
@@ -770,6 +771,24 @@ impl Backend for Nftables {
         )?)
     }
 
+    /// Nothing to do: an accept in this table cannot override a drop in another one, and
+    /// this table drops nothing but isolated traffic (see `forward`).
+    fn add_forward(&self, _: &ForwardPlan) -> Result<(), FirewallError> {
+        Ok(())
+    }
+
+    fn del_forward(&self, _: &Tag) -> Result<(), FirewallError> {
+        Ok(())
+    }
+
+    fn check_forward(&self, _: &ForwardPlan) -> Result<(), FirewallError> {
+        Ok(())
+    }
+
+    fn gc_forward(&self, _: &str, _: &HashSet<Tag>) -> Result<Vec<Owner>, FirewallError> {
+        Ok(Vec::new())
+    }
+
     fn reconcile(&self, desired: &[Plan]) -> Result<ReconcileReport, FirewallError> {
         let ports: Vec<&PortPlan> = desired
             .iter()
@@ -797,6 +816,7 @@ impl Backend for Nftables {
                 Plan::Masquerade(m) => layout::masq_owned(&m.families, &m.tag),
                 Plan::Ports(p) => ports_owned(p)?,
                 Plan::Isolation(i) => layout::iso_owned(i),
+                Plan::Forward(_) => continue,
             });
         }
         let report = self.converge(

@@ -71,19 +71,17 @@ fn describe(owner: &Owner) -> String {
 
 /// The attachment's identity in the firewall: the spec's (network, container id, ifname).
 pub fn owner(network: &str, args: &CmdArgs) -> Owner {
-    Owner {
-        network: network.to_owned(),
-        container_id: args.container_id.to_string(),
-        ifname: args.ifname.to_string(),
-    }
+    Owner::new(network, args.container_id.as_str(), args.ifname.as_str())
 }
 
-fn attachment_owner(network: &str, a: &Attachment) -> Owner {
-    Owner {
-        network: network.to_owned(),
-        container_id: a.container_id.to_string(),
-        ifname: a.ifname.to_string(),
-    }
+/// The owners of `network`'s attachments in a GC's valid list.
+pub fn valid_owners(network: &str, valid: &[Attachment]) -> Vec<Owner> {
+    Owner::of_network(
+        network,
+        valid
+            .iter()
+            .map(|a| (a.container_id.as_str(), a.ifname.as_str())),
+    )
 }
 
 /// The masquerade rules of one attachment.
@@ -144,9 +142,8 @@ impl Masq {
 
     /// Removes the rules of every attachment of `network` not in `valid`.
     pub fn gc(&self, network: &str, valid: &[Attachment]) -> Result<(), MasqError> {
-        let keep: Vec<Owner> = valid.iter().map(|a| attachment_owner(network, a)).collect();
         self.firewall
-            .gc_masquerade(network, &keep)
+            .gc_masquerade(network, &valid_owners(network, valid))
             .map(drop)
             .map_err(|source| MasqError::Gc {
                 network: network.to_owned(),

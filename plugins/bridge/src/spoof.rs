@@ -98,16 +98,8 @@ impl Spoof {
 
     /// Removes the guards of every attachment of `network` not in `valid`.
     pub fn gc(&self, network: &str, valid: &[Attachment]) -> Result<(), SpoofError> {
-        let keep: Vec<Owner> = valid
-            .iter()
-            .map(|a| Owner {
-                network: network.to_owned(),
-                container_id: a.container_id.to_string(),
-                ifname: a.ifname.to_string(),
-            })
-            .collect();
         self.table
-            .gc(network, &keep)
+            .gc(network, &crate::masq::valid_owners(network, valid))
             .map(drop)
             .map_err(|source| SpoofError::Gc {
                 network: network.to_owned(),

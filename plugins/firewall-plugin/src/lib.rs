@@ -197,11 +197,11 @@ fn setup(conf: &NetConf<FirewallConf>) -> Result<(Config, Firewall), FirewallPlu
 }
 
 fn owner(args: &CmdArgs, conf: &NetConf<FirewallConf>) -> Owner {
-    Owner {
-        network: conf.name.to_string(),
-        container_id: args.container_id.to_string(),
-        ifname: args.ifname.to_string(),
-    }
+    Owner::new(
+        conf.name.as_str(),
+        args.container_id.as_str(),
+        args.ifname.as_str(),
+    )
 }
 
 /// The container's addresses in `prev`, for the accept rules.
@@ -319,14 +319,12 @@ impl Plugin for FirewallPlugin {
     ) -> Result<(), CniError> {
         let (_, fw) = setup(conf)?;
         let network = conf.name.to_string();
-        let keep: Vec<Owner> = valid
-            .iter()
-            .map(|a| Owner {
-                network: network.clone(),
-                container_id: a.container_id.to_string(),
-                ifname: a.ifname.to_string(),
-            })
-            .collect();
+        let keep = Owner::of_network(
+            &network,
+            valid
+                .iter()
+                .map(|a| (a.container_id.as_str(), a.ifname.as_str())),
+        );
         fw.gc_forward(&network, &keep)
             .map_err(|source| FirewallPluginError::Gc {
                 network: network.clone(),

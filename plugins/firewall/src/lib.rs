@@ -93,6 +93,27 @@ pub struct Owner {
     pub ifname: String,
 }
 
+impl Owner {
+    pub fn new(network: &str, container_id: &str, ifname: &str) -> Owner {
+        Owner {
+            network: network.to_owned(),
+            container_id: container_id.to_owned(),
+            ifname: ifname.to_owned(),
+        }
+    }
+
+    /// The owners of `network`'s attachments `(container id, ifname)`: a GC's valid list.
+    pub fn of_network<'a>(
+        network: &str,
+        attachments: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Vec<Owner> {
+        attachments
+            .into_iter()
+            .map(|(id, ifname)| Owner::new(network, id, ifname))
+            .collect()
+    }
+}
+
 /// Masquerading of one attachment's addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Masquerade {

@@ -133,11 +133,11 @@ impl Config {
         Ok(Config {
             backend,
             request: PortMap {
-                owner: Owner {
-                    network: conf.name.to_string(),
-                    container_id: args.container_id.to_string(),
-                    ifname: args.ifname.to_string(),
-                },
+                owner: Owner::new(
+                    conf.name.as_str(),
+                    args.container_id.as_str(),
+                    args.ifname.as_str(),
+                ),
                 mappings: parsed,
                 container_ips,
                 snat: p.snat.unwrap_or(true),

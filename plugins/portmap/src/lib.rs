@@ -142,14 +142,12 @@ impl Plugin for Portmap {
             .backend;
         let fw = Firewall::detect(backend).map_err(|e| PortmapError::Detect(Box::new(e)))?;
         let network = conf.name.to_string();
-        let keep: Vec<Owner> = valid
-            .iter()
-            .map(|a| Owner {
-                network: network.clone(),
-                container_id: a.container_id.to_string(),
-                ifname: a.ifname.to_string(),
-            })
-            .collect();
+        let keep = Owner::of_network(
+            &network,
+            valid
+                .iter()
+                .map(|a| (a.container_id.as_str(), a.ifname.as_str())),
+        );
         fw.gc_port_mappings(&network, &keep)
             .map_err(|source| PortmapError::Gc {
                 network,

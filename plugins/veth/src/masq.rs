@@ -72,11 +72,7 @@ fn list(nets: &[IpNetwork]) -> String {
 }
 
 fn owner(att: &Attachment<'_>) -> Owner {
-    Owner {
-        network: att.network.to_owned(),
-        container_id: att.container_id.to_owned(),
-        ifname: att.ifname.to_owned(),
-    }
+    Owner::new(att.network, att.container_id, att.ifname)
 }
 
 /// The firewall, with the backend `ipMasqBackend` asks for (or the host's).
@@ -128,14 +124,11 @@ pub fn check(
 
 /// Deletes the rules of `network`'s attachments that are not in `keep` (GC's valid list).
 pub fn gc(fw: &Firewall, network: &str, keep: &[(String, String)]) -> Result<(), MasqError> {
-    let keep: Vec<Owner> = keep
-        .iter()
-        .map(|(container_id, ifname)| Owner {
-            network: network.to_owned(),
-            container_id: container_id.clone(),
-            ifname: ifname.clone(),
-        })
-        .collect();
+    let keep = Owner::of_network(
+        network,
+        keep.iter()
+            .map(|(id, ifname)| (id.as_str(), ifname.as_str())),
+    );
     fw.gc_masquerade(network, &keep)
         .map(drop)
         .map_err(|source| MasqError::Gc {

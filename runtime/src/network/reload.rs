@@ -212,11 +212,7 @@ pub fn desired(
         Some(value) => CniResult::from_value(value).map_err(|e| cache_err("result", e))?,
         None => CniResult::default(),
     };
-    let owner = Owner {
-        network: network.clone(),
-        container_id: cached.container_id.to_string(),
-        ifname: ifname.clone(),
-    };
+    let owner = Owner::new(&network, cached.container_id.as_str(), &ifname);
     let mut rules = Vec::new();
     for plugin in &list.plugins {
         let keys = PluginKeys {

@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 
 use crate::Owner;
-use crate::model::{InputError, Tag};
+use crate::model::{InputError, Tag, chain_name_problem};
 
 /// The reference's admin chain name.
 pub const DEFAULT_ADMIN_CHAIN: &str = "CNI-ADMIN";
@@ -46,27 +46,19 @@ impl ForwardPlan {
     }
 }
 
-/// An iptables chain name of our choosing goes into restore batches: 1–28 printable
-/// characters, no quotes, not an option, not one of Berth's own chains.
+/// A chain name of the configuration goes into restore batches (see
+/// [`chain_name_problem`]), and must not be one of Berth's own chains.
 pub fn check_admin_chain(chain: &str) -> Result<(), InputError> {
-    let err = |reason| InputError::Field {
-        field: "iptablesAdminChainName",
-        value: chain.to_owned(),
-        reason,
-    };
-    if chain.is_empty() || chain.len() > 28 {
-        return Err(err("must have 1 to 28 characters"));
+    let problem = chain_name_problem(chain)
+        .or_else(|| chain.starts_with("BERTH-").then_some("BERTH- chains are Berth's own"));
+    match problem {
+        Some(reason) => Err(InputError::Field {
+            field: "iptablesAdminChainName",
+            value: chain.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
     }
-    if chain.starts_with('-') || chain.starts_with('!') {
-        return Err(err("must not start with - or !"));
-    }
-    if !chain.chars().all(|c| c.is_ascii_graphic()) || chain.contains(['"', '\'', '\\']) {
-        return Err(err("must be printable ASCII without quotes"));
-    }
-    if chain.starts_with("BERTH-") {
-        return Err(err("BERTH- chains are Berth's own"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

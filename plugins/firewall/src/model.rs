@@ -249,6 +249,21 @@ pub fn check_word(field: &'static str, value: &str) -> Result<(), InputError> {
     Ok(())
 }
 
+/// Why `chain` cannot be a chain name in our restore batches (`None`: it can): 1–28
+/// printable characters, no quotes, not an option.
+pub fn chain_name_problem(chain: &str) -> Option<&'static str> {
+    if chain.is_empty() || chain.len() > 28 {
+        return Some("must have 1 to 28 characters");
+    }
+    if chain.starts_with('-') || chain.starts_with('!') {
+        return Some("must not start with - or !");
+    }
+    if !chain.chars().all(|c| c.is_ascii_graphic()) || chain.contains(['"', '\'', '\\']) {
+        return Some("must be printable ASCII without quotes");
+    }
+    None
+}
+
 /// Checks a network name on its own (GC gets no full owner).
 pub fn check_network(network: &str) -> Result<(), InputError> {
     check_word("network", network)

@@ -516,20 +516,13 @@ fn check_overlaps(mappings: &[Mapping], pm: &PortMap) -> Result<(), PortError> {
 
 /// iptables chain names: 1-28 bytes, printable, no whitespace, not an option.
 fn check_chain_name(chain: &str) -> Result<(), PortError> {
-    let err = |reason| PortError::MarkChain {
-        chain: chain.to_owned(),
-        reason,
-    };
-    if chain.is_empty() || chain.len() > 28 {
-        return Err(err("must have 1 to 28 characters"));
+    match crate::model::chain_name_problem(chain) {
+        Some(reason) => Err(PortError::MarkChain {
+            chain: chain.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
     }
-    if chain.starts_with('-') || chain.starts_with('!') {
-        return Err(err("must not start with - or !"));
-    }
-    if !chain.chars().all(|c| c.is_ascii_graphic()) || chain.contains(['"', '\'', '\\']) {
-        return Err(err("must be printable ASCII without quotes"));
-    }
-    Ok(())
 }
 
 /// Conditions are spliced into an iptables-restore line or an nft script: one line each,

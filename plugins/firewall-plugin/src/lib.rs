@@ -268,7 +268,7 @@ impl Plugin for FirewallPlugin {
                 });
             if let Err(e) = added {
                 // Roll back: a failed ADD leaves nothing of this attachment.
-                let _ = fw.del_forward(&fwd.owner);
+                let _ = fw.del_forward(&fwd.owner, Some(&fwd));
                 return Err(e.into());
             }
         }
@@ -278,9 +278,15 @@ impl Plugin for FirewallPlugin {
     /// The attachment's accept rules go; isolation belongs to the network and outlives one
     /// attachment (GC removes it).
     fn del(&self, args: &CmdArgs, conf: &NetConf<FirewallConf>) -> Result<(), CniError> {
-        let (_, fw) = setup(conf)?;
+        let (cfg, fw) = setup(conf)?;
         let owner = owner(args, conf);
-        fw.del_forward(&owner).map_err(forward_err(&owner))?;
+        // With `prevResult` the rules are known and deleted without listing.
+        let request = conf
+            .prev_result
+            .as_ref()
+            .map(|prev| forward(args, conf, &cfg, prev));
+        fw.del_forward(&owner, request.as_ref())
+            .map_err(forward_err(&owner))?;
         Ok(())
     }
 

@@ -49,8 +49,11 @@ impl ForwardPlan {
 /// A chain name of the configuration goes into restore batches (see
 /// [`chain_name_problem`]), and must not be one of Berth's own chains.
 pub fn check_admin_chain(chain: &str) -> Result<(), InputError> {
-    let problem = chain_name_problem(chain)
-        .or_else(|| chain.starts_with("BERTH-").then_some("BERTH- chains are Berth's own"));
+    let problem = chain_name_problem(chain).or_else(|| {
+        chain
+            .starts_with("BERTH-")
+            .then_some("BERTH- chains are Berth's own")
+    });
     match problem {
         Some(reason) => Err(InputError::Field {
             field: "iptablesAdminChainName",

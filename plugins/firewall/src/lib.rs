@@ -214,7 +214,8 @@ trait Backend: Send + Sync + std::fmt::Debug {
     /// Removes the network's isolation when `remove`; true if there was some.
     fn gc_isolation(&self, network: &str, remove: bool) -> Result<bool, FirewallError>;
     fn add_forward(&self, plan: &ForwardPlan) -> Result<(), FirewallError>;
-    fn del_forward(&self, tag: &Tag) -> Result<(), FirewallError>;
+    /// `plan`, when the request is known, lets DEL delete without listing.
+    fn del_forward(&self, tag: &Tag, plan: Option<&ForwardPlan>) -> Result<(), FirewallError>;
     fn check_forward(&self, plan: &ForwardPlan) -> Result<(), FirewallError>;
     fn gc_forward(&self, network: &str, keep: &HashSet<Tag>) -> Result<Vec<Owner>, FirewallError>;
     fn reconcile(&self, desired: &[Plan]) -> Result<ReconcileReport, FirewallError>;
@@ -376,9 +377,20 @@ impl Firewall {
         self.backend.add_forward(&plan)
     }
 
-    /// Idempotent: nothing to delete is success.
-    pub fn del_forward(&self, owner: &Owner) -> Result<(), FirewallError> {
-        self.backend.del_forward(&Tag::new(owner)?)
+    /// Removes exactly `owner`'s accept rules. `request` (what ADD got, e.g. from
+    /// `prevResult`) lets the backend delete without listing; a stale one only costs a
+    /// listing. Idempotent: nothing to delete is success.
+    pub fn del_forward(
+        &self,
+        owner: &Owner,
+        request: Option<&ForwardAccept>,
+    ) -> Result<(), FirewallError> {
+        let tag = Tag::new(owner)?;
+        let plan = request
+            .filter(|f| f.owner == *owner)
+            .and_then(|f| ForwardPlan::new(f).ok())
+            .filter(|p| !p.addresses.is_empty());
+        self.backend.del_forward(&tag, plan.as_ref())
     }
 
     pub fn check_forward(&self, f: &ForwardAccept) -> Result<(), FirewallError> {

@@ -719,9 +719,14 @@ impl Backend for Iptables {
         Ok(())
     }
 
-    fn del_forward(&self, tag: &Tag) -> Result<(), FirewallError> {
+    fn del_forward(&self, tag: &Tag, plan: Option<&ForwardPlan>) -> Result<(), FirewallError> {
         let loc = layout::locate(&layout::FWD, tag);
-        self.both(|t| t.del(&loc, None))?;
+        self.both(|t| {
+            let fast = plan
+                .map(|p| layout::forward_owned(t.family, &p.addresses, &p.tag))
+                .filter(|o| !o.entries.is_empty());
+            t.del(&loc, fast.as_ref())
+        })?;
         Ok(())
     }
 

@@ -777,7 +777,7 @@ impl Backend for Nftables {
         Ok(())
     }
 
-    fn del_forward(&self, _: &Tag) -> Result<(), FirewallError> {
+    fn del_forward(&self, _: &Tag, _: Option<&ForwardPlan>) -> Result<(), FirewallError> {
         Ok(())
     }
 

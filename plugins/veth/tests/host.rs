@@ -18,7 +18,7 @@ fn host_and_container_reach_each_other_v4_and_v6() {
     let env = HostAndContainer::new().unwrap();
     let (v4, v6) = (test_subnet_v4(), test_subnet_v6());
     let conf = host_conf("1.1.0", "hostnet", ipam(&env.data_dir(), v4, Some(v6)));
-    let result = call(&env.host, "ADD", "c1", Some(env.ctr.path()), "eth0", &conf).expect_success();
+    let result = call_ctr(&env, "ADD", &conf).expect_success();
 
     // ptp's result shape: [host veth, container end], addresses on interface 1.
     let host_name = result["interfaces"][0]["name"].as_str().unwrap();
@@ -63,15 +63,7 @@ fn host_and_container_reach_each_other_v4_and_v6() {
     assert_eq!(forwarding("net/ipv4/ip_forward"), "1");
     assert_eq!(forwarding("net/ipv6/conf/all/forwarding"), "1");
 
-    call(
-        &env.host,
-        "DEL",
-        "c1",
-        Some(env.ctr.path()),
-        "eth0",
-        &with_prev(&conf, &result),
-    )
-    .expect_success();
+    call_ctr(&env, "DEL", &with_prev(&conf, &result)).expect_success();
     assert_clean(&env.host, &[&env.ctr], &env.data_dir());
 }
 
@@ -82,7 +74,7 @@ fn containers_on_one_network_reach_each_other_through_the_host() {
     let c2 = TestNetns::with_tag("c2").unwrap();
     let (v4, v6) = (test_subnet_v4(), test_subnet_v6());
     let conf = host_conf("1.0.0", "shared", ipam(&env.data_dir(), v4, Some(v6)));
-    let r1 = call(&env.host, "ADD", "c1", Some(env.ctr.path()), "eth0", &conf).expect_success();
+    let r1 = call_ctr(&env, "ADD", &conf).expect_success();
     let r2 = call(&env.host, "ADD", "c2", Some(c2.path()), "eth0", &conf).expect_success();
     let (ips1, ips2) = (result_ips(&r1), result_ips(&r2));
     assert_ne!(r1["interfaces"][0]["name"], r2["interfaces"][0]["name"]);
@@ -100,7 +92,7 @@ fn containers_on_one_network_reach_each_other_through_the_host() {
         "{out:?}"
     );
 
-    call(&env.host, "DEL", "c1", Some(env.ctr.path()), "eth0", &conf).expect_success();
+    call_ctr(&env, "DEL", &conf).expect_success();
     call(&env.host, "DEL", "c2", Some(c2.path()), "eth0", &conf).expect_success();
     assert_clean(&env.host, &[&env.ctr, &c2], &env.data_dir());
 }
@@ -112,7 +104,7 @@ fn mtu_applies_to_both_ends() {
     let v4 = test_subnet_v4();
     let mut conf = host_conf("1.1.0", "mtunet", ipam(&env.data_dir(), v4, None));
     conf["mtu"] = json!(1400);
-    let result = call(&env.host, "ADD", "c1", Some(env.ctr.path()), "eth0", &conf).expect_success();
+    let result = call_ctr(&env, "ADD", &conf).expect_success();
     assert_eq!(result["interfaces"][0]["mtu"], 1400);
     assert_eq!(result["interfaces"][1]["mtu"], 1400);
     let host_name = result["interfaces"][0]["name"].as_str().unwrap();
@@ -131,32 +123,17 @@ fn mtu_applies_to_both_ends() {
     );
     // 1372 bytes of payload + 8 ICMP + 20 IP = 1400: the largest unfragmented echo.
     assert!(ping_sized(&env.ctr, nth_v4(v4, 1), 1372));
-    call(
-        &env.host,
-        "CHECK",
-        "c1",
-        Some(env.ctr.path()),
-        "eth0",
-        &with_prev(&conf, &result),
-    )
-    .expect_success();
+    call_ctr(&env, "CHECK", &with_prev(&conf, &result)).expect_success();
 
     // A different mtu in the configuration is a CHECK failure.
     let mut other = with_prev(&conf, &result);
     other["mtu"] = json!(1300);
-    let out = call(
-        &env.host,
-        "CHECK",
-        "c1",
-        Some(env.ctr.path()),
-        "eth0",
-        &other,
-    );
+    let out = call_ctr(&env, "CHECK", &other);
     assert!(
         error_text(&out).contains("mtu 1400 instead of 1300"),
         "{out:?}"
     );
-    call(&env.host, "DEL", "c1", Some(env.ctr.path()), "eth0", &conf).expect_success();
+    call_ctr(&env, "DEL", &conf).expect_success();
 }
 
 #[test]
@@ -169,8 +146,7 @@ fn every_version_add_check_del_del() {
             "vers",
             ipam(&env.data_dir(), test_subnet_v4(), Some(test_subnet_v6())),
         );
-        let result =
-            call(&env.host, "ADD", "c1", Some(env.ctr.path()), "eth0", &conf).expect_success();
+        let result = call_ctr(&env, "ADD", &conf).expect_success();
         assert_eq!(result["cniVersion"], version);
         assert_eq!(result["ips"].as_array().unwrap().len(), 2, "{version}");
         assert_eq!(
@@ -191,14 +167,7 @@ fn every_version_add_check_del_del() {
         assert!(ping(&env.ctr, gw), "{version}");
 
         let prev = with_prev(&conf, &result);
-        let check = call(
-            &env.host,
-            "CHECK",
-            "c1",
-            Some(env.ctr.path()),
-            "eth0",
-            &prev,
-        );
+        let check = call_ctr(&env, "CHECK", &prev);
         if version >= "0.4.0" {
             check.expect_success();
         } else {
@@ -208,18 +177,11 @@ fn every_version_add_check_del_del() {
                 "{version}: CHECK is not in {version}"
             );
         }
-        call(&env.host, "DEL", "c1", Some(env.ctr.path()), "eth0", &prev).expect_success();
+        call_ctr(&env, "DEL", &prev).expect_success();
         assert_clean(&env.host, &[&env.ctr], &env.data_dir());
-        call(&env.host, "DEL", "c1", Some(env.ctr.path()), "eth0", &prev).expect_success();
+        call_ctr(&env, "DEL", &prev).expect_success();
         if version >= "0.4.0" {
-            let out = call(
-                &env.host,
-                "CHECK",
-                "c1",
-                Some(env.ctr.path()),
-                "eth0",
-                &prev,
-            );
+            let out = call_ctr(&env, "CHECK", &prev);
             assert!(!out.success(), "{version}: CHECK passed after DEL");
         }
     }
@@ -231,29 +193,14 @@ fn check_reports_every_problem() {
     let env = HostAndContainer::new().unwrap();
     let v4 = test_subnet_v4();
     let conf = host_conf("1.0.0", "checknet", ipam(&env.data_dir(), v4, None));
-    let result = call(&env.host, "ADD", "c1", Some(env.ctr.path()), "eth0", &conf).expect_success();
+    let result = call_ctr(&env, "ADD", &conf).expect_success();
     let prev = with_prev(&conf, &result);
-    call(
-        &env.host,
-        "CHECK",
-        "c1",
-        Some(env.ctr.path()),
-        "eth0",
-        &prev,
-    )
-    .expect_success();
+    call_ctr(&env, "CHECK", &prev).expect_success();
 
     env.ctr.ip(&["route", "del", "default"]).unwrap();
     let ctr_ip = result_ips(&result)[0].ip().to_string();
     env.host.ip(&["route", "del", &ctr_ip]).unwrap();
-    let out = call(
-        &env.host,
-        "CHECK",
-        "c1",
-        Some(env.ctr.path()),
-        "eth0",
-        &prev,
-    );
+    let out = call_ctr(&env, "CHECK", &prev);
     assert_eq!(error_code(&out), 999);
     let text = error_text(&out);
     assert!(text.contains("2 problems"), "{text}");
@@ -264,16 +211,9 @@ fn check_reports_every_problem() {
     );
 
     // Without prevResult there is nothing to check against.
-    let out = call(
-        &env.host,
-        "CHECK",
-        "c1",
-        Some(env.ctr.path()),
-        "eth0",
-        &conf,
-    );
+    let out = call_ctr(&env, "CHECK", &conf);
     assert_eq!(error_code(&out), 7);
-    call(&env.host, "DEL", "c1", Some(env.ctr.path()), "eth0", &prev).expect_success();
+    call_ctr(&env, "DEL", &prev).expect_success();
     assert_clean(&env.host, &[&env.ctr], &env.data_dir());
 }
 
@@ -354,7 +294,7 @@ fn add_fails_cleanly_when_the_interface_exists() {
         "taken",
         ipam(&env.data_dir(), test_subnet_v4(), None),
     );
-    let out = call(&env.host, "ADD", "c1", Some(env.ctr.path()), "eth0", &conf);
+    let out = call_ctr(&env, "ADD", &conf);
     let text = error_text(&out);
     assert!(
         text.contains(&format!(
@@ -394,7 +334,7 @@ fn invalid_configurations_are_code_7_and_touch_nothing() {
         for (k, v) in keys.as_object().unwrap() {
             conf[k] = v.clone();
         }
-        let out = call(&env.host, "ADD", "c1", Some(env.ctr.path()), "eth0", &conf);
+        let out = call_ctr(&env, "ADD", &conf);
         assert_eq!(error_code(&out), 7, "{conf}: {out:?}");
         assert!(error_text(&out).contains(msg), "{conf}: {out:?}");
     }
@@ -411,7 +351,7 @@ fn status_and_gc_delegate_to_ipam() {
         "gcnet",
         ipam(&env.data_dir(), test_subnet_v4(), None),
     );
-    let r1 = call(&env.host, "ADD", "c1", Some(env.ctr.path()), "eth0", &conf).expect_success();
+    let r1 = call_ctr(&env, "ADD", &conf).expect_success();
     let r2 = call(&env.host, "ADD", "c2", Some(c2.path()), "eth0", &conf).expect_success();
     let status = |conf: &Value| {
         CniCall::new(veth())
@@ -446,7 +386,7 @@ fn status_and_gc_delegate_to_ipam() {
     let mut broken = conf.clone();
     broken["ipam"]["type"] = json!("no-such-ipam");
     assert_eq!(error_code(&status(&broken)), 8);
-    call(&env.host, "DEL", "c1", Some(env.ctr.path()), "eth0", &conf).expect_success();
+    call_ctr(&env, "DEL", &conf).expect_success();
     call(&env.host, "DEL", "c2", Some(c2.path()), "eth0", &conf).expect_success();
     assert_clean(&env.host, &[&env.ctr, &c2], &env.data_dir());
 }

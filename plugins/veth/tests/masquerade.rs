@@ -69,8 +69,7 @@ fn masquerade_lets_containers_reach_the_internet() {
         if let Some(b) = backend {
             conf["ipMasqBackend"] = json!(b);
         }
-        let result =
-            call(&env.host, "ADD", "c1", Some(env.ctr.path()), "eth0", &conf).expect_success();
+        let result = call_ctr(&env, "ADD", &conf).expect_success();
         assert!(
             ping(&env.ctr, net.v4),
             "{backend:?}: v4 through the masquerade"
@@ -81,33 +80,18 @@ fn masquerade_lets_containers_reach_the_internet() {
         );
         assert!(!masquerade_rules(&env.host).is_empty());
         let prev = with_prev(&conf, &result);
-        call(
-            &env.host,
-            "CHECK",
-            "c1",
-            Some(env.ctr.path()),
-            "eth0",
-            &prev,
-        )
-        .expect_success();
+        call_ctr(&env, "CHECK", &prev).expect_success();
 
         // CHECK notices rules gone; DEL does not mind.
         env.host
             .output(std::process::Command::new("nft").args(["flush", "ruleset"]))
             .unwrap();
-        let out = call(
-            &env.host,
-            "CHECK",
-            "c1",
-            Some(env.ctr.path()),
-            "eth0",
-            &prev,
-        );
+        let out = call_ctr(&env, "CHECK", &prev);
         assert!(error_text(&out).contains("ipMasq"), "{backend:?}: {out:?}");
-        call(&env.host, "DEL", "c1", Some(env.ctr.path()), "eth0", &prev).expect_success();
+        call_ctr(&env, "DEL", &prev).expect_success();
         assert!(!ping(&env.ctr, net.v4));
     }
-    call(&env.host, "DEL", "c1", Some(env.ctr.path()), "eth0", &plain).expect_success();
+    call_ctr(&env, "DEL", &plain).expect_success();
     assert_eq!(masquerade_rules(&env.host), Vec::<String>::new());
     assert_eq!(links(env.host.netlink()), ["uplink"]);
     assert_eq!(links(env.ctr.netlink()), Vec::<String>::new());
@@ -124,7 +108,7 @@ fn del_removes_rules_and_gc_removes_stale_ones() {
         ipam(&env.data_dir(), test_subnet_v4(), None),
     );
     conf["ipMasq"] = json!(true);
-    call(&env.host, "ADD", "c1", Some(env.ctr.path()), "eth0", &conf).expect_success();
+    call_ctr(&env, "ADD", &conf).expect_success();
     call(&env.host, "ADD", "c2", Some(c2.path()), "eth0", &conf).expect_success();
     assert!(!masquerade_rules(&env.host).is_empty());
 
@@ -149,7 +133,7 @@ fn del_removes_rules_and_gc_removes_stale_ones() {
     assert!(ruleset.contains("masqgc c1 eth0"), "{ruleset}");
     assert!(!ruleset.contains("masqgc c2 eth0"), "{ruleset}");
 
-    call(&env.host, "DEL", "c1", Some(env.ctr.path()), "eth0", &conf).expect_success();
+    call_ctr(&env, "DEL", &conf).expect_success();
     call(&env.host, "DEL", "c2", Some(c2.path()), "eth0", &conf).expect_success();
     assert_clean(&env.host, &[&env.ctr, &c2], &env.data_dir());
 }

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use berth_netlink::{IpFamily, Netlink};
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
-use netns_fixtures::{CniCall, PluginOutput, TestNetns, bin};
+use netns_fixtures::{CniCall, HostAndContainer, PluginOutput, TestNetns, bin};
 use serde_json::{Value, json};
 
 pub const VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
@@ -59,6 +59,11 @@ pub fn call(
         c = c.netns(netns);
     }
     c.run_in(host).unwrap()
+}
+
+/// [`call`] for the usual container: id `c1`, `eth0` in `env.ctr`.
+pub fn call_ctr(env: &HostAndContainer, command: &str, conf: &Value) -> PluginOutput {
+    call(&env.host, command, "c1", Some(env.ctr.path()), "eth0", conf)
 }
 
 /// `conf` with `prevResult` set, for CHECK and DEL.

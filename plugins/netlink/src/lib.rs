@@ -25,7 +25,9 @@ pub mod sysctl;
 
 pub use addr::{Addr, AddrError, AddrOptions, AddrScope};
 pub use bridge::{BridgeError, BridgeSpec, BridgeVlan, VlanTarget};
-pub use link::{BridgePortInfo, Link, LinkError, Mac, VethNames, VethPair, format_mac};
+pub use link::{
+    BridgePortInfo, Link, LinkError, Mac, MacvlanMode, MacvlanSpec, VethNames, VethPair, format_mac,
+};
 pub use netlink::{Netlink, OpenError};
 pub use netns::{Netns, NetnsError};
 pub use rollback::{Rollback, UndoError, error_chain};

@@ -5,8 +5,8 @@ use std::os::fd::{AsFd, AsRawFd};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
-    LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoMacVlan, InfoPortData, InfoVeth, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
 };
 
 use std::sync::Arc;
@@ -95,6 +95,38 @@ pub enum LinkError {
         #[source]
         source: NetlinkError,
     },
+    #[error("set allmulticast mode {on} on link {index} in {netns}")]
+    SetAllmulti {
+        index: u32,
+        on: bool,
+        netns: Arc<str>,
+        #[source]
+        source: NetlinkError,
+    },
+    #[error("set transmit queue length {len} on link {index} in {netns}")]
+    SetTxqlen {
+        index: u32,
+        len: u32,
+        netns: Arc<str>,
+        #[source]
+        source: NetlinkError,
+    },
+    #[error("set alias {alias:?} on link {index} in {netns}")]
+    SetAlias {
+        index: u32,
+        alias: String,
+        netns: Arc<str>,
+        #[source]
+        source: NetlinkError,
+    },
+    #[error("create {kind} link {name} in {netns}")]
+    Create {
+        kind: &'static str,
+        name: String,
+        netns: Arc<str>,
+        #[source]
+        source: NetlinkError,
+    },
     #[error("rename link {index} to {name} in {netns}")]
     Rename {
         index: u32,
@@ -152,6 +184,10 @@ impl Errno for LinkError {
             | Self::SetMaster { source, .. }
             | Self::SetNomaster { source, .. }
             | Self::SetPromisc { source, .. }
+            | Self::SetAllmulti { source, .. }
+            | Self::SetTxqlen { source, .. }
+            | Self::SetAlias { source, .. }
+            | Self::Create { source, .. }
             | Self::Rename { source, .. }
             | Self::SetNetns { source, .. }
             | Self::CreateVeth { source, .. }
@@ -182,6 +218,14 @@ pub struct Link {
     /// Administratively up (`IFF_UP`), not "has carrier".
     pub up: bool,
     pub promisc: bool,
+    /// `IFF_ALLMULTI`: receives all multicast frames.
+    pub allmulti: bool,
+    /// Transmit queue length (`IFLA_TXQLEN`).
+    pub txqlen: u32,
+    /// `IFLA_IFALIAS`, a free-form label (Berth records owners there).
+    pub alias: Option<String>,
+    /// `IFLA_PERM_ADDRESS`: the hardware's own MAC, when the driver reports one.
+    pub perm_mac: Option<Mac>,
     /// The bridge (or other master) this link is attached to.
     pub master: Option<u32>,
     /// `veth`, `bridge`, ...; `None` for links without a kind (`lo`, physical NICs).
@@ -213,6 +257,10 @@ impl Link {
             mac: None,
             up: flags.contains(LinkFlags::Up),
             promisc: flags.contains(LinkFlags::Promisc),
+            allmulti: flags.contains(LinkFlags::Allmulti),
+            txqlen: 0,
+            alias: None,
+            perm_mac: None,
             master: None,
             kind: None,
             link_index: None,
@@ -224,6 +272,13 @@ impl Link {
                 LinkAttribute::IfName(name) => link.name.clone_from(name),
                 LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
                 LinkAttribute::Address(addr) => link.mac = addr.as_slice().try_into().ok(),
+                LinkAttribute::PermAddress(addr) => {
+                    link.perm_mac = addr.as_slice().try_into().ok();
+                }
+                LinkAttribute::TxQueueLen(len) => link.txqlen = *len,
+                LinkAttribute::IfAlias(alias) if !alias.is_empty() => {
+                    link.alias = Some(alias.clone());
+                }
                 LinkAttribute::Controller(master) if *master != 0 => link.master = Some(*master),
                 LinkAttribute::Link(peer) if *peer != 0 => link.link_index = Some(*peer),
                 LinkAttribute::LinkNetNsId(id) => link.netns_id = Some(*id),
@@ -282,6 +337,28 @@ impl<'a> VethPair<'a> {
             peer_mac: None,
         }
     }
+}
+
+/// The macvlan modes (`IFLA_MACVLAN_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacvlanMode {
+    Private,
+    Vepa,
+    Bridge,
+    Passthru,
+}
+
+/// A macvlan link to create with [`Netlink::add_macvlan`].
+#[derive(Debug, Clone, Copy)]
+pub struct MacvlanSpec<'a> {
+    pub name: &'a str,
+    /// The parent link's index, in the handle's namespace.
+    pub parent: u32,
+    pub mode: MacvlanMode,
+    /// Where the link is created; `None` keeps it beside its parent.
+    pub netns: Option<&'a Netns>,
+    pub mtu: Option<u32>,
+    pub mac: Option<Mac>,
 }
 
 /// A message addressing an existing link by index, for change requests.
@@ -384,6 +461,41 @@ impl Netlink {
                 netns: self.label(),
                 source,
             })
+    }
+
+    pub fn set_allmulti(&self, index: u32, on: bool) -> Result<(), LinkError> {
+        self.set_flag(index, LinkFlags::Allmulti, on)
+            .map_err(|source| LinkError::SetAllmulti {
+                index,
+                on,
+                netns: self.label(),
+                source,
+            })
+    }
+
+    pub fn set_txqlen(&self, index: u32, len: u32) -> Result<(), LinkError> {
+        let mut msg = link_msg(index);
+        msg.attributes.push(LinkAttribute::TxQueueLen(len));
+        self.change_link(msg)
+            .map_err(|source| LinkError::SetTxqlen {
+                index,
+                len,
+                netns: self.label(),
+                source,
+            })
+    }
+
+    /// Sets `IFLA_IFALIAS`; an empty alias removes it.
+    pub fn set_alias(&self, index: u32, alias: &str) -> Result<(), LinkError> {
+        let mut msg = link_msg(index);
+        msg.attributes
+            .push(LinkAttribute::IfAlias(alias.to_owned()));
+        self.change_link(msg).map_err(|source| LinkError::SetAlias {
+            index,
+            alias: alias.to_owned(),
+            netns: self.label(),
+            source,
+        })
     }
 
     pub fn set_mtu(&self, index: u32, mtu: u32) -> Result<(), LinkError> {
@@ -507,6 +619,68 @@ impl Netlink {
                 source,
             })?;
         self.created(pair.name)
+    }
+
+    /// Creates a macvlan link on `spec.parent`, directly inside `spec.netns` when given
+    /// (`IFLA_NET_NS_FD`), so it never appears under its final name beside the parent. Look
+    /// it up with a handle on the namespace it was created in.
+    pub fn add_macvlan(&self, spec: &MacvlanSpec<'_>) -> Result<(), LinkError> {
+        let mode = match spec.mode {
+            MacvlanMode::Private => MacVlanMode::Private,
+            MacvlanMode::Vepa => MacVlanMode::Vepa,
+            MacvlanMode::Bridge => MacVlanMode::Bridge,
+            MacvlanMode::Passthru => MacVlanMode::Passthrough,
+        };
+        let mut msg = LinkMessage::default();
+        msg.attributes
+            .push(LinkAttribute::IfName(spec.name.to_owned()));
+        msg.attributes.push(LinkAttribute::Link(spec.parent));
+        if let Some(ns) = spec.netns {
+            // The descriptor stays open for the call: `spec` borrows the Netns.
+            msg.attributes
+                .push(LinkAttribute::NetNsFd(ns.as_fd().as_raw_fd()));
+        }
+        if let Some(mtu) = spec.mtu {
+            msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(mac) = spec.mac {
+            msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        }
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::MacVlan),
+            LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(mode)])),
+        ]));
+        self.conn
+            .request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+            .map(drop)
+            .map_err(|source| LinkError::Create {
+                kind: "macvlan",
+                name: spec.name.to_owned(),
+                netns: spec
+                    .netns
+                    .map_or_else(|| self.label(), |ns| ns.to_string().into()),
+                source,
+            })
+    }
+
+    /// Creates an `ifb` (intermediate functional block) device, down, in this namespace.
+    pub fn add_ifb(&self, name: &str, mtu: Option<u32>) -> Result<Link, LinkError> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        if let Some(mtu) = mtu {
+            msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        msg.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Ifb)]));
+        self.conn
+            .request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+            .map_err(|source| LinkError::Create {
+                kind: "ifb",
+                name: name.to_owned(),
+                netns: self.label(),
+                source,
+            })?;
+        self.created(name)
     }
 
     /// Looks up a link that was just created.

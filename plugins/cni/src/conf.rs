@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{CniError, ErrorCode};
+use crate::gojson;
 use crate::names::{ContainerId, IfName, NetworkName};
 use crate::result::{CniResult, Dns};
 use crate::version::CniVersion;
@@ -18,33 +19,81 @@ pub const LEGACY_ATTACHMENTS_KEY: &str = "cni.dev/attachments";
 
 /// One plugin's configuration as it arrives on stdin: the well-known keys of the spec plus the
 /// plugin's own keys in `plugin`. Unknown keys are ignored, because runtimes inject their own.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+///
+/// Keys are matched as Go matches them ([`crate::gojson`]): the spec's keys and the plugin's,
+/// at every depth. The plugin's keys are read in a second pass over the same object rather than
+/// through `#[serde(flatten)]`, which would match them case-sensitively.
+#[derive(Debug, Clone)]
 pub struct NetConf<P> {
     pub cni_version: CniVersion,
     pub name: NetworkName,
-    #[serde(default, rename = "type")]
     pub kind: String,
-    #[serde(default)]
     pub capabilities: BTreeMap<String, bool>,
-    #[serde(default)]
     pub ipam: Option<IpamConf>,
-    #[serde(default)]
     pub dns: Option<Dns>,
-    #[serde(default)]
     pub runtime_config: Map<String, Value>,
-    #[serde(default)]
     pub args: Map<String, Value>,
-    #[serde(default, deserialize_with = "deserialize_prev_result")]
     pub prev_result: Option<CniResult>,
     /// GC only: the attachments the runtime still knows about (see `valid_attachments()`).
-    #[serde(default, rename = "cni.dev/valid-attachments")]
     pub valid_attachments: Option<Vec<Attachment>>,
     /// The pre-release name of the same key, still sent by older libcni versions.
-    #[serde(default, rename = "cni.dev/attachments")]
     pub legacy_attachments: Option<Vec<Attachment>>,
-    #[serde(flatten)]
     pub plugin: P,
+}
+
+/// The spec's well-known keys of a [`NetConf`].
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SpecKeys {
+    cni_version: CniVersion,
+    name: NetworkName,
+    #[serde(default, rename = "type")]
+    kind: String,
+    #[serde(default)]
+    capabilities: BTreeMap<String, bool>,
+    #[serde(default)]
+    ipam: Option<IpamConf>,
+    #[serde(default)]
+    dns: Option<Dns>,
+    #[serde(default)]
+    runtime_config: Map<String, Value>,
+    #[serde(default)]
+    args: Map<String, Value>,
+    #[serde(default, deserialize_with = "deserialize_prev_result")]
+    prev_result: Option<CniResult>,
+    #[serde(default, rename = "cni.dev/valid-attachments")]
+    valid_attachments: Option<Vec<Attachment>>,
+    #[serde(default, rename = "cni.dev/attachments")]
+    legacy_attachments: Option<Vec<Attachment>>,
+}
+
+impl<P: DeserializeOwned> NetConf<P> {
+    /// Reads a configuration object with Go's key matching.
+    pub fn from_value(value: &Value) -> Result<NetConf<P>, serde_json::Error> {
+        let spec: SpecKeys = gojson::from_value(value)?;
+        let plugin: P = gojson::from_value(value)?;
+        Ok(NetConf {
+            cni_version: spec.cni_version,
+            name: spec.name,
+            kind: spec.kind,
+            capabilities: spec.capabilities,
+            ipam: spec.ipam,
+            dns: spec.dns,
+            runtime_config: spec.runtime_config,
+            args: spec.args,
+            prev_result: spec.prev_result,
+            valid_attachments: spec.valid_attachments,
+            legacy_attachments: spec.legacy_attachments,
+            plugin,
+        })
+    }
+}
+
+impl<'de, P: DeserializeOwned> Deserialize<'de> for NetConf<P> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        NetConf::from_value(&value).map_err(serde::de::Error::custom)
+    }
 }
 
 fn deserialize_prev_result<'de, D: serde::Deserializer<'de>>(
@@ -67,7 +116,7 @@ impl<P> NetConf<P> {
 
     /// A value from the `args.cni` object of the conventions document, e.g. `ips` or `mac`.
     pub fn cni_arg<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CniError> {
-        match self.args.get("cni") {
+        match gojson::get(&self.args, "cni") {
             Some(Value::Object(cni)) => typed_entry(cni, key, "args.cni"),
             Some(_) => Err(CniError::invalid_config("args.cni must be an object")),
             None => Ok(None),
@@ -102,23 +151,49 @@ fn typed_entry<T: DeserializeOwned>(
     key: &str,
     section: &str,
 ) -> Result<Option<T>, CniError> {
-    match map.get(key) {
+    match gojson::get(map, key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => serde_json::from_value(v.clone())
+        Some(v) => gojson::from_value(v)
             .map(Some)
             .map_err(|e| CniError::new(ErrorCode::Decode, format!("decode {section}.{key}: {e}"))),
     }
 }
 
 /// The `ipam` section: its `type` names the IPAM plugin, the rest belongs to that plugin.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct IpamConf {
     /// Empty when missing: delegation then fails with code 7 naming the invalid type, rather
     /// than the whole configuration failing to decode.
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub kind: String,
+    /// Every other key, as written (the IPAM plugin reads them with Go's rule itself).
     #[serde(flatten)]
     pub rest: Map<String, Value>,
+}
+
+impl IpamConf {
+    /// The IPAM plugin's own keys as its configuration type, with Go's key matching.
+    pub fn typed<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        gojson::from_value(&Value::Object(self.rest.clone()))
+    }
+}
+
+impl<'de> Deserialize<'de> for IpamConf {
+    /// `type` matched as Go matches it (`"Type"` too); the rest kept unchanged.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut rest = Map::<String, Value>::deserialize(d)?;
+        let kind = match gojson::get(&rest, "type") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(kind)) => kind.clone(),
+            Some(other) => {
+                return Err(serde::de::Error::custom(format!(
+                    "ipam type must be a string, got {other}"
+                )));
+            }
+        };
+        rest.retain(|k, _| !gojson::fold_eq(k, "type"));
+        Ok(IpamConf { kind, rest })
+    }
 }
 
 /// An attachment as GC names it: `{"containerID": …, "ifname": …}`.
@@ -199,8 +274,8 @@ impl NetConfList {
             )));
         }
         for (i, plugin) in plugins.iter().enumerate() {
-            let has_type = plugin
-                .get("type")
+            // libcni reads the list's own keys by exact name but each entry into a Go struct.
+            let has_type = gojson::get(plugin, "type")
                 .and_then(Value::as_str)
                 .is_some_and(|t| !t.is_empty());
             if !has_type {
@@ -223,8 +298,9 @@ impl NetConfList {
     pub fn from_single_conf(bytes: &[u8]) -> Result<NetConfList, CniError> {
         let conf: Map<String, Value> = serde_json::from_slice(bytes)?;
         let mut list = Map::new();
+        // libcni takes them from the parsed entry, so any casing counts.
         for key in ["cniVersion", "name"] {
-            if let Some(v) = conf.get(key) {
+            if let Some(v) = gojson::get(&conf, key) {
                 list.insert(key.into(), v.clone());
             }
         }

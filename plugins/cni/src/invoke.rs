@@ -20,6 +20,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::gojson;
+
 use crate::args::{CniArgs, Command};
 use crate::conf::{Attachment, NetConfList, VALID_ATTACHMENTS_KEY};
 use crate::error::CniError;
@@ -587,8 +589,7 @@ fn read_cache_entry(path: &Path) -> Result<Option<CachedAttachment>, InvokeError
 }
 
 fn plugin_type(plugin: &Map<String, Value>) -> &str {
-    plugin
-        .get("type")
+    gojson::get(plugin, "type")
         .and_then(Value::as_str)
         .unwrap_or_default()
 }
@@ -642,7 +643,9 @@ fn build_conf(
     rt: &RuntimeConf,
 ) -> Result<Vec<u8>, InvokeError> {
     let mut extra = Vec::new();
-    if let Some(Value::Object(caps)) = plugin.get("capabilities") {
+    // libcni reads the entry into a Go struct, so `Capabilities` counts; the capability names
+    // are map keys and stay exact.
+    if let Some(Value::Object(caps)) = gojson::get(plugin, "capabilities") {
         let runtime_config: Map<String, Value> = caps
             .iter()
             .filter(|(_, enabled)| enabled.as_bool() == Some(true))

@@ -10,6 +10,7 @@ pub mod conf;
 pub mod delegate;
 pub mod error;
 pub mod exec;
+pub mod gojson;
 pub mod invoke;
 pub mod names;
 pub mod plugin;

@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::args::{CmdArgs, Command, Invocation, NetworkArgs};
 use crate::conf::{Attachment, NetConf};
 use crate::error::{CniError, ErrorCode};
+use crate::gojson;
 use crate::names::NetworkName;
 use crate::result::CniResult;
 use crate::version::CniVersion;
@@ -84,7 +85,7 @@ fn write_json(out: &mut dyn Write, value: &Value) {
 
 fn peek_version(stdin: &[u8]) -> Option<CniVersion> {
     let v: Value = serde_json::from_slice(stdin).ok()?;
-    CniVersion::try_from(v.get("cniVersion")?.as_str()?).ok()
+    CniVersion::try_from(gojson::get(v.as_object()?, "cniVersion")?.as_str()?).ok()
 }
 
 fn dispatch_inner<P: Plugin>(
@@ -151,7 +152,7 @@ pub fn parse_conf<C: DeserializeOwned>(stdin: &[u8]) -> Result<NetConf<C>, CniEr
             "network configuration is not a JSON object",
         )
     })?;
-    match obj.get("cniVersion") {
+    match gojson::get(obj, "cniVersion") {
         Some(Value::String(v)) => {
             CniVersion::try_from(v.as_str())?;
         }
@@ -162,7 +163,7 @@ pub fn parse_conf<C: DeserializeOwned>(stdin: &[u8]) -> Result<NetConf<C>, CniEr
         }
         None => return Err(CniError::invalid_config("cniVersion is missing")),
     }
-    match obj.get("name") {
+    match gojson::get(obj, "name") {
         Some(Value::String(n)) => {
             NetworkName::try_from(n.as_str())?;
         }
@@ -170,7 +171,7 @@ pub fn parse_conf<C: DeserializeOwned>(stdin: &[u8]) -> Result<NetConf<C>, CniEr
     }
     // `type` is not checked: the runtime found us by it, and the reference plugins accept
     // configurations without it (IPAM tests and hand-written calls often omit it).
-    serde_json::from_value(value).map_err(CniError::from)
+    NetConf::from_value(&value).map_err(CniError::from)
 }
 
 /// The answer to VERSION. `cniVersion` echoes the caller's version when we support it.

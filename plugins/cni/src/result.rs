@@ -142,10 +142,13 @@ impl CniResult {
     /// The `cniVersion` and per-IP `version` keys are informational here: the model is the
     /// same for every version from 0.3.0 on.
     pub fn from_value(value: &Value) -> Result<CniResult, CniError> {
-        if let Some(v) = value.get("cniVersion").and_then(Value::as_str) {
+        let version = value
+            .as_object()
+            .and_then(|o| crate::gojson::get(o, "cniVersion"));
+        if let Some(v) = version.and_then(Value::as_str) {
             CniVersion::try_from(v)?;
         }
-        serde_json::from_value(value.clone())
+        crate::gojson::from_value(value)
             .map_err(|e| CniError::new(ErrorCode::Decode, format!("decode CNI result: {e}")))
     }
 

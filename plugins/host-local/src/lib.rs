@@ -45,7 +45,8 @@ fn ipam_config(conf: &Conf) -> Result<IpamConfig, CniError> {
         .ipam
         .as_ref()
         .ok_or_else(|| CniError::invalid_config("host-local: the ipam section is missing"))?;
-    let wire: HostLocalConf = serde_json::from_value(serde_json::Value::Object(ipam.rest.clone()))
+    let wire: HostLocalConf = ipam
+        .typed()
         .map_err(|e| CniError::new(ErrorCode::Decode, format!("decode ipam section: {e}")))?;
     let runtime_ranges: Vec<Vec<RangeConf>> = conf.runtime_arg("ipRanges")?.unwrap_or_default();
     wire.validate_with_runtime_ranges(&runtime_ranges)

@@ -125,6 +125,38 @@ fn published_ports_work_through_the_chain() {
     }
 }
 
+/// containerd 1.6 (go-cni 1.1.7) passes its CRI port mappings as a Go struct without json
+/// tags, so the keys arrive capitalised; the reference reads them because Go matches keys
+/// case-insensitively. Through the invoker, as containerd calls the chain.
+#[test]
+fn containerd_capitalised_port_mappings_publish_the_port() {
+    require_root();
+    for backend in BACKENDS {
+        let w = World::new();
+        let list = w.conflist("1.0.0", backend, json!({}));
+        let maps = json!([
+            {"HostPort": 18081, "ContainerPort": 8081, "Protocol": "tcp", "HostIP": ""},
+            {"HostPort": 15353, "ContainerPort": 53, "Protocol": "udp", "HostIP": ""}
+        ]);
+        let rt = w.rt(&w.ctr1, "ctr-cd", maps);
+        let result = w.add(&list, &rt);
+        let ctr_ip = result.ips[0].address.ip();
+        let servers = [
+            serve(&w.ctr1, sa(ctr_ip, 8081), "ctr1"),
+            serve(&w.ctr1, sa(ctr_ip, 53), "ctr1"),
+        ];
+        let want = Some("ctr1".to_owned());
+        assert_eq!(tcp_get(&w.client, sa(w.host_ip, 18081)), want, "{backend}");
+        assert_eq!(udp_get(&w.client, sa(w.host_ip, 15353)), want, "{backend}");
+        w.check(&list, &rt).unwrap();
+        w.del(&list, &rt);
+        assert_eq!(tcp_get(&w.client, sa(w.host_ip, 18081)), None, "{backend}");
+        let left = owner_lines(&w.host);
+        assert!(left.is_empty(), "{backend}: left over: {left:#?}");
+        drop(servers);
+    }
+}
+
 /// `conditionsV4` in nft syntax: only the sources they name reach the published ports; an
 /// unconditional neighbour on the same host is unaffected; CHECK, DEL and a changed
 /// request without conditions all leave exactly what they should.

@@ -37,7 +37,8 @@ pub struct VethConf {
 }
 
 /// The `peer` object. It is ours alone, so unknown keys are refused here (a typo such as
-/// `ifName` would otherwise silently name the peer after CNI_IFNAME).
+/// `ifnmae` would otherwise silently name the peer after CNI_IFNAME; other casings of `ifname`
+/// match it, as Go's rule has it).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PeerConf {
@@ -347,9 +348,15 @@ mod tests {
     #[test]
     fn typos_in_peer_and_bad_values_do_not_decode() {
         let conf = json!({"cniVersion": "1.0.0", "name": "n", "type": "veth",
-            "peer": {"netns": "/run/netns/b", "ifName": "eth1"}});
+            "peer": {"netns": "/run/netns/b", "ifnmae": "eth1"}});
         let err = parse_conf::<VethConf>(conf.to_string().as_bytes()).unwrap_err();
-        assert!(err.msg.contains("ifName"), "{err}");
+        assert!(err.msg.contains("ifnmae"), "{err}");
+        // Another casing of a key is no typo: Go's rule reads it.
+        let conf = json!({"cniVersion": "1.0.0", "name": "n", "type": "veth",
+            "peer": {"netns": "/run/netns/b", "ifName": "eth1"}});
+        let conf = parse_conf::<VethConf>(conf.to_string().as_bytes()).unwrap();
+        let peer = conf.plugin.peer.unwrap();
+        assert_eq!(peer.ifname.unwrap().as_str(), "eth1");
         for bad in [
             json!({"cniVersion": "1.0.0", "name": "n", "peer": {"netns": "/x", "ifname": "a/b"}}),
             json!({"cniVersion": "1.0.0", "name": "n", "addresses": ["nope"]}),

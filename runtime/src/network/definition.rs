@@ -5,9 +5,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use berth_cni::{NetConfList, NetworkName};
+use berth_cni::{NetConfList, NetworkName, gojson};
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 /// The CNI version of every conflist Berth writes.
@@ -366,80 +366,115 @@ pub struct NetworkSummary {
     pub file: PathBuf,
 }
 
+/// The keys of a plugin entry the summary reads, typed and matched as the plugins match them
+/// (Go's rule, [`gojson`]), so a hand-written `"IPMasq"` reads as the plugin will read it.
+/// Values of unexpected types read as absent: a summary never refuses a list.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PluginKeys {
+    #[serde(default, rename = "type")]
+    kind: String,
+    #[serde(default)]
+    bridge: Option<Value>,
+    #[serde(default)]
+    ip_masq: Option<Value>,
+    #[serde(default)]
+    mtu: Option<Value>,
+    #[serde(default)]
+    capabilities: Map<String, Value>,
+    #[serde(default)]
+    ipam: Option<IpamKeys>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IpamKeys {
+    #[serde(default)]
+    subnet: Option<Value>,
+    #[serde(default)]
+    gateway: Option<Value>,
+    #[serde(default)]
+    ranges: Vec<Vec<RangeKeys>>,
+    #[serde(default)]
+    routes: Vec<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RangeKeys {
+    #[serde(default)]
+    subnet: Option<Value>,
+    #[serde(default)]
+    gateway: Option<Value>,
+}
+
+impl PluginKeys {
+    fn of(plugin: &Map<String, Value>) -> PluginKeys {
+        gojson::from_value(&Value::Object(plugin.clone())).unwrap_or_default()
+    }
+}
+
 impl NetworkSummary {
     pub fn of(list: &NetConfList, file: PathBuf) -> NetworkSummary {
-        let kind = |p: &Map<String, Value>| {
-            p.get("type")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let main = list.plugins.iter().find(|p| kind(p) != "loopback");
-        let str_key = |key: &str| {
-            main.and_then(|m| m.get(key))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
+        let entries: Vec<PluginKeys> = list.plugins.iter().map(PluginKeys::of).collect();
+        let main = entries.iter().find(|p| p.kind != "loopback");
         let mut subnets = Vec::new();
         let mut gateways = Vec::new();
         let mut has_routes = false;
-        if let Some(ipam) = main.and_then(|m| m.get("ipam")).and_then(Value::as_object) {
-            let mut ranges: Vec<&Map<String, Value>> = Vec::new();
-            if ipam.contains_key("subnet") {
-                ranges.push(ipam);
-            }
-            if let Some(sets) = ipam.get("ranges").and_then(Value::as_array) {
-                for set in sets.iter().filter_map(Value::as_array) {
-                    ranges.extend(set.iter().filter_map(Value::as_object));
-                }
-            }
+        if let Some(ipam) = main.and_then(|m| m.ipam.as_ref()) {
+            let shorthand = RangeKeys {
+                subnet: ipam.subnet.clone(),
+                gateway: ipam.gateway.clone(),
+            };
+            let ranges = std::iter::once(&shorthand).chain(ipam.ranges.iter().flatten());
             for range in ranges {
                 let Some(net) = range
-                    .get("subnet")
+                    .subnet
+                    .as_ref()
                     .and_then(Value::as_str)
                     .and_then(|s| s.parse::<IpNetwork>().ok())
                 else {
                     continue;
                 };
                 let gw = range
-                    .get("gateway")
+                    .gateway
+                    .as_ref()
                     .and_then(Value::as_str)
                     .and_then(|s| s.parse::<IpAddr>().ok())
                     .or_else(|| first_host(&net));
                 subnets.push(net);
                 gateways.extend(gw);
             }
-            has_routes = ipam
-                .get("routes")
-                .and_then(Value::as_array)
-                .is_some_and(|r| !r.is_empty());
+            has_routes = !ipam.routes.is_empty();
         }
         let masq = main
-            .and_then(|m| m.get("ipMasq"))
+            .and_then(|m| m.ip_masq.as_ref())
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        let mut capabilities: Vec<String> = list
-            .plugins
+        let mut capabilities: Vec<String> = entries
             .iter()
-            .filter_map(|p| p.get("capabilities").and_then(Value::as_object))
-            .flat_map(|caps| {
-                caps.iter()
+            .flat_map(|p| {
+                p.capabilities
+                    .iter()
                     .filter(|(_, on)| on.as_bool() == Some(true))
                     .map(|(cap, _)| cap.clone())
             })
             .collect();
         capabilities.sort();
         capabilities.dedup();
-        let plugins: Vec<String> = list.plugins.iter().map(kind).collect();
+        let plugins: Vec<String> = entries.iter().map(|p| p.kind.clone()).collect();
         NetworkSummary {
             name: list.name.as_str().to_owned(),
-            driver: main.map(kind).unwrap_or_default(),
-            bridge: str_key("bridge"),
+            driver: main.map(|m| m.kind.clone()).unwrap_or_default(),
+            bridge: main
+                .and_then(|m| m.bridge.as_ref())
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             subnets,
             gateways,
             internal: !masq && !has_routes,
             isolated: plugins.iter().any(|p| p == "firewall"),
-            mtu: main.and_then(|m| m.get("mtu")).and_then(Value::as_u64),
+            mtu: main.and_then(|m| m.mtu.as_ref()).and_then(Value::as_u64),
             capabilities,
             plugins,
             file,

@@ -29,6 +29,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use berth_cni::gojson;
 use berth_cni::invoke::{self, CachedAttachment, CniConfig, InvokeError, RuntimeConf};
 use berth_cni::{
     Attachment, CniResult, ContainerId as CniContainerId, IfName, NetConfList, NetworkName,
@@ -223,20 +224,19 @@ impl Network {
             .into_iter()
             .flatten()
             .filter_map(Value::as_object_mut);
+        // Plugins read these keys with Go's rule, so change whichever casing they will read.
         for plugin in plugins {
-            if plugin.get("isDefaultGateway").is_some() {
-                plugin.insert("isDefaultGateway".into(), false.into());
+            if let Some(flag) = gojson::get_mut(plugin, "isDefaultGateway") {
+                *flag = false.into();
             }
-            let routes = plugin
-                .get_mut("ipam")
-                .and_then(|i| i.get_mut("routes"))
+            let routes = gojson::get_mut(plugin, "ipam")
+                .and_then(Value::as_object_mut)
+                .and_then(|ipam| gojson::get_mut(ipam, "routes"))
                 .and_then(Value::as_array_mut);
             if let Some(routes) = routes {
                 routes.retain(|r| {
-                    !matches!(
-                        r.get("dst").and_then(Value::as_str),
-                        Some("0.0.0.0/0" | "::/0")
-                    )
+                    let dst = r.as_object().and_then(|r| gojson::get(r, "dst"));
+                    !matches!(dst.and_then(Value::as_str), Some("0.0.0.0/0" | "::/0"))
                 });
             }
         }

@@ -24,7 +24,7 @@
 use std::net::IpAddr;
 
 use berth_cni::invoke::CachedAttachment;
-use berth_cni::{CniResult, NetConfList};
+use berth_cni::{CniResult, NetConfList, gojson};
 use berth_firewall::{
     BackendKind, DEFAULT_ADMIN_CHAIN, DEFAULT_MARK_BIT, Desired, Firewall, FirewallError,
     ForwardAccept, Isolation, MarkSpec, Masquerade, Owner, PortMap, PortMapping,
@@ -219,12 +219,12 @@ pub fn desired(
             network: &network,
             plugin,
         };
-        match plugin.get("type").and_then(Value::as_str) {
-            Some("bridge") if keys.flag("ipMasq") && plugin.get("ipam").is_some() => {
+        match gojson::get(plugin, "type").and_then(Value::as_str) {
+            Some("bridge") if keys.flag("ipMasq") && gojson::get(plugin, "ipam").is_some() => {
                 rules.push(masquerade(&keys, "bridge", &owner, &result)?);
             }
             // Host mode only: a link between two containers has no host side.
-            Some("veth") if keys.flag("ipMasq") && plugin.get("peer").is_none() => {
+            Some("veth") if keys.flag("ipMasq") && gojson::get(plugin, "peer").is_none() => {
                 rules.push(masquerade(&keys, "veth", &owner, &result)?);
             }
             Some("portmap") => {
@@ -252,15 +252,13 @@ struct PluginKeys<'a> {
 
 impl PluginKeys<'_> {
     fn flag(&self, key: &str) -> bool {
-        self.plugin
-            .get(key)
+        gojson::get(self.plugin, key)
             .and_then(Value::as_bool)
             .unwrap_or(false)
     }
 
     fn text(&self, key: &str) -> Option<&str> {
-        self.plugin
-            .get(key)
+        gojson::get(self.plugin, key)
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
     }
@@ -270,9 +268,7 @@ impl PluginKeys<'_> {
             network: self.network.to_owned(),
             plugin,
             key,
-            value: self
-                .plugin
-                .get(key)
+            value: gojson::get(self.plugin, key)
                 .map(ToString::to_string)
                 .unwrap_or_default(),
         }
@@ -293,9 +289,9 @@ impl PluginKeys<'_> {
     }
 
     fn strings(&self, plugin: &'static str, key: &'static str) -> Result<Vec<String>, ReloadError> {
-        match self.plugin.get(key) {
+        match gojson::get(self.plugin, key) {
             None | Some(Value::Null) => Ok(Vec::new()),
-            Some(v) => Vec::<String>::deserialize(v).map_err(|_| self.invalid(plugin, key)),
+            Some(v) => gojson::from_value::<Vec<String>>(v).map_err(|_| self.invalid(plugin, key)),
         }
     }
 }
@@ -370,16 +366,15 @@ fn port_map(
     result: &CniResult,
     capability_args: &Map<String, Value>,
 ) -> Result<Option<(Option<BackendKind>, Desired)>, ReloadError> {
-    let declared = keys
-        .plugin
-        .get("capabilities")
+    // Capability names are map keys: exact, as libcni reads them.
+    let declared = gojson::get(keys.plugin, "capabilities")
         .and_then(|c| c.get("portMappings"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let Some(wire) = capability_args.get("portMappings").filter(|_| declared) else {
         return Ok(None);
     };
-    let wire = Vec::<WireMapping>::deserialize(wire).map_err(|_| ReloadError::Key {
+    let wire = gojson::from_value::<Vec<WireMapping>>(wire).map_err(|_| ReloadError::Key {
         network: keys.network.to_owned(),
         plugin: "portmap",
         key: "portMappings",
@@ -409,7 +404,7 @@ fn port_map(
         });
     }
     let chain = keys.text("externalSetMarkChain").map(str::to_owned);
-    let mark = match (chain, keys.plugin.get("markMasqBit")) {
+    let mark = match (chain, gojson::get(keys.plugin, "markMasqBit")) {
         (Some(chain), _) => MarkSpec::ExternalChain(chain),
         (None, None) => MarkSpec::Bit(DEFAULT_MARK_BIT),
         (None, Some(bit)) => MarkSpec::Bit(
@@ -441,9 +436,7 @@ fn port_map(
             owner: owner.clone(),
             mappings,
             container_ips: result.container_ips(&owner.ifname),
-            snat: keys
-                .plugin
-                .get("snat")
+            snat: gojson::get(keys.plugin, "snat")
                 .and_then(Value::as_bool)
                 .unwrap_or(true),
             masq_all: keys.flag("masqAll"),

@@ -7,16 +7,15 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use berth_cni::delegate::delegate_check;
-use berth_cni::{CmdArgs, CniError, CniResult, Interface};
+use berth_cni::{CmdArgs, CniError, CniResult, HostLinkName, Interface};
 use berth_netlink::{
-    AddrError, IpFamily, Link, LinkError, Netlink, Netns, NetnsError, OpenError, RouteError,
-    format_mac,
+    AddrError, IpFamily, Link, LinkError, Netlink, Netns, NetnsError, OpenError, OwnedName,
+    RouteError, format_mac,
 };
 use ipnetwork::IpNetwork;
 
 use crate::config::Config;
 use crate::masq::{Masq, MasqError, owner};
-use crate::names::host_veth_name;
 use crate::setup::kernel_route;
 use crate::spoof::{Spoof, SpoofError};
 
@@ -258,19 +257,36 @@ pub fn check(
     };
     check_container_link(cfg, &ctr_link, expected, &mut findings);
 
-    let veth = host_veth_name(cfg.network.as_str(), args.container_id.as_str(), ifname);
-    match lookup(&host, &veth)? {
-        None => findings.push(Finding::HostVethMissing { veth: veth.clone() }),
+    let names = HostLinkName::of(cfg.network.as_str(), args.container_id.as_str(), ifname);
+    let owned = OwnedName {
+        candidates: &names.candidates,
+        alias: &names.alias,
+    };
+    let found = host
+        .owned_link(owned)
+        .map_err(|source| CheckError::Lookup {
+            name: names.preferred().to_owned(),
+            source,
+        })?;
+    // The port's name for the spoofing guard: the link's when found, else the usual one.
+    let veth = match found {
+        None => {
+            findings.push(Finding::HostVethMissing {
+                veth: names.preferred().to_owned(),
+            });
+            names.preferred().to_owned()
+        }
         Some(host_link) => {
             if ctr_link.link_index != Some(host_link.index) {
                 findings.push(Finding::NotPaired {
-                    veth: veth.clone(),
+                    veth: host_link.name.clone(),
                     ifname: ifname.to_owned(),
                 });
             }
             check_port(cfg, bridge.as_ref(), &host_link, &mut findings);
+            host_link.name
         }
-    }
+    };
 
     check_addresses(&ctr, &ctr_link, prev, ctr_index, &mut findings)?;
     check_routes(&ctr, &ctr_link, prev, &mut findings)?;

@@ -13,18 +13,18 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth_cni::delegate::{delegate_add, delegate_del};
-use berth_cni::{CmdArgs, CniError, CniResult, IfName, Interface};
+use berth_cni::{CmdArgs, CniError, CniResult, HostLinkName, IfName, Interface};
 use berth_netlink::{
     AddrError, AddrOptions, BridgeError, BridgeSpec, BridgeVlan, Errno, IpFamily, Link, LinkError,
-    Netlink, Netns, NetnsError, OpenError, Rollback, RouteError, RouteScope, SysctlError, VethPair,
-    VlanTarget, error_chain, format_mac, sysctl,
+    Netlink, Netns, NetnsError, OpenError, OwnedName, Rollback, RouteError, RouteScope,
+    SysctlError, VethPair, VlanTarget, error_chain, format_mac, sysctl,
 };
 use ipnetwork::IpNetwork;
 
 use crate::addressing::{Addressing, AddressingError};
 use crate::config::Config;
 use crate::masq::{Masq, MasqError, owner};
-use crate::names::{host_veth_name, vlan_gateway_peer_name};
+use crate::names::vlan_gateway_peer_name;
 use crate::spoof::{Spoof, SpoofError};
 
 /// The steps of ADD, in order; a test failpoint makes ADD fail right after one of them.
@@ -277,7 +277,7 @@ struct Ctx<'a> {
     ctr: Netlink,
     masq: Option<Masq>,
     spoof: Option<Spoof>,
-    host_veth: String,
+    host_veth: HostLinkName,
     failpoint: Option<Step>,
 }
 
@@ -326,7 +326,7 @@ pub fn add(
         ctr,
         masq,
         spoof,
-        host_veth: host_veth_name(
+        host_veth: HostLinkName::of(
             cfg.network.as_str(),
             args.container_id.as_str(),
             args.ifname.as_str(),
@@ -388,7 +388,7 @@ fn steps<'a>(ctx: &'a Ctx<'a>, rollback: &mut Rollback<'a>) -> Result<CniResult,
     let mut interfaces = vec![
         Interface::default(),
         Interface {
-            name: ctx.host_veth.clone(),
+            name: host_end.name.clone(),
             mac: host_end.mac.as_ref().map(format_mac),
             ..Interface::default()
         },
@@ -476,7 +476,7 @@ fn link_steps<'a>(
 
     let host_end = create_veth(ctx)?;
     let host_index = host_end.index;
-    rollback.push(format!("delete veth {}", ctx.host_veth), move || {
+    rollback.push(format!("delete veth {}", host_end.name), move || {
         // Deleting either end removes the pair (and the container end's addresses and routes).
         match ctx.host.del_link(host_index) {
             Err(e) if e.is_not_found() => Ok(()),
@@ -491,7 +491,7 @@ fn link_steps<'a>(
     let ctr_link = lookup(&ctx.ctr, ctx.args.ifname.as_str(), &ctx.ctr_label())?;
     if let Some(spoof) = &ctx.spoof {
         let owner = owner(ctx.cfg.network.as_str(), ctx.args);
-        let guard = Spoof::guard(&owner, &ctx.host_veth, ctr_link.mac.as_ref())?;
+        let guard = Spoof::guard(&owner, &host_end.name, ctr_link.mac.as_ref())?;
         spoof.add(&guard)?;
         rollback.push(
             format!("remove the MAC spoofing guard of {owner}"),
@@ -609,14 +609,19 @@ fn ensure_bridge(ctx: &Ctx<'_>) -> Result<Link, SetupError> {
 fn create_veth(ctx: &Ctx<'_>) -> Result<Link, SetupError> {
     let ifname = &ctx.args.ifname;
     let pair = VethPair {
-        name: &ctx.host_veth,
+        // Chosen by `add_owned_veth_pair` among the attachment's candidates.
+        name: "",
         peer_name: ifname.as_str(),
         peer_netns: Some(&ctx.ctr_ns),
         mtu: ctx.cfg.mtu,
         mac: None,
         peer_mac: ctx.cfg.mac,
     };
-    ctx.host.add_veth_pair(&pair).map_err(|source| {
+    let name = OwnedName {
+        candidates: &ctx.host_veth.candidates,
+        alias: &ctx.host_veth.alias,
+    };
+    ctx.host.add_owned_veth_pair(name, &pair).map_err(|source| {
         let ifname = ifname.clone();
         if source.is_exists() {
             SetupError::VethExists { ifname, source }

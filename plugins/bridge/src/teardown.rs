@@ -7,12 +7,11 @@
 use std::path::PathBuf;
 
 use berth_cni::delegate::{delegate_del, delegate_gc};
-use berth_cni::{Attachment, CmdArgs, CniError, NetworkArgs};
-use berth_netlink::{Errno, LinkError, Netlink, Netns, NetnsError, OpenError};
+use berth_cni::{Attachment, CmdArgs, CniError, HostLinkName, NetworkArgs};
+use berth_netlink::{Errno, LinkError, Netlink, Netns, NetnsError, OpenError, OwnedName};
 
 use crate::config::TeardownConfig;
 use crate::masq::{Masq, MasqError, owner};
-use crate::names::host_veth_name;
 use crate::spoof::{Spoof, SpoofError};
 
 /// One failed step of DEL or GC.
@@ -148,22 +147,31 @@ fn del_links(cfg: &TeardownConfig, args: &CmdArgs) -> Vec<TeardownError> {
     errors
 }
 
+/// The host end, found among the attachment's candidate names by its alias: a link that only
+/// has the expected name belongs to another attachment and stays.
 fn del_host_veth(cfg: &TeardownConfig, args: &CmdArgs) -> Result<(), TeardownError> {
-    let name = host_veth_name(
+    let names = HostLinkName::of(
         cfg.network.as_str(),
         args.container_id.as_str(),
         args.ifname.as_str(),
     );
     let host = Netlink::open_current().map_err(TeardownError::OpenNetlink)?;
+    let owned = OwnedName {
+        candidates: &names.candidates,
+        alias: &names.alias,
+    };
     let link = host
-        .link_by_name(&name)
+        .owned_link(owned)
         .map_err(|source| TeardownError::LookupLink {
-            name: name.clone(),
+            name: names.preferred().to_owned(),
             source,
         })?;
     match link {
         Some(link) if link.kind.as_deref() == Some("veth") => match host.del_link(link.index) {
-            Err(e) if !e.is_not_found() => Err(TeardownError::DeleteLink { name, source: e }),
+            Err(e) if !e.is_not_found() => Err(TeardownError::DeleteLink {
+                name: link.name,
+                source: e,
+            }),
             _ => Ok(()),
         },
         _ => Ok(()),

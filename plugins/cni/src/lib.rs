@@ -20,7 +20,7 @@ pub mod version;
 pub use args::{CmdArgs, CniArgs, Command, NetworkArgs};
 pub use conf::{Attachment, IpamConf, NetConf, NetConfList};
 pub use error::{CniError, ErrorCode};
-pub use names::{ContainerId, IfName, NetworkName};
+pub use names::{ContainerId, HostLinkName, IfName, NetworkName};
 pub use plugin::{Plugin, run};
 pub use result::{CniResult, Dns, Interface, IpConfig, Route};
 pub use version::CniVersion;

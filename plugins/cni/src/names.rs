@@ -135,6 +135,75 @@ impl TryFrom<&str> for NetworkName {
 }
 string_newtype!(NetworkName);
 
+/// How many names an attachment's host-side link may take: the first is what every attachment
+/// uses; the others only resolve a collision of the first with another attachment's.
+pub const HOST_LINK_CANDIDATES: usize = 4;
+
+/// The host-side link of an attachment (the host end of a veth pair, for `bridge` and
+/// `veth`): the names it may take, in order, and the alias (`IFLA_IFALIAS`) that marks a link
+/// as this attachment's. Derived from the attachment's key alone, so DEL and CHECK find the
+/// link again without any state of their own.
+///
+/// `veth` + 11 hex digits = 15 bytes, the longest Linux interface name: with 10 000
+/// attachments on a host the first names of two collide with a chance of about 3·10⁻⁶ (the
+/// reference's 8 random hex digits: about 1 %). A collision is not an error either: ADD takes
+/// the next candidate whose link does not carry another attachment's alias, and DEL and CHECK
+/// look for this alias among the candidates, never at a name alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostLinkName {
+    pub candidates: [String; HOST_LINK_CANDIDATES],
+    pub alias: String,
+}
+
+impl HostLinkName {
+    /// The host link of the attachment (network, container id, ifname), the key the spec
+    /// identifies an attachment by.
+    pub fn of(network: &str, container_id: &str, ifname: &str) -> HostLinkName {
+        let key = [network, container_id, ifname];
+        let candidates = std::array::from_fn(|i| {
+            let hash = match i {
+                // Unsalted, so the first name is what Berth has always used for the bridge.
+                0 => stable_hash(&key),
+                _ => stable_hash(&[network, container_id, ifname, &format!("#{i}")]),
+            };
+            format!("veth{:011x}", hash >> (64 - 44))
+        });
+        let owner = [network, container_id, ifname, "host-link-owner"];
+        let alias = format!(
+            "berth:{:016x}{:016x}",
+            stable_hash(&owner),
+            stable_hash(&[container_id, ifname, network, "host-link-owner"])
+        );
+        HostLinkName { candidates, alias }
+    }
+
+    /// The first candidate: the name of the link unless it collided.
+    pub fn preferred(&self) -> &str {
+        &self.candidates[0]
+    }
+}
+
+/// FNV-1a over the parts (each followed by a NUL, so `("ab", "c")` ≠ `("a", "bc")`), then the
+/// splitmix64 finalizer so the leading hex digits depend on every input byte. Stable across
+/// Rust versions and platforms, unlike `std`'s `DefaultHasher`: names derived from it outlive
+/// a plugin upgrade.
+pub fn stable_hash(parts: &[&str]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = OFFSET;
+    for part in parts {
+        for &b in part.as_bytes().iter().chain(&[0u8]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(PRIME);
+        }
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +235,36 @@ mod tests {
         for bad in ["", "../x", "a/b", "_x"] {
             assert!(NetworkName::try_from(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn host_link_names_are_stable_distinct_and_fit_ifnamsiz() {
+        let a = HostLinkName::of("net1", "ctr-1", "eth0");
+        assert_eq!(a, HostLinkName::of("net1", "ctr-1", "eth0"));
+        // Pinned: a change here renames every host veth and breaks DEL across upgrades.
+        assert_eq!(a.preferred(), "vethe69d6012a6e");
+        for name in &a.candidates {
+            assert_eq!(name.len(), MAX_IFNAME_LEN, "{name}");
+            assert!(name.starts_with("veth") && name[4..].bytes().all(|b| b.is_ascii_hexdigit()));
+            assert!(IfName::try_from(name.as_str()).is_ok());
+        }
+        let mut all = a.candidates.to_vec();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), HOST_LINK_CANDIDATES);
+        assert!(a.alias.starts_with("berth:") && a.alias.len() == 6 + 32);
+        for other in [
+            HostLinkName::of("net2", "ctr-1", "eth0"),
+            HostLinkName::of("net1", "ctr-2", "eth0"),
+            HostLinkName::of("net1", "ctr-1", "eth1"),
+        ] {
+            assert_ne!(other.preferred(), a.preferred());
+            assert_ne!(other.alias, a.alias);
+        }
+        assert_ne!(
+            HostLinkName::of("ab", "c", "eth0").alias,
+            HostLinkName::of("a", "bc", "eth0").alias
+        );
     }
 
     #[test]

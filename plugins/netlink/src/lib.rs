@@ -18,6 +18,7 @@ mod bridge;
 mod link;
 mod netlink;
 mod netns;
+mod owned;
 mod rollback;
 mod route;
 mod socket;
@@ -30,6 +31,7 @@ pub use link::{
 };
 pub use netlink::{Netlink, OpenError};
 pub use netns::{Netns, NetnsError};
+pub use owned::OwnedName;
 pub use rollback::{Rollback, UndoError, error_chain};
 pub use route::{IpFamily, MAIN_TABLE, Route, RouteError, RouteScope};
 pub use socket::{Errno, NetlinkError};

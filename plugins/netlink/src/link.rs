@@ -119,6 +119,8 @@ pub enum LinkError {
         #[source]
         source: NetlinkError,
     },
+    #[error("every name for the link is held by another owner in {netns}: {names}")]
+    NamesTaken { names: String, netns: Arc<str> },
     #[error("create {kind} link {name} in {netns}")]
     Create {
         kind: &'static str,
@@ -194,6 +196,7 @@ impl Errno for LinkError {
             | Self::Delete { source, .. }
             | Self::DeleteByName { source, .. } => source.errno(),
             Self::Vanished { .. } => Some(libc::ENODEV),
+            Self::NamesTaken { .. } => Some(libc::EEXIST),
         }
     }
 }

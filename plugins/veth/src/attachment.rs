@@ -8,7 +8,7 @@
 //! in the peer's namespace only when it carries this mark, never another link that merely has
 //! the same name.
 
-use berth_cni::{CmdArgs, NetworkName};
+use berth_cni::{CmdArgs, HostLinkName, NetworkName};
 use berth_netlink::Mac;
 
 /// The identity of one attachment.
@@ -28,11 +28,9 @@ impl<'a> Attachment<'a> {
         }
     }
 
-    /// `veth` + 8 hex digits: 12 bytes, within IFNAMSIZ.
-    pub fn host_ifname(&self) -> String {
-        let h = self.hash(b"host-ifname");
-        // Fold the 64-bit hash so every input bit reaches the 32 bits shown.
-        format!("veth{:08x}", (h ^ (h >> 32)) as u32)
+    /// The host end's names and owner alias, shared with the bridge plugin.
+    pub fn host_link(&self) -> HostLinkName {
+        HostLinkName::of(self.network, self.container_id, self.ifname)
     }
 
     /// A locally administered unicast MAC marking the peer end of this attachment.
@@ -78,25 +76,15 @@ mod tests {
     }
 
     #[test]
-    fn host_name_is_stable_and_fits() {
-        let a = att("net", "ctr-1", "eth0");
-        assert_eq!(a.host_ifname(), a.host_ifname());
-        assert_eq!(a.host_ifname().len(), 12);
-        assert!(a.host_ifname().starts_with("veth"));
-        // Pinned: DEL of a newer release must find links an older one created.
-        assert_eq!(a.host_ifname(), "veth9e9dce85");
-    }
-
-    #[test]
     fn every_part_matters_and_boundaries_count() {
-        let base = att("net", "ctr-1", "eth0").host_ifname();
+        let base = att("net", "ctr-1", "eth0").peer_mac();
         for other in [
             att("net2", "ctr-1", "eth0"),
             att("net", "ctr-2", "eth0"),
             att("net", "ctr-1", "eth1"),
             att("ne", "tctr-1", "eth0"),
         ] {
-            assert_ne!(other.host_ifname(), base, "{other:?}");
+            assert_ne!(other.peer_mac(), base, "{other:?}");
         }
     }
 

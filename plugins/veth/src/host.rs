@@ -4,15 +4,15 @@
 
 use std::path::Path;
 
-use berth_cni::{CniResult, IpConfig};
-use berth_netlink::Rollback;
+use berth_cni::{CniResult, HostLinkName, IpConfig};
+use berth_netlink::{OwnedName, Rollback};
 use ipnetwork::IpNetwork;
 
 use crate::check::{Expect, Problems};
 use crate::config::Host;
 use crate::error::VethError;
 use crate::ns::{self, Role};
-use crate::pair::{self, EndSpec};
+use crate::pair::{self, EndSpec, PairError};
 use crate::routing::{self, Assigned};
 use crate::step::Step;
 use crate::{Call, forwarding, ipam, masq, result};
@@ -26,7 +26,7 @@ fn masq_sources(ips: &[Assigned]) -> Vec<IpNetwork> {
 pub fn add(call: &Call<'_>, netns: &Path, mode: &Host) -> Result<CniResult, VethError> {
     let kind = mode.ipam.as_str();
     let att = call.attachment();
-    let host_name = att.host_ifname();
+    let host_names = att.host_link();
     let ctr = ns::open(netns, Role::Container)?;
     let host = ns::host()?;
     // Checked before anything is created, so a broken backend costs no IPAM round trip.
@@ -51,9 +51,10 @@ pub fn add(call: &Call<'_>, netns: &Path, mode: &Host) -> Result<CniResult, Veth
     let (host_link, ctr_link) = pair::create(
         EndSpec {
             nl: &host,
-            name: &host_name,
+            name: host_names.preferred(),
             mac: None,
         },
+        Some(owned(&host_names)),
         EndSpec {
             nl: &ctr.nl,
             name: call.args.ifname.as_str(),
@@ -65,9 +66,10 @@ pub fn add(call: &Call<'_>, netns: &Path, mode: &Host) -> Result<CniResult, Veth
     let host_index = host_link.index;
     let host_nl = &host;
     // Deleting one end deletes the pair, and with it every address and route on either end.
-    rollback.push(format!("delete the veth pair {host_name}"), move || {
-        host_nl.del_link(host_index)
-    });
+    rollback.push(
+        format!("delete the veth pair {}", host_link.name),
+        move || host_nl.del_link(host_index),
+    );
     call.reached(Step::CreatePair)?;
 
     if assigned.iter().any(|a| a.address.is_ipv6()) {
@@ -109,6 +111,13 @@ pub fn add(call: &Call<'_>, netns: &Path, mode: &Host) -> Result<CniResult, Veth
     Ok(result)
 }
 
+fn owned(names: &HostLinkName) -> OwnedName<'_> {
+    OwnedName {
+        candidates: &names.candidates,
+        alias: &names.alias,
+    }
+}
+
 /// Best effort: every step is tried, every failure reported. A vanished namespace or link is
 /// already the goal.
 pub fn del(call: &Call<'_>, mode: &Host) -> Result<(), VethError> {
@@ -133,14 +142,22 @@ pub fn del(call: &Call<'_>, mode: &Host) -> Result<(), VethError> {
                 }
             }
             // The host end is still there if the namespace outlived its file (or the
-            // container side failed above); its name is ours alone.
-            match ns::host() {
-                Ok(host) => {
-                    if let Err(e) = pair::delete_if(&host, &att.host_ifname(), |_| true) {
-                        errors.push(e.into());
-                    }
+            // container side failed above): found by our alias, never by a name alone.
+            let names = att.host_link();
+            let host_end = ns::host().map_err(VethError::from).and_then(|host| {
+                let found = host
+                    .owned_link(owned(&names))
+                    .map_err(|source| PairError::Lookup {
+                        name: names.preferred().to_owned(),
+                        source,
+                    })?;
+                match found {
+                    Some(link) => pair::delete_if(&host, &link.name, |_| true).map_err(Into::into),
+                    None => Ok(false),
                 }
-                Err(e) => errors.push(e.into()),
+            });
+            if let Err(e) = host_end {
+                errors.push(e);
             }
             errors
         });
@@ -177,9 +194,14 @@ pub fn check(call: &Call<'_>, netns: &Path, mode: &Host) -> Result<(), VethError
     let prev = call.prev_result()?;
     ipam::check(kind, call.args)?;
     let att = call.attachment();
-    let host_name = att.host_ifname();
     let ctr = ns::open(netns, Role::Container)?;
     let host = ns::host()?;
+    let names = att.host_link();
+    // Our link's name, found by our alias (or the usual name, reported missing below).
+    let host_name = match host.owned_link(owned(&names)) {
+        Ok(Some(link)) => link.name,
+        _ => names.preferred().to_owned(),
+    };
     let mut problems = Problems::default();
 
     let (ctr_index, ctr_iface) =

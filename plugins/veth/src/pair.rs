@@ -1,8 +1,8 @@
 //! The veth pair: creating it across two namespaces, configuring an end, deleting it.
 
 use berth_netlink::{
-    AddrError, AddrOptions, Errno, Link, LinkError, Mac, Netlink, Netns, NetnsError, Route,
-    RouteError, SysctlError, VethPair, sysctl,
+    AddrError, AddrOptions, Errno, Link, LinkError, Mac, Netlink, Netns, NetnsError, OwnedName,
+    Route, RouteError, SysctlError, VethPair, sysctl,
 };
 
 use crate::routing::EndPlan;
@@ -82,10 +82,13 @@ pub struct EndSpec<'a> {
 
 /// Creates the pair in one request: `here` in its handle's namespace, `there` directly inside
 /// `there_ns`, so the far end never appears in `here`'s namespace (no move, no rename, no
-/// window in which a half-made link is visible under a temporary name). Returns both ends,
-/// still down.
+/// window in which a half-made link is visible under a temporary name). With `owner`, `here`
+/// is an attachment's host end: its name is the first of the owner's candidates not held by
+/// another attachment, and it carries the owner's alias (`here.name` is then unused). Returns
+/// both ends, still down.
 pub fn create(
     here: EndSpec<'_>,
+    owner: Option<OwnedName<'_>>,
     there: EndSpec<'_>,
     there_ns: &Netns,
     mtu: Option<u32>,
@@ -97,25 +100,38 @@ pub fn create(
         peer_netns: Some(there_ns),
         ..VethPair::new(here.name, there.name)
     };
-    if let Err(source) = here.nl.add_veth_pair(&pair) {
-        if source.is_exists() {
-            // EEXIST does not say which of the two names is taken: find out, so the message
-            // names the interface and its namespace.
-            for end in [here, there] {
-                if matches!(end.nl.link_by_name(end.name), Ok(Some(_))) {
-                    return Err(PairError::NameTaken {
-                        name: end.name.to_owned(),
-                        netns: end.nl.netns().to_owned(),
-                    });
+    let made = match owner {
+        Some(owner) => here.nl.add_owned_veth_pair(owner, &pair),
+        None => here.nl.add_veth_pair(&pair),
+    };
+    let here_link = match made {
+        Ok(link) => link,
+        Err(source) => {
+            if source.is_exists() {
+                // EEXIST does not say which of the two names is taken: find out, so the
+                // message names the interface and its namespace.
+                let here_name = match owner {
+                    Some(owner) => here.nl.owned_link(owner).ok().flatten().map(|l| l.name),
+                    None => Some(here.name.to_owned()),
+                };
+                let ends = [(there, Some(there.name.to_owned())), (here, here_name)];
+                for (end, name) in ends {
+                    let Some(name) = name else { continue };
+                    if matches!(end.nl.link_by_name(&name), Ok(Some(_))) {
+                        return Err(PairError::NameTaken {
+                            name,
+                            netns: end.nl.netns().to_owned(),
+                        });
+                    }
                 }
             }
+            return Err(PairError::Create {
+                name: there.name.to_owned(),
+                source,
+            });
         }
-        return Err(PairError::Create {
-            name: here.name.to_owned(),
-            source,
-        });
-    }
-    Ok((created(here)?, created(there)?))
+    };
+    Ok((here_link, created(there)?))
 }
 
 fn created(end: EndSpec<'_>) -> Result<Link, PairError> {

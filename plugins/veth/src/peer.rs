@@ -91,6 +91,7 @@ pub fn add(call: &Call<'_>, netns: &Path, peer: &Peer) -> Result<CniResult, Veth
             name: ifname,
             mac: None,
         },
+        None,
         EndSpec {
             nl: &other.nl,
             name: peer_name,

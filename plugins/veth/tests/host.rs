@@ -23,7 +23,7 @@ fn host_and_container_reach_each_other_v4_and_v6() {
     // ptp's result shape: [host veth, container end], addresses on interface 1.
     let host_name = result["interfaces"][0]["name"].as_str().unwrap();
     assert!(
-        host_name.len() == 12
+        host_name.len() == 15
             && host_name.starts_with("veth")
             && host_name[4..].chars().all(|c| c.is_ascii_hexdigit()),
         "{host_name}"

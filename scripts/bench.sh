@@ -2,7 +2,7 @@
 # The benchmark command (README, "Benchmarks"): Berth side by side with the tools people would
 # pick instead, in one run on this machine, as ratios.
 #
-#   sudo -E ./scripts/bench.sh [--quick] [--only SECTION[,SECTION...]] [--scale-budget SECS]
+#   ./scripts/bench.sh [--quick] [--only SECTION[,SECTION...]] [--scale-budget SECS]
 #                              [--docs|--no-docs]
 #
 # Installs missing competitors from Debian (containernetworking-plugins, crun, runc, podman,
@@ -15,9 +15,12 @@
 # that the whole run fits in 10 minutes on 2 cores; levels beyond it are reported n/a).
 #
 # Needs root: every measurement runs inside throwaway network namespaces that play the host;
-# the machine's own network is never touched. It is not a test: it never fails on speed.
+# the machine's own network is never touched. As a user, it builds as you and runs the
+# benchmark binary through `sudo -E`. It is not a test: it never fails on speed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/setup.sh
+setup_init bench
 started=$(date +%s)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -41,39 +44,16 @@ if [[ $docs == auto ]]; then
   if ((partial)); then docs=no; else docs=yes; fi
 fi
 
-if [[ $(id -u) -ne 0 ]]; then
-  echo "bench: needs root (throwaway network namespaces): run with sudo -E" >&2
-  exit 1
-fi
+require_rust
+# command (or file) = Debian package that provides it
+ensure_packages "${BUILD_PACKAGES[@]}" \
+  /usr/lib/cni/bridge=containernetworking-plugins crun=crun runc=runc podman=podman \
+  iperf3=iperf3 busybox=busybox-static /usr/bin/time=time ip=iproute2 iptables=iptables \
+  nft=nftables tar=tar
 
-# command or file -> Debian package that provides it
-declare -A packages=(
-  [/usr/lib/cni/bridge]=containernetworking-plugins
-  [crun]=crun
-  [runc]=runc
-  [podman]=podman
-  [iperf3]=iperf3
-  [busybox]=busybox-static
-  [/usr/bin/time]=time
-  [ip]=iproute2
-  [iptables]=iptables
-  [tar]=tar
-)
-missing=()
-for cmd in "${!packages[@]}"; do
-  if [[ $cmd == /* ]]; then [[ -x $cmd ]] || missing+=("${packages[$cmd]}")
-  else command -v "$cmd" >/dev/null 2>&1 || missing+=("${packages[$cmd]}"); fi
-done
-if ((${#missing[@]})); then
-  echo "bench: installing ${missing[*]}" >&2
-  apt-get update -qq
-  # iperf3's package asks whether to start a daemon: no.
-  echo "iperf3 iperf3/start_daemon boolean false" | debconf-set-selections 2>/dev/null || true
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-
-echo "bench: building release binaries" >&2
-cargo build --release --workspace --bins --quiet
+say "building release binaries"
+cargo build --release --workspace --bins
+sudo_test_runner
 
 mkdir -p target/bench
 # Absolute: cargo runs the bench from the package directory.
@@ -95,7 +75,7 @@ commentary=""
 if [[ -f $doc ]] && grep -q '^## Commentary' "$doc"; then
   commentary=$(sed -n '/^## Commentary/,$p' "$doc")
 fi
-cmdline="sudo -E ./scripts/bench.sh"
+cmdline="./scripts/bench.sh"
 ((${#bench_args[@]})) && cmdline+=" ${bench_args[*]}"
 tmp=$(mktemp)
 {

@@ -6,20 +6,22 @@
 # host network is never touched; everything is removed at the end, also when a step fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/setup.sh
+setup_init demo
 
-if [[ $(id -u) -ne 0 ]]; then
-  echo "demo: needs root (namespaces, cgroups, mounts): sudo -E $0" >&2
-  exit 1
+# As a user, everything up to the build runs as the caller (your Rust, your target dir); the
+# script then runs itself again through sudo for the part that needs root.
+if [[ ${1:-} != --built ]]; then
+  require_rust
+  ensure_packages "${BUILD_PACKAGES[@]}" ip=iproute2 busybox=busybox-static nsenter=util-linux \
+    iptables=iptables nft=nftables
+  say "building berth and the plugins (release; a first build takes a few minutes)…"
+  cargo build --release -p berth-runtime -p loopback -p bridge -p host-local -p portmap -p firewall
+  if ! is_root; then
+    command -v sudo >/dev/null 2>&1 || die "needs root (namespaces, cgroups, mounts): run as root, or install sudo"
+    exec sudo "$0" --built
+  fi
 fi
-for need in ip busybox nsenter; do
-  command -v "$need" >/dev/null || {
-    echo "demo: needs $need (apt-get install iproute2 busybox-static; or run scripts/test.sh once)" >&2
-    exit 1
-  }
-done
-
-echo "demo: building berth and the plugins (release)…" >&2
-cargo build --release --quiet -p berth-runtime -p loopback -p bridge -p host-local -p portmap -p firewall
 bin=$PWD/target/release
 
 host=bd$$-host

@@ -6,6 +6,8 @@
 /// tested nothing is worse than a red one.
 pub fn require_root() {
     if !nix::unistd::geteuid().is_root() {
-        panic!("needs root: run with sudo -E (see README)");
+        panic!(
+            "needs root: run ./scripts/test.sh, or the test binaries through sudo -E (see netns-fixtures/README.md)"
+        );
     }
 }

@@ -229,3 +229,55 @@ fn runtime_config_and_args_keys_fold_like_the_reference() {
         format!("{wanted}/{}", subnet.prefix())
     );
 }
+
+/// The chained plugins, each given a prevResult: portmap with a Go client's capitalised
+/// `RuntimeConfig.PortMappings`, firewall with capitalised keys. Both pass the result through
+/// and write rules naming the container's address and the published port, as the reference does.
+#[test]
+fn portmap_and_firewall_read_go_casings_like_the_reference() {
+    require_root();
+    for imp in [Impl::Reference, Impl::Ours] {
+        let env = HostAndContainer::new().unwrap();
+        let prev = json!({"cniVersion": "1.0.0",
+            "interfaces": [{"name": "br-x"}, {"name": "veth-x"},
+                           {"name": "eth0", "sandbox": env.ctr.path()}],
+            "ips": [{"address": "198.19.251.5/24", "gateway": "198.19.251.1", "interface": 2}]});
+        let portmap = json!({
+            "CNIVersion": "1.0.0", "Name": "casing-pm", "Type": "portmap", "SNAT": true,
+            "Capabilities": {"portMappings": true},
+            "RuntimeConfig": {"PortMappings": [
+                {"HostPort": 18089, "ContainerPort": 8089, "Protocol": "tcp", "HostIP": ""}]},
+            "PrevResult": prev,
+        });
+        let out = call(imp, &env, "portmap", "ADD", &portmap).expect_success();
+        assert_eq!(out["ips"], prev["ips"], "{imp:?}");
+        let rules = nat_rules(&env);
+        assert!(
+            rules.contains("18089") && rules.contains("198.19.251.5"),
+            "{imp:?}: no DNAT for the capitalised mapping:\n{rules}"
+        );
+        call(imp, &env, "portmap", "DEL", &portmap).expect_success();
+        assert!(
+            !nat_rules(&env).contains("18089"),
+            "{imp:?}: left after DEL"
+        );
+
+        let firewall = json!({
+            "CNIVersion": "1.0.0", "Name": "casing-fw", "Type": "firewall",
+            "Backend": "iptables", "IptablesAdminChainName": "CASING-ADMIN",
+            "PrevResult": prev,
+        });
+        let out = call(imp, &env, "firewall", "ADD", &firewall).expect_success();
+        assert_eq!(out["ips"], prev["ips"], "{imp:?}");
+        let filter = env
+            .host
+            .output(Command::new("iptables-save").args(["-t", "filter"]))
+            .unwrap();
+        let filter = String::from_utf8_lossy(&filter.stdout);
+        assert!(
+            filter.contains("CASING-ADMIN") && filter.contains("198.19.251.5"),
+            "{imp:?}: the admin chain name or the container's rule is missing:\n{filter}"
+        );
+        call(imp, &env, "firewall", "DEL", &firewall).expect_success();
+    }
+}

@@ -59,13 +59,15 @@ impl TuningError {
     }
 
     /// The reference reports every failure of this plugin as a plain Go error, which its skel
-    /// turns into code 999: bad keys, a missing interface or prevResult, kernel refusals.
-    /// Runtimes and tests compare codes, so ours are the same. Only a wrongly typed
-    /// `args.cni`/`runtimeConfig` value keeps berth-cni's decode code, as does any type error
-    /// in the keys themselves (berth-cni decodes them before the plugin runs).
+    /// turns into code 999. Ours says what the spec's codes say where it can: a configuration
+    /// the plugin refuses (bad keys, values, a missing prevResult) is 7, a wrongly typed
+    /// `args.cni`/`runtimeConfig` value keeps berth-cni's decode code (6); what the kernel or
+    /// the system refused (a missing interface, a sysctl write, a MAC the driver rejects) stays
+    /// 999, like the reference's.
     fn code(&self) -> ErrorCode {
         match self {
             TuningError::Config(ConfigError::Arg { source, .. }) => source.code,
+            TuningError::Config(_) | TuningError::NoPrevResult => ErrorCode::InvalidConfig,
             TuningError::Teardown(errors) => errors.first().map_or(ErrorCode::Internal, Self::code),
             _ => ErrorCode::Internal,
         }
@@ -83,9 +85,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn codes_follow_the_reference() {
+    fn codes_name_the_configuration_or_the_system() {
         let e = CniError::from(TuningError::NoPrevResult);
-        assert_eq!(e.code, ErrorCode::Internal);
+        assert_eq!(e.code, ErrorCode::InvalidConfig);
         assert_eq!(e.msg, "Required prevResult missing");
         let arg = TuningError::Config(ConfigError::Arg {
             key: "args.cni.mtu",
@@ -100,7 +102,7 @@ mod tests {
             },
         ]);
         let e = CniError::from(many);
-        assert_eq!(e.code, ErrorCode::Internal);
+        assert_eq!(e.code, ErrorCode::InvalidConfig);
         assert!(
             e.msg.contains("prevResult") && e.msg.contains("eth0"),
             "{e}"

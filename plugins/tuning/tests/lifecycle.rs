@@ -91,7 +91,7 @@ fn status_gc_and_version_in_1_1_0() {
     assert_eq!(status(&conf).expect_success(), Value::Null);
     let mut broken = conf.clone();
     broken["sysctl"] = json!({"kernel.hostname": "x"});
-    assert_eq!(error_code(&status(&broken)), 999);
+    assert_eq!(error_code(&status(&broken)), 7);
     for old in REF_VERSIONS {
         let mut conf = conf.clone();
         conf["cniVersion"] = old.into();

@@ -16,9 +16,11 @@
 mod addr;
 mod bridge;
 mod link;
+mod macvlan;
 mod netlink;
 mod netns;
 mod owned;
+mod relocate;
 mod rollback;
 mod route;
 mod socket;
@@ -29,9 +31,11 @@ pub use bridge::{BridgeError, BridgeSpec, BridgeVlan, VlanTarget};
 pub use link::{
     BridgePortInfo, Link, LinkError, Mac, MacvlanMode, MacvlanSpec, VethNames, VethPair, format_mac,
 };
+pub use macvlan::MacvlanState;
 pub use netlink::{Netlink, OpenError};
 pub use netns::{Netns, NetnsError};
 pub use owned::OwnedName;
+pub use relocate::RelocateError;
 pub use rollback::{Rollback, UndoError, error_chain};
 pub use route::{IpFamily, MAIN_TABLE, Route, RouteError, RouteScope};
 pub use socket::{Errno, NetlinkError};

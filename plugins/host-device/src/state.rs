@@ -1,0 +1,241 @@
+//! What ADD records about the host link before moving it, so DEL can give it back as it was.
+//!
+//! The link itself carries its host name in its alias (`IFLA_IFALIAS`), as the reference does,
+//! so a link moved by either implementation can be returned by the other. What the alias
+//! cannot hold — whether the link was up, its MTU, the alias it had before, its MAC — is kept
+//! in one small JSON file per attachment:
+//!
+//! ```text
+//! <dataDir>/<network>/<container id>:<ifname>
+//! ```
+//!
+//! (`:` occurs in neither a container id nor an interface name). Files are written to a
+//! temporary name and renamed, so a reader never sees half a record. The default `dataDir`
+//! is on tmpfs (`/run`): after a reboot no namespace survives, and neither should the state.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The host link as it was before ADD moved it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Saved {
+    pub container_id: String,
+    pub ifname: String,
+    /// Its name in the host namespace.
+    pub device: String,
+    /// Its alias before ADD replaced it with `device` (`""`: none).
+    #[serde(default)]
+    pub alias: String,
+    pub mtu: u32,
+    pub up: bool,
+    /// `aa:bb:cc:dd:ee:ff`, to recognise the link if it comes back by itself.
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+/// Errors of the `state` module (code 5).
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("create state directory {path:?}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("write state file {path:?}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("read state file {path:?}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("state file {path:?} is not a host-device record")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("remove state file {path:?}")]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("list state directory {path:?}")]
+    List {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The records of one network.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+const TMP_SUFFIX: &str = ".tmp";
+
+impl Store {
+    pub fn new(data_dir: &Path, network: &str) -> Store {
+        Store {
+            dir: data_dir.join(network),
+        }
+    }
+
+    fn path(&self, container_id: &str, ifname: &str) -> PathBuf {
+        self.dir.join(format!("{container_id}:{ifname}"))
+    }
+
+    pub fn save(&self, saved: &Saved) -> Result<(), StateError> {
+        fs::create_dir_all(&self.dir).map_err(|source| StateError::CreateDir {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let path = self.path(&saved.container_id, &saved.ifname);
+        let tmp = path.with_file_name(format!(
+            "{}{TMP_SUFFIX}",
+            path.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        ));
+        let write = |p: &Path| -> io::Result<()> {
+            let mut f = fs::File::create(p)?;
+            // INVARIANT: `Saved` holds only strings, numbers and booleans.
+            let bytes = serde_json::to_vec(saved).map_err(io::Error::other)?;
+            f.write_all(&bytes)?;
+            f.sync_all()
+        };
+        write(&tmp)
+            .and_then(|()| fs::rename(&tmp, &path))
+            .map_err(|source| {
+                let _ = fs::remove_file(&tmp);
+                StateError::Write { path, source }
+            })
+    }
+
+    /// The record of an attachment; `Ok(None)` if there is none.
+    pub fn load(&self, container_id: &str, ifname: &str) -> Result<Option<Saved>, StateError> {
+        Self::read(&self.path(container_id, ifname))
+    }
+
+    fn read(path: &Path) -> Result<Option<Saved>, StateError> {
+        match fs::read(path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| StateError::Parse {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StateError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Removes an attachment's record; a missing one is fine.
+    pub fn remove(&self, container_id: &str, ifname: &str) -> Result<(), StateError> {
+        let path = self.path(container_id, ifname);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(StateError::Remove { path, source: e })
+            }
+            _ => {
+                // The last record takes the network's directory with it (fails while others
+                // remain, which is the point).
+                let _ = fs::remove_dir(&self.dir);
+                Ok(())
+            }
+        }
+    }
+
+    /// Every record of the network (GC). Left-over temporaries of a killed ADD are removed.
+    pub fn list(&self) -> Result<Vec<Saved>, StateError> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(StateError::List {
+                    path: self.dir.clone(),
+                    source,
+                });
+            }
+        };
+        let mut out = Vec::new();
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            if path.to_string_lossy().ends_with(TMP_SUFFIX) {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            if let Some(saved) = Self::read(&path)? {
+                out.push(saved);
+            }
+        }
+        out.sort_by(|a, b| (&a.container_id, &a.ifname).cmp(&(&b.container_id, &b.ifname)));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn saved(id: &str) -> Saved {
+        Saved {
+            container_id: id.into(),
+            ifname: "net1".into(),
+            device: "eth9".into(),
+            alias: String::new(),
+            mtu: 1400,
+            up: true,
+            mac: Some("02:00:00:00:00:01".into()),
+        }
+    }
+
+    #[test]
+    fn save_load_list_remove() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path(), "net");
+        assert_eq!(store.load("c1", "net1").unwrap(), None);
+        store.save(&saved("c1")).unwrap();
+        store.save(&saved("c2")).unwrap();
+        fs::write(tmp.path().join("net").join("c3:net1.tmp"), b"{").unwrap();
+        assert_eq!(store.load("c1", "net1").unwrap(), Some(saved("c1")));
+        assert_eq!(store.list().unwrap(), [saved("c1"), saved("c2")]);
+        store.remove("c1", "net1").unwrap();
+        store.remove("c1", "net1").unwrap();
+        store.remove("c2", "net1").unwrap();
+        assert!(
+            !tmp.path().join("net").exists(),
+            "the empty network directory goes"
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_missing_record() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path(), "net");
+        fs::create_dir_all(tmp.path().join("net")).unwrap();
+        fs::write(tmp.path().join("net").join("c1:net1"), b"nope").unwrap();
+        assert!(matches!(
+            store.load("c1", "net1"),
+            Err(StateError::Parse { .. })
+        ));
+    }
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Interop check: our CNI plugins (loopback, bridge, host-local), unchanged, through podman's CNI
-# backend (network_backend = "cni", libcni). Not part of the test command (podman is heavy); for
-# maintainers and benchmarks. Needs root and podman 4.x with crun (Debian bookworm:
+# Interop check: our CNI plugins, unchanged, through podman's CNI backend (network_backend =
+# "cni", libcni): a hand-written loopback+bridge+host-local conflist, and the conflists that
+# `podman network create` generates (bridge+host-local, portmap, firewall, tuning), all ours. Needs root and podman 4.x with crun (Debian bookworm:
 # apt-get install podman).
 #
 # Isolation: nothing touches the host's network, /etc, /var/lib, /run or the host's cgroups.
@@ -16,7 +16,9 @@
 # Cleanup (also on failure or Ctrl-C): every container, the processes in our mount namespace,
 # the namespaces and the temp dir.
 #
-# Environment: BERTH_PODMAN_RUNS (default 10) runs per mode for the timing; BERTH_PODMAN_KEEP=1
+# The test command runs it on the debug build without the timing (BERTH_CNI_BIN=target/debug
+# BERTH_PODMAN_RUNS=0).
+# Environment: BERTH_PODMAN_RUNS (default 10) runs per mode for the timing, 0 for none; BERTH_PODMAN_KEEP=1
 # keeps the temp dir (logs) for a look afterwards; BERTH_SKIP_BUILD=1 uses target/release as it
 # is; BERTH_CNI_BIN=<dir> takes the plugins from <dir> instead (no build).
 set -euo pipefail
@@ -39,11 +41,11 @@ if [[ -n ${BERTH_CNI_BIN:-} ]]; then
 else
   if [[ ${BERTH_SKIP_BUILD:-0} != 1 ]]; then
     say "building the plugins (release)…"
-    cargo build --release --quiet -p loopback -p bridge -p host-local
+    cargo build --release --quiet -p loopback -p bridge -p host-local -p portmap -p firewall -p tuning
   fi
   bin=$PWD/target/release
 fi
-for p in loopback bridge host-local; do [[ -x $bin/$p ]] || die "no $bin/$p"; done
+for p in loopback bridge host-local portmap firewall tuning; do [[ -x $bin/$p ]] || die "no $bin/$p"; done
 
 runs=${BERTH_PODMAN_RUNS:-10}
 tag=bpi$$
@@ -246,36 +248,47 @@ if rules | grep -q "$subnet_prefix\."; then rules | grep "$subnet_prefix\." >&2;
 [[ -z $(find "$work/run/netns" -mindepth 1) ]] || die "container netns files left after podman rm"
 pass "podman rm: our DEL removed veths, reservations (only 'lock' left), masquerade rules, libcni cache, netns"
 
-# --- podman's own generated conflist: our bridge/host-local + reference portmap/firewall/tuning --
-ref=/usr/lib/cni
-if [[ -x $ref/portmap && -x $ref/firewall && -x $ref/tuning ]]; then
-  conf=$work/containers-gen.conf
-  write_conf "$conf" "\"$bin\", \"$ref\"" "$work/net-gen.d" podman
-  pm network create --subnet "$gen_prefix.0/24" berthgen >/dev/null
-  say "podman network create wrote: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("cniVersion", d["cniVersion"], "plugins", [p["type"] for p in d["plugins"]])' "$work/net-gen.d/berthgen.conflist")"
-  run_ctr g1 berthgen -p 8080:80 "$img" httpd -f -p 80 -h /etc
-  run_ctr g2 berthgen --ip "$gen_prefix.50" --mac-address 02:42:c6:12:4e:32 "$img" sleep 300
-  [[ $(ctr_ip g2 berthgen) == "$gen_prefix.50" ]] || die "g2 did not get the static IP $gen_prefix.50"
-  [[ $(pm exec g2 cat /sys/class/net/eth0/address) == 02:42:c6:12:4e:32 ]] || die "g2 did not get the static MAC"
-  g1ip=$(ctr_ip g1 berthgen)
-  # shellcheck disable=SC2016 # expanded by the container's sh
-  http='printf "GET /hostname HTTP/1.0\r\n\r\n" | nc -w 3 "$0" "$1" | tail -n 1'
-  [[ -n $(pm exec g2 sh -c "$http" "$g1ip" 80) ]] || die "g2 cannot reach g1's httpd directly"
-  [[ -n $(pm exec g2 sh -c "$http" "$gen_prefix.1" 8080) ]] || die "port mapping 8080->g1:80 via the gateway (hairpin) fails"
-  [[ -n $(inh busybox sh -c "$http" "$gen_prefix.1" 8080) ]] || die "port mapping 8080->g1:80 from the host namespace fails"
-  pass "generated conflist (bridge+host-local ours, portmap/firewall/tuning reference): --ip, --mac-address, -p 8080:80 work"
-  pm rm -f -t 0 g1 g2 >/dev/null
-  [[ -z $(veths) ]] || die "veths left after podman rm g1 g2"
-  left=$(find "$work/varlib/cni/networks/berthgen" -mindepth 1 ! -name lock -printf '%f ' 2>/dev/null)
-  [[ -z $left ]] || die "host-local (default dataDir) keeps: $left"
-  if rules | grep -q "$gen_prefix\."; then die "rules for $gen_prefix.x left after podman rm"; fi
-  pass "podman rm g1 g2: everything per-container removed"
-  unset conf
-else
-  say "skip: no reference portmap/firewall/tuning in $ref (apt-get install containernetworking-plugins)"
-fi
+# --- podman's own generated conflist, every plugin ours: bridge+host-local, portmap, firewall, tuning --
+conf=$work/containers-gen.conf
+write_conf "$conf" "\"$bin\"" "$work/net-gen.d" podman
+pm network create --subnet "$gen_prefix.0/24" berthgen >/dev/null
+gen=$work/net-gen.d/berthgen.conflist
+types=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(" ".join(p["type"] for p in d["plugins"]))' "$gen")
+say "podman network create wrote: cniVersion $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["cniVersion"])' "$gen"), plugins: $types"
+[[ $types == *tuning* ]] || die "podman's generated conflist has no tuning plugin: $types"
+run_ctr g1 berthgen -p 8080:80 "$img" httpd -f -p 80 -h /etc
+run_ctr g2 berthgen --ip "$gen_prefix.50" --mac-address 02:42:c6:12:4e:32 "$img" sleep 300
+[[ $(ctr_ip g2 berthgen) == "$gen_prefix.50" ]] || die "g2 did not get the static IP $gen_prefix.50"
+[[ $(pm exec g2 cat /sys/class/net/eth0/address) == 02:42:c6:12:4e:32 ]] || die "g2 did not get the static MAC"
+g1ip=$(ctr_ip g1 berthgen)
+# shellcheck disable=SC2016 # expanded by the container's sh
+http='printf "GET /hostname HTTP/1.0\r\n\r\n" | nc -w 3 "$0" "$1" | tail -n 1'
+[[ -n $(pm exec g2 sh -c "$http" "$g1ip" 80) ]] || die "g2 cannot reach g1's httpd directly"
+[[ -n $(pm exec g2 sh -c "$http" "$gen_prefix.1" 8080) ]] || die "port mapping 8080->g1:80 via the gateway (hairpin) fails"
+[[ -n $(inh busybox sh -c "$http" "$gen_prefix.1" 8080) ]] || die "port mapping 8080->g1:80 from the host namespace fails"
+pass "generated conflist ($types, all ours): --ip, --mac-address, -p 8080:80 work"
+# A network made with options: the bridge's MTU reaches the container, tuning passes it on.
+pm network create --subnet 198.18.79.0/24 -o mtu=1400 berthmtu >/dev/null
+run_ctr m1 berthmtu "$img" sleep 300
+[[ $(pm exec m1 cat /sys/class/net/eth0/mtu) == 1400 ]] || die "m1: eth0 mtu is not 1400 (podman network create -o mtu=1400)"
+pass "podman network create -o mtu=1400: the container's eth0 has mtu 1400"
+pm rm -f -t 0 g1 g2 m1 >/dev/null
+[[ -z $(veths) ]] || die "veths left after podman rm g1 g2 m1"
+for net in berthgen berthmtu; do
+  left=$(find "$work/varlib/cni/networks/$net" -mindepth 1 ! -name lock -printf '%f ' 2>/dev/null)
+  [[ -z $left ]] || die "host-local (default dataDir) keeps for $net: $left"
+done
+if rules | grep -qE "$gen_prefix\.|198\.18\.79\."; then die "rules for the generated networks left after podman rm"; fi
+left=$(find "$work/run/cni/tuning" -type f 2>/dev/null | tr '\n' ' ')
+[[ -z $left ]] || die "tuning's saved state left after podman rm: $left"
+pass "podman rm g1 g2 m1: everything per-container removed (veths, reservations, rules, tuning state)"
+unset conf
 
 # --- timing: podman run --rm true, our network vs none -----------------------------------------
+if ((runs == 0)); then
+  say "timing skipped (BERTH_PODMAN_RUNS=0)"
+  exit 0
+fi
 ms() { local s e; s=$(date +%s%N); "$@" >/dev/null || die "timed run failed: $*"; e=$(date +%s%N); echo $(((e - s) / 1000000)); }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 : >"$work/t.none"; : >"$work/t.berth"

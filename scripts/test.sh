@@ -13,7 +13,8 @@ require_rust
 # command (or file) = Debian package that provides it
 ensure_packages "${BUILD_PACKAGES[@]}" \
   ip=iproute2 iptables=iptables nft=nftables conntrack=conntrack busybox=busybox-static \
-  nsenter=util-linux iperf3=iperf3 /usr/lib/cni/host-local=containernetworking-plugins
+  nsenter=util-linux iperf3=iperf3 /usr/lib/cni/host-local=containernetworking-plugins \
+  podman=podman
 
 # Test namespaces are named bt<pid>…; remember any that exist already (another run on this
 # machine, a killed benchmark) so the audit below only blames this run.
@@ -27,6 +28,10 @@ cargo build --workspace --bins
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 sudo_test_runner
 cargo test --workspace --no-fail-fast
+
+# A real client: podman 4.3's CNI backend (libcni) on our debug plugins, with hand-written and
+# `podman network create` conflists (bridge, portmap, firewall, tuning).
+as_root env BERTH_CNI_BIN="$PWD/target/debug" BERTH_PODMAN_RUNS=0 scripts/podman-interop.sh
 
 # Leak audit: no namespace created by this run may survive it.
 leaks=$(comm -13 <(echo "$before") <(test_netns) | tr '\n' ' ')

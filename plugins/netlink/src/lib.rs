@@ -25,11 +25,13 @@ mod rollback;
 mod route;
 mod socket;
 pub mod sysctl;
+mod tc;
 
 pub use addr::{Addr, AddrError, AddrOptions, AddrScope};
 pub use bridge::{BridgeError, BridgeSpec, BridgeVlan, VlanTarget};
 pub use link::{
-    BridgePortInfo, Link, LinkError, Mac, MacvlanMode, MacvlanSpec, VethNames, VethPair, format_mac,
+    BridgePortInfo, Link, LinkError, LinkKind, Mac, MacvlanMode, MacvlanSpec, VethNames, VethPair,
+    format_mac,
 };
 pub use macvlan::MacvlanState;
 pub use netlink::{Netlink, OpenError};
@@ -40,6 +42,10 @@ pub use rollback::{Rollback, UndoError, error_chain};
 pub use route::{IpFamily, MAIN_TABLE, Route, RouteError, RouteScope};
 pub use socket::{Errno, NetlinkError};
 pub use sysctl::SysctlError;
+pub use tc::{
+    ETH_P_ALL, ETH_P_IP, ETH_P_IPV6, Filter, Handle, Htb, HtbClass, PSCHED_PATH, Qdisc, Tbf,
+    TcClock, TcError, U32Filter, U32Key,
+};
 
 /// The `ipnetwork` version used in this API.
 pub use ipnetwork;
@@ -63,7 +69,9 @@ mod tests {
             ("SysctlError", size_of::<SysctlError>()),
         ] {
             eprintln!("{name}: {size} bytes");
-            assert!(size <= 88, "{name} is {size} bytes");
+            // 80: a caller's variant carrying a String, a &str and one of these stays under
+            // clippy's 128 bytes (loopback's SetState does).
+            assert!(size <= 80, "{name} is {size} bytes");
         }
     }
 }

@@ -123,7 +123,7 @@ pub enum LinkError {
     NamesTaken { names: String, netns: Arc<str> },
     #[error("create {kind} link {name} in {netns}")]
     Create {
-        kind: &'static str,
+        kind: LinkKind,
         name: String,
         netns: Arc<str>,
         #[source]
@@ -198,6 +198,22 @@ impl Errno for LinkError {
             Self::Vanished { .. } => Some(libc::ENODEV),
             Self::NamesTaken { .. } => Some(libc::EEXIST),
         }
+    }
+}
+
+/// The kinds of link [`LinkError::Create`] names (a one-byte tag keeps `LinkError` small).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    Macvlan,
+    Ifb,
+}
+
+impl std::fmt::Display for LinkKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LinkKind::Macvlan => "macvlan",
+            LinkKind::Ifb => "ifb",
+        })
     }
 }
 
@@ -657,7 +673,7 @@ impl Netlink {
             .request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
             .map(drop)
             .map_err(|source| LinkError::Create {
-                kind: "macvlan",
+                kind: LinkKind::Macvlan,
                 name: spec.name.to_owned(),
                 netns: spec
                     .netns
@@ -678,7 +694,7 @@ impl Netlink {
         self.conn
             .request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
             .map_err(|source| LinkError::Create {
-                kind: "ifb",
+                kind: LinkKind::Ifb,
                 name: name.to_owned(),
                 netns: self.label(),
                 source,

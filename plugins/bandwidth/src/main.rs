@@ -1,0 +1,3 @@
+fn main() {
+    berth_cni::run(bandwidth::Bandwidth::default())
+}

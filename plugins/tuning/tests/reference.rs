@@ -288,7 +288,11 @@ fn bad_input_fails_like_the_reference_and_changes_nothing() {
         let (their_code, _, _) = run_bad(reference(), version, case);
         let (code, world, before) = run_bad(ours(), version, case);
         if case.config {
-            assert_eq!((code, their_code), (7, 999), "{at}: error codes (ours, reference)");
+            assert_eq!(
+                (code, their_code),
+                (7, 999),
+                "{at}: error codes (ours, reference)"
+            );
         } else {
             assert_eq!(code, their_code, "{at}: error code");
         }

@@ -7,10 +7,10 @@
 //! ever be left behind in the wrong namespace, whatever the closure does (including panicking).
 
 use std::fmt;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::thread;
 
@@ -96,21 +96,28 @@ impl Netns {
     /// old kernels). A path that does not exist yields [`NetnsError::NotFound`], which DEL can
     /// treat as success; anything else that is not a network namespace yields
     /// [`NetnsError::NotNetns`].
+    ///
+    /// The open never blocks: `CNI_NETNS` may name a FIFO, whose plain open would wait for a
+    /// writer forever; opened non-blocking it fails the magic check at once.
     pub fn open(path: impl AsRef<Path>) -> Result<Netns, NetnsError> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|source| {
-            if source.kind() == io::ErrorKind::NotFound {
-                NetnsError::NotFound {
-                    path: path.to_path_buf(),
-                    source,
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .map_err(|source| {
+                if source.kind() == io::ErrorKind::NotFound {
+                    NetnsError::NotFound {
+                        path: path.to_path_buf(),
+                        source,
+                    }
+                } else {
+                    NetnsError::Open {
+                        path: path.to_path_buf(),
+                        source,
+                    }
                 }
-            } else {
-                NetnsError::Open {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            }
-        })?;
+            })?;
         Self::checked(OwnedFd::from(file), Some(path.to_path_buf()))
     }
 
@@ -279,6 +286,24 @@ mod tests {
         let err = Netns::open("/").expect_err("a directory is not a netns");
         assert!(matches!(err, NetnsError::NotNetns { .. }), "{err:?}");
         assert_eq!(err.errno(), None);
+    }
+
+    /// Issue 11, finding 1: a FIFO at CNI_NETNS made `open` wait for a writer forever.
+    #[test]
+    fn a_fifo_is_not_a_netns_and_does_not_block() {
+        let dir = std::env::temp_dir().join(format!("berth-netns-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let fifo = dir.join("netns");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(Netns::open(&path).map(drop));
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(5));
+        let _ = std::fs::remove_dir_all(&dir);
+        let err = got.expect("Netns::open blocked on a FIFO").expect_err("a FIFO is not a netns");
+        assert!(matches!(err, NetnsError::NotNetns { .. }), "{err:?}");
     }
 
     #[test]

@@ -164,11 +164,7 @@ impl From<NameError> for CniError {
     fn from(e: NameError) -> CniError {
         let code = match e {
             NameError::EmptyContainerId => ErrorCode::UnknownContainer,
-            NameError::BadContainerId(_)
-            | NameError::EmptyIfName
-            | NameError::IfNameTooLong(_)
-            | NameError::IfNameDots(_)
-            | NameError::IfNameBadChar(_) => ErrorCode::InvalidEnv,
+            NameError::BadContainerId(_) | NameError::IfName(_) => ErrorCode::InvalidEnv,
             NameError::EmptyNetworkName | NameError::BadNetworkName(_) => ErrorCode::InvalidConfig,
         };
         CniError::new(code, e.to_string())

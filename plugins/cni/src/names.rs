@@ -5,8 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Linux `IFNAMSIZ` is 16 including the terminating NUL.
-pub const MAX_IFNAME_LEN: usize = 15;
+pub use berth_netlink::{IfNameError, MAX_IFNAME_LEN};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
@@ -16,14 +15,9 @@ pub enum NameError {
         "container id {0:?} has invalid characters (allowed: letters, digits, '_', '.', '-', not first)"
     )]
     BadContainerId(String),
-    #[error("interface name is empty")]
-    EmptyIfName,
-    #[error("interface name {0:?} is longer than {MAX_IFNAME_LEN} bytes")]
-    IfNameTooLong(String),
-    #[error("interface name {0:?} is '.' or '..'")]
-    IfNameDots(String),
-    #[error("interface name {0:?} contains '/', ':' or whitespace")]
-    IfNameBadChar(String),
+    /// The kernel's rule, from berth-netlink: the one place it is written down.
+    #[error(transparent)]
+    IfName(#[from] IfNameError),
     #[error("network name is empty")]
     EmptyNetworkName,
     #[error(
@@ -93,7 +87,8 @@ impl TryFrom<&str> for ContainerId {
 }
 string_newtype!(ContainerId);
 
-/// A Linux interface name: at most 15 bytes, no `/`, `:` or whitespace, not `.` or `..`.
+/// A Linux interface name as the kernel takes it literally: at most 15 bytes, no `/`, `:`,
+/// whitespace or NUL, no `%` (a template the kernel would expand), not `.` or `..`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct IfName(String);
@@ -101,17 +96,8 @@ pub struct IfName(String);
 impl TryFrom<&str> for IfName {
     type Error = NameError;
     fn try_from(s: &str) -> Result<Self, NameError> {
-        if s.is_empty() {
-            Err(NameError::EmptyIfName)
-        } else if s.len() > MAX_IFNAME_LEN {
-            Err(NameError::IfNameTooLong(s.to_owned()))
-        } else if s == "." || s == ".." {
-            Err(NameError::IfNameDots(s.to_owned()))
-        } else if s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
-            Err(NameError::IfNameBadChar(s.to_owned()))
-        } else {
-            Ok(IfName(s.to_owned()))
-        }
+        berth_netlink::check_ifname(s)?;
+        Ok(IfName(s.to_owned()))
     }
 }
 string_newtype!(IfName);
@@ -222,9 +208,14 @@ mod tests {
         assert!(IfName::try_from("a23456789012345").is_ok());
         assert_eq!(
             IfName::try_from("a234567890123456"),
-            Err(NameError::IfNameTooLong("a234567890123456".into()))
+            Err(NameError::IfName(IfNameError::TooLong(
+                "a234567890123456".into()
+            )))
         );
-        for bad in ["", ".", "..", "a/b", "a:b", "a b", "a\tb"] {
+        // Issue 11, finding 2: '%d' reached the kernel, which expanded it into a new name.
+        for bad in [
+            "", ".", "..", "a/b", "a:b", "a b", "a\tb", "%d", "veth%d", "a\0b",
+        ] {
             assert!(IfName::try_from(bad).is_err(), "{bad:?}");
         }
     }

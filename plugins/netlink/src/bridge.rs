@@ -11,6 +11,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use crate::link::{Link, LinkError, Mac, link_msg};
 use std::sync::Arc;
 
+use crate::name::{IfNameError, check_ifname};
 use crate::netlink::Netlink;
 use crate::socket::{Errno, NetlinkError};
 
@@ -26,6 +27,9 @@ pub enum BridgeError {
         #[source]
         source: NetlinkError,
     },
+    /// Refused before anything reached the kernel.
+    #[error("refuse to name a bridge")]
+    BadName(#[source] IfNameError),
     #[error("look up bridge {name}")]
     Lookup {
         name: String,
@@ -90,6 +94,7 @@ impl Errno for BridgeError {
             | Self::ListVlans { source, .. } => source.errno(),
             Self::Lookup { source, .. } => source.errno(),
             Self::NotABridge { .. } => None,
+            Self::BadName(_) => Some(libc::EINVAL),
         }
     }
 }
@@ -138,6 +143,7 @@ pub enum VlanTarget {
 impl Netlink {
     /// Creates a bridge (NLM_F_EXCL). On EEXIST the error's [`Errno::is_exists`] is true.
     pub fn add_bridge(&self, spec: &BridgeSpec<'_>) -> Result<Link, BridgeError> {
+        check_ifname(spec.name).map_err(BridgeError::BadName)?;
         let mut msg = LinkMessage::default();
         msg.attributes
             .push(LinkAttribute::IfName(spec.name.to_owned()));

@@ -17,6 +17,7 @@ mod addr;
 mod bridge;
 mod link;
 mod macvlan;
+mod name;
 mod netlink;
 mod netns;
 mod owned;
@@ -34,6 +35,7 @@ pub use link::{
     format_mac,
 };
 pub use macvlan::MacvlanState;
+pub use name::{IfNameError, MAX_IFNAME_LEN, check_ifname};
 pub use netlink::{Netlink, OpenError};
 pub use netns::{Netns, NetnsError};
 pub use owned::OwnedName;

@@ -11,6 +11,7 @@ use netlink_packet_route::link::{
 
 use std::sync::Arc;
 
+use crate::name::{IfNameError, check_ifname};
 use crate::netlink::Netlink;
 use crate::netns::Netns;
 use crate::socket::{Errno, NetlinkError};
@@ -119,6 +120,9 @@ pub enum LinkError {
         #[source]
         source: NetlinkError,
     },
+    /// Refused before anything reached the kernel.
+    #[error("refuse to name a link")]
+    BadName(#[source] IfNameError),
     #[error("every name for the link is held by another owner in {netns}: {names}")]
     NamesTaken { names: String, netns: Arc<str> },
     #[error("create {kind} link {name} in {netns}")]
@@ -197,6 +201,7 @@ impl Errno for LinkError {
             | Self::DeleteByName { source, .. } => source.errno(),
             Self::Vanished { .. } => Some(libc::ENODEV),
             Self::NamesTaken { .. } => Some(libc::EEXIST),
+            Self::BadName(_) => Some(libc::EINVAL),
         }
     }
 }
@@ -566,6 +571,7 @@ impl Netlink {
     /// Renames a link. Set it down first: many kernels refuse (EBUSY) to rename a link that
     /// is up (6.x allows it for some drivers, e.g. veth).
     pub fn rename(&self, index: u32, name: &str) -> Result<(), LinkError> {
+        check_ifname(name).map_err(LinkError::BadName)?;
         let mut msg = link_msg(index);
         msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
         self.change_link(msg).map_err(|source| LinkError::Rename {
@@ -597,6 +603,8 @@ impl Netlink {
     ///
     /// EEXIST (see [`Errno::is_exists`]) means either name is taken in its namespace.
     pub fn add_veth_pair(&self, pair: &VethPair<'_>) -> Result<Link, LinkError> {
+        check_ifname(pair.name).map_err(LinkError::BadName)?;
+        check_ifname(pair.peer_name).map_err(LinkError::BadName)?;
         let mut peer = LinkMessage::default();
         peer.attributes
             .push(LinkAttribute::IfName(pair.peer_name.to_owned()));
@@ -650,6 +658,7 @@ impl Netlink {
             MacvlanMode::Bridge => MacVlanMode::Bridge,
             MacvlanMode::Passthru => MacVlanMode::Passthrough,
         };
+        check_ifname(spec.name).map_err(LinkError::BadName)?;
         let mut msg = LinkMessage::default();
         msg.attributes
             .push(LinkAttribute::IfName(spec.name.to_owned()));
@@ -684,6 +693,7 @@ impl Netlink {
 
     /// Creates an `ifb` (intermediate functional block) device, down, in this namespace.
     pub fn add_ifb(&self, name: &str, mtu: Option<u32>) -> Result<Link, LinkError> {
+        check_ifname(name).map_err(LinkError::BadName)?;
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
         if let Some(mtu) = mtu {

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use netlink_packet_route::link::LinkAttribute;
 
 use crate::link::link_msg;
+use crate::name::{IfNameError, check_ifname};
 use crate::netlink::Netlink;
 use crate::netns::Netns;
 use crate::socket::{Errno, NetlinkError};
@@ -23,6 +24,9 @@ use crate::socket::{Errno, NetlinkError};
 /// Errors of the `relocate` module.
 #[derive(Debug, thiserror::Error)]
 pub enum RelocateError {
+    /// Refused before anything reached the kernel.
+    #[error("refuse to name a link")]
+    BadName(#[source] IfNameError),
     #[error("move link {index} from {netns} to {target} as {name}")]
     Move {
         index: u32,
@@ -38,6 +42,7 @@ impl Errno for RelocateError {
     fn errno(&self) -> Option<i32> {
         match self {
             Self::Move { source, .. } => source.errno(),
+            Self::BadName(_) => Some(libc::EINVAL),
         }
     }
 }
@@ -53,6 +58,7 @@ impl Netlink {
         name: &str,
         alias: Option<&str>,
     ) -> Result<(), RelocateError> {
+        check_ifname(name).map_err(RelocateError::BadName)?;
         let mut msg = link_msg(index);
         // The descriptor stays open for the call: `target` is borrowed.
         msg.attributes

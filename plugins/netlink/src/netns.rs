@@ -297,12 +297,14 @@ mod tests {
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
         let (tx, rx) = std::sync::mpsc::channel();
         let path = fifo.clone();
-        std::thread::spawn(move || {
+        thread::spawn(move || {
             let _ = tx.send(Netns::open(&path).map(drop));
         });
         let got = rx.recv_timeout(std::time::Duration::from_secs(5));
         let _ = std::fs::remove_dir_all(&dir);
-        let err = got.expect("Netns::open blocked on a FIFO").expect_err("a FIFO is not a netns");
+        let err = got
+            .expect("Netns::open blocked on a FIFO")
+            .expect_err("a FIFO is not a netns");
         assert!(matches!(err, NetnsError::NotNetns { .. }), "{err:?}");
     }
 

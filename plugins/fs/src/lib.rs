@@ -36,7 +36,11 @@ pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     if !meta.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("{} is not a regular file ({})", path.display(), kind_of(&meta)),
+            format!(
+                "{} is not a regular file ({})",
+                path.display(),
+                kind_of(&meta)
+            ),
         ));
     }
     if meta.len() > max {
@@ -229,7 +233,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(fs::read(&f).unwrap(), b"two");
-        assert_eq!(fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o644);
+        assert_eq!(
+            fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
         let names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())

@@ -51,8 +51,10 @@ ensure_packages "${BUILD_PACKAGES[@]}" \
   iperf3=iperf3 busybox=busybox-static /usr/bin/time=time ip=iproute2 iptables=iptables \
   nft=nftables tar=tar
 
-say "building release binaries"
-cargo build --release --workspace --bins
+say "building release binaries (static, as shipped)"
+build_dist --workspace --bins
+# The benchmark finds ours through BERTH_BIN_DIR: the shipped binaries, not target/release.
+export BERTH_BIN_DIR=$PWD/$DIST_DIR
 sudo_test_runner
 
 mkdir -p target/bench

@@ -16,13 +16,13 @@ if [[ ${1:-} != --built ]]; then
   ensure_packages "${BUILD_PACKAGES[@]}" ip=iproute2 busybox=busybox-static nsenter=util-linux \
     iptables=iptables nft=nftables
   say "building berth and the plugins (release; a first build takes a few minutes)…"
-  cargo build --release -p berth-runtime -p loopback -p bridge -p host-local -p portmap -p firewall
+  build_dist -p berth-runtime -p loopback -p bridge -p host-local -p portmap -p firewall
   if ! is_root; then
     command -v sudo >/dev/null 2>&1 || die "needs root (namespaces, cgroups, mounts): run as root, or install sudo"
     exec sudo "$0" --built
   fi
 fi
-bin=$PWD/target/release
+bin=$PWD/$DIST_DIR
 
 host=bd$$-host
 work=$(mktemp -d /tmp/berth-demo.XXXXXX)

@@ -19,10 +19,12 @@
 # The test command runs it on the debug build without the timing (BERTH_CNI_BIN=target/debug
 # BERTH_PODMAN_RUNS=0).
 # Environment: BERTH_PODMAN_RUNS (default 10) runs per mode for the timing, 0 for none; BERTH_PODMAN_KEEP=1
-# keeps the temp dir (logs) for a look afterwards; BERTH_SKIP_BUILD=1 uses target/release as it
+# keeps the temp dir (logs) for a look afterwards; BERTH_SKIP_BUILD=1 uses target/dist as it
 # is; BERTH_CNI_BIN=<dir> takes the plugins from <dir> instead (no build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# build_dist and DIST_DIR; this script's own say/die below replace the library's.
+source scripts/lib/setup.sh
 
 # Messages go to fd 3, a copy of the original stderr: a trap can fire while a function runs
 # with its output redirected to a log file (pm … >log), and cleanup's verdict must not land there.
@@ -41,9 +43,9 @@ if [[ -n ${BERTH_CNI_BIN:-} ]]; then
 else
   if [[ ${BERTH_SKIP_BUILD:-0} != 1 ]]; then
     say "building the plugins (release)…"
-    cargo build --release --quiet -p loopback -p bridge -p host-local -p portmap -p firewall -p tuning
+    build_dist --quiet -p loopback -p bridge -p host-local -p portmap -p firewall -p tuning
   fi
-  bin=$PWD/target/release
+  bin=$PWD/target/dist
 fi
 for p in loopback bridge host-local portmap firewall tuning; do [[ -x $bin/$p ]] || die "no $bin/$p"; done
 

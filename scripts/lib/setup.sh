@@ -114,3 +114,22 @@ sudo_test_runner() {
   export "$var=sudo -E"
   say "test binaries run as root through sudo -E (builds stay yours)"
 }
+
+# Release binaries as Berth ships them, in target/dist: statically linked (glibc static-pie),
+# like the reference plugins (static Go binaries). A plugin is a process per call, and the
+# dynamic loader alone costs about 0.3 ms of it (static: 0.69 ms, dynamic: 0.96 ms per exec of
+# `static` ADD here, `true` 0.66 ms). Needs --target so that the flag reaches only the target's
+# code, not proc-macros and build scripts.
+DIST_DIR=target/dist
+build_dist() { # cargo build arguments (packages)
+  local triple out
+  triple=$(rustc -vV | sed -n 's/^host: //p')
+  out=target/$triple/release
+  RUSTFLAGS="-C target-feature=+crt-static ${RUSTFLAGS:-}" \
+    cargo build --release --target "$triple" "$@"
+  mkdir -p "$DIST_DIR"
+  # Every executable the build made, replaced atomically (a running demo may hold the old one).
+  find "$out" -maxdepth 1 -type f -perm -u+x -printf '%f\n' | while read -r exe; do
+    cp "$out/$exe" "$DIST_DIR/.$exe.tmp" && mv -f "$DIST_DIR/.$exe.tmp" "$DIST_DIR/$exe"
+  done
+}

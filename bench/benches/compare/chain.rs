@@ -11,7 +11,8 @@ use netns_fixtures::{TestNetns, test_subnet_v4, unique_name};
 use tempfile::TempDir;
 
 use crate::cni::{
-    Driver, Impl, bridge_list, host_local_list, loopback_list, p2p_list, runtime_conf,
+    Driver, Impl, bandwidth_list, bridge_list, host_local_list, loopback_list, macvlan_list,
+    p2p_list, runtime_conf, static_list, tuning_list,
 };
 use crate::{Opts, progress};
 
@@ -21,6 +22,10 @@ pub enum Kind {
     P2p,
     HostLocal,
     Loopback,
+    Tuning,
+    Bandwidth,
+    Static,
+    Macvlan,
 }
 
 impl Kind {
@@ -31,6 +36,10 @@ impl Kind {
             Kind::P2p => "veth+host-local",
             Kind::HostLocal => "host-local",
             Kind::Loopback => "loopback",
+            Kind::Tuning => "bridge+host-local+tuning",
+            Kind::Bandwidth => "veth+host-local+bandwidth",
+            Kind::Static => "static",
+            Kind::Macvlan => "macvlan+host-local",
         }
     }
 }
@@ -55,6 +64,20 @@ impl World {
             Kind::P2p => p2p_list(imp, subnet, &data)?,
             Kind::HostLocal => host_local_list(subnet, &data)?,
             Kind::Loopback => loopback_list()?,
+            Kind::Tuning => tuning_list(&bridge, subnet, &data)?,
+            Kind::Bandwidth => bandwidth_list(imp, subnet, &data)?,
+            Kind::Static => static_list()?,
+            Kind::Macvlan => {
+                // The master: one end of a veth pair in the "host", up.
+                let master = unique_name("mv");
+                let peer = unique_name("mp");
+                host.ip(&[
+                    "link", "add", &master, "type", "veth", "peer", "name", &peer,
+                ])?;
+                host.ip(&["link", "set", &master, "up"])?;
+                host.ip(&["link", "set", &peer, "up"])?;
+                macvlan_list(&master, subnet, &data)?
+            }
         };
         let driver = Driver::new(imp, &tmp.path().join("cache"));
         Ok(World {
@@ -155,6 +178,14 @@ pub fn run(opts: &Opts, s: &mut Section) -> Result<()> {
     let p2p = measure(Kind::P2p, &both, n, warm)?;
     let ipam = measure(Kind::HostLocal, &both, n, warm)?;
     let lo = measure(Kind::Loopback, &both, n, warm)?;
+    progress(
+        "chain",
+        format!("tuning, bandwidth, static, macvlan: {n} containers each"),
+    );
+    let tuning = measure(Kind::Tuning, &both, n, warm)?;
+    let bandwidth = measure(Kind::Bandwidth, &both, n, warm)?;
+    let stat = measure(Kind::Static, &both, n, warm)?;
+    let macvlan = measure(Kind::Macvlan, &both, n, warm)?;
 
     for verb in ["add", "del"] {
         let pick = |x: &Samples| Cell::samples(if verb == "add" { &x.add } else { &x.del });
@@ -255,6 +286,21 @@ pub fn run(opts: &Opts, s: &mut Section) -> Result<()> {
             "reference",
             plugin_cell(&lo[1], "loopback", verb),
         ));
+        for (samples, plugin, what) in [
+            (&tuning, "tuning", "sysctl, mtu, promisc"),
+            (&bandwidth, "bandwidth", "ingress tbf, egress ifb"),
+            (&stat, "static", "alone"),
+            (&macvlan, "macvlan", "with host-local delegate"),
+        ] {
+            s.rows.push(Row::new(
+                format!("plugin.{plugin}.{verb}"),
+                format!("{plugin} {v} ({what})"),
+                Unit::Ms,
+                plugin_cell(&samples[0], plugin, verb),
+                "reference",
+                plugin_cell(&samples[1], plugin, verb),
+            ));
+        }
     }
     if let (Some(o), Some(t)) = (Stats::of(&br[0].overhead), Stats::of(&br[1].overhead)) {
         s.notes.push(format!(

@@ -46,7 +46,17 @@ impl Impl {
 
     pub fn reference() -> Result<Impl> {
         let dir = PathBuf::from(REFERENCE_DIR);
-        for p in ["bridge", "host-local", "ptp", "loopback", "portmap"] {
+        for p in [
+            "bridge",
+            "host-local",
+            "ptp",
+            "loopback",
+            "portmap",
+            "tuning",
+            "bandwidth",
+            "static",
+            "macvlan",
+        ] {
             if !dir.join(p).is_file() {
                 bail!(
                     "reference plugin {}/{p} missing: install containernetworking-plugins",
@@ -127,6 +137,54 @@ pub fn host_local_list(subnet: &str, data_dir: &Path) -> Result<NetConfList> {
     list(
         "benchipam",
         vec![json!({"type": "host-local", "ipam": ipam(subnet, data_dir)})],
+    )
+}
+
+/// `bridge` + `host-local` + `tuning` as podman's generated networks chain it, with what
+/// people tune: a sysctl, the MTU and promiscuous mode.
+pub fn tuning_list(bridge: &str, subnet: &str, data_dir: &Path) -> Result<NetConfList> {
+    list(
+        "benchtune",
+        vec![
+            json!({"type": "bridge", "bridge": bridge, "isGateway": true,
+                   "ipam": ipam(subnet, data_dir)}),
+            json!({"type": "tuning", "mtu": 1400, "promisc": true,
+                   "sysctl": {"net.ipv4.conf.eth0.arp_notify": "1"}}),
+        ],
+    )
+}
+
+/// The point-to-point plugin + `host-local` + `bandwidth` (ingress and egress shaped), as a
+/// kubelet's bandwidth annotations make it.
+pub fn bandwidth_list(imp: &Impl, subnet: &str, data_dir: &Path) -> Result<NetConfList> {
+    list(
+        "benchbw",
+        vec![
+            json!({"type": imp.p2p, "ipam": ipam(subnet, data_dir)}),
+            json!({"type": "bandwidth", "ingressRate": 100_000_000, "ingressBurst": 1_000_000,
+                   "egressRate": 100_000_000, "egressBurst": 1_000_000}),
+        ],
+    )
+}
+
+/// `static` alone, as the only plugin of a list (it reads its `ipam` key): no state at all.
+pub fn static_list() -> Result<NetConfList> {
+    list(
+        "benchstatic",
+        vec![json!({"type": "static", "ipam": {"type": "static",
+            "addresses": [{"address": "198.18.250.10/24", "gateway": "198.18.250.1"}],
+            "routes": [{"dst": "0.0.0.0/0"}]}})],
+    )
+}
+
+/// `macvlan` in bridge mode on `master` with `host-local`.
+pub fn macvlan_list(master: &str, subnet: &str, data_dir: &Path) -> Result<NetConfList> {
+    list(
+        "benchmacvlan",
+        vec![
+            json!({"type": "macvlan", "master": master, "mode": "bridge",
+                    "ipam": ipam(subnet, data_dir)}),
+        ],
     )
 }
 

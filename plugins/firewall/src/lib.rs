@@ -270,9 +270,12 @@ impl Firewall {
         self.backend.add_masquerade(&MasqPlan::new(m)?)
     }
 
-    /// Idempotent: nothing to delete is success.
+    /// Idempotent: nothing to delete is success, also for an owner no rule can carry.
     pub fn del_masquerade(&self, owner: &Owner) -> Result<(), FirewallError> {
-        self.backend.del_masquerade(&Tag::new(owner)?)
+        match Tag::for_teardown(owner) {
+            Some(tag) => self.backend.del_masquerade(&tag),
+            None => Ok(()),
+        }
     }
 
     /// Error naming what is missing if the rules for `m` are not all present
@@ -317,7 +320,9 @@ impl Firewall {
         owner: &Owner,
         request: Option<&PortMap>,
     ) -> Result<(), FirewallError> {
-        let tag = Tag::new(owner)?;
+        let Some(tag) = Tag::for_teardown(owner) else {
+            return Ok(());
+        };
         let plan = request
             .filter(|pm| pm.owner == *owner)
             .and_then(|pm| PortPlan::new(pm).ok())
@@ -385,7 +390,9 @@ impl Firewall {
         owner: &Owner,
         request: Option<&ForwardAccept>,
     ) -> Result<(), FirewallError> {
-        let tag = Tag::new(owner)?;
+        let Some(tag) = Tag::for_teardown(owner) else {
+            return Ok(());
+        };
         let plan = request
             .filter(|f| f.owner == *owner)
             .and_then(|f| ForwardPlan::new(f).ok())
@@ -446,11 +453,9 @@ pub fn udp_ports(pm: &PortMap) -> Result<Vec<(Family, PortRange)>, FirewallError
     Ok(PortPlan::new(pm)?.udp_ports())
 }
 
+/// The tags of the owners GC keeps; an owner no rule can carry has nothing to keep.
 fn tags(owners: &[Owner]) -> Result<HashSet<Tag>, FirewallError> {
-    Ok(owners
-        .iter()
-        .map(Tag::new)
-        .collect::<Result<HashSet<_>, _>>()?)
+    Ok(owners.iter().filter_map(Tag::for_teardown).collect())
 }
 
 #[cfg(test)]

@@ -134,6 +134,14 @@ impl Tag {
         })
     }
 
+    /// The tag `owner`'s rules would carry, for teardown: `None` when no rule can carry it (a
+    /// name with a character comments cannot hold, or a comment too long), because ADD refuses
+    /// such an owner before writing anything. DEL and GC then have nothing to find, rather than
+    /// failing on input its ADD accepted (an ADD with nothing to publish never builds a tag).
+    pub fn for_teardown(owner: &Owner) -> Option<Tag> {
+        Tag::new(owner).ok()
+    }
+
     /// The inverse of [`Tag::comment`]; `None` for anything that is not one of our comments.
     pub fn parse(comment: &str) -> Option<Tag> {
         let mut words = comment.split(' ');

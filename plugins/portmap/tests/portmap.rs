@@ -288,6 +288,49 @@ fn add_check_del_in_every_version() {
     }
 }
 
+/// Issue 11, finding 3: with no port mappings, a network name too long for a rule comment
+/// passed ADD but failed DEL with code 7 — and in a chain, DEL stopped there, so the bridge's
+/// veth and the IP reservation were never released. No rule can carry such an owner, so DEL
+/// has nothing to do; an ADD that would write rules refuses it with a clear error instead.
+#[test]
+fn del_accepts_every_owner_add_accepted() {
+    require_root();
+    let long = "n".repeat(140);
+    for backend in BACKENDS {
+        for version in ["0.4.0", "1.1.0"] {
+            let env = HostAndContainer::new().unwrap();
+            let mut conf = plugin_conf(version, backend, &env, json!([]));
+            conf["name"] = json!(long);
+            call(&env, "ADD", &conf).expect_success();
+            call(&env, "DEL", &conf).expect_success();
+            let mut bare = conf.clone();
+            bare.as_object_mut().unwrap().remove("prevResult");
+            call(&env, "DEL", &bare).expect_success();
+            // With mappings ADD refuses the owner before touching anything.
+            let before = ruleset(&env.host);
+            let mut with_maps = plugin_conf(version, backend, &env, mappings());
+            with_maps["name"] = json!(long);
+            let out = call(&env, "ADD", &with_maps);
+            assert_eq!(out.json().unwrap()["code"], 7, "{backend} {version}");
+            assert_eq!(ruleset(&env.host), before, "{backend} {version}");
+            call(&env, "DEL", &with_maps).expect_success();
+            if version == "1.1.0" {
+                let mut gc = conf.clone();
+                gc.as_object_mut().unwrap().remove("prevResult");
+                gc["cni.dev/valid-attachments"] =
+                    json!([{"containerID": "ctr-1", "ifname": "eth0"}]);
+                CniCall::new(env!("CARGO_BIN_EXE_portmap"))
+                    .command("GC")
+                    .path(&[Path::new("/nonexistent")])
+                    .stdin_json(&gc)
+                    .run_in(&env.host)
+                    .unwrap()
+                    .expect_success();
+            }
+        }
+    }
+}
+
 #[test]
 fn del_without_the_request_still_removes_everything() {
     require_root();

@@ -151,7 +151,9 @@ impl MacSpoof {
     /// Removes the owner's elements, found by comment (the MAC of a container that is gone
     /// may be unknown). Idempotent; without elements, nothing is written.
     pub fn del(&self, owner: &Owner) -> Result<(), FirewallError> {
-        let tag = Tag::new(owner)?;
+        let Some(tag) = Tag::for_teardown(owner) else {
+            return Ok(());
+        };
         let table = self.snapshot()?;
         self.delete_where(&table, &tag.to_string(), |t| t == &tag)
             .map(drop)
@@ -195,7 +197,7 @@ impl MacSpoof {
     /// Removes the elements of every owner of `network` not in `keep`; returns those owners.
     pub fn gc(&self, network: &str, keep: &[Owner]) -> Result<Vec<Owner>, FirewallError> {
         check_network(network)?;
-        let keep: HashSet<Tag> = keep.iter().map(Tag::new).collect::<Result<_, _>>()?;
+        let keep: HashSet<Tag> = keep.iter().filter_map(Tag::for_teardown).collect();
         let table = self.snapshot()?;
         self.delete_where(&table, &format!("network {network}"), |t| {
             t.network() == network && !keep.contains(t)

@@ -100,6 +100,35 @@ fn add_check_del_survive_a_restart_in_every_version() {
     }
 }
 
+/// Issue 11, finding 4: an invoker killed between writing a result and renaming it left the
+/// temporary in the cache, and DEL did not remove it. Whoever next writes or removes an entry
+/// in the cache directory now sweeps the temporaries of writers that are gone.
+#[test]
+fn del_sweeps_the_temporary_of_a_killed_writer() {
+    require_root();
+    let env = HostAndContainer::new().unwrap();
+    let list = conflist("1.0.0", &env.data_dir());
+    let rt = rt(&env, "ctr-k");
+    let cni = CniConfig::new(vec![plugin_dir()], env.cache_dir());
+    env.host
+        .run(|| cni.add_network_list(&list, &rt))
+        .unwrap()
+        .unwrap();
+    let results = env.cache_dir().join("results");
+    // What a writer with a pid no process can have (above pid_max) leaves when killed.
+    let stale = results.join(".e2e-net-ctr-k-eth0.99999999.tmp");
+    std::fs::write(&stale, b"{\"half\":").unwrap();
+    env.host
+        .run(|| cni.del_network_list(&list, &rt))
+        .unwrap()
+        .unwrap();
+    let left: Vec<_> = std::fs::read_dir(&results)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left in the cache: {left:?}");
+}
+
 #[test]
 fn gc_removes_stale_attachments_and_their_addresses() {
     require_root();

@@ -10,7 +10,6 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -222,7 +221,7 @@ pub fn load_conf_lists(dir: &Path) -> Result<Vec<(PathBuf, NetConfList)>, Invoke
 }
 
 pub fn load_conf_file(path: &Path) -> Result<NetConfList, InvokeError> {
-    let bytes = std::fs::read(path).map_err(|source| InvokeError::ReadDir {
+    let bytes = berth_fs::read_regular(path, MAX_FILE).map_err(|source| InvokeError::ReadDir {
         path: path.to_owned(),
         source,
     })?;
@@ -545,13 +544,22 @@ impl CniConfig {
         };
         let dir = self.cache_dir.join("results");
         std::fs::create_dir_all(&dir).map_err(io_err)?;
+        self.sweep_cache();
         // INVARIANT: CachedAttachment holds only JSON-representable values.
         let bytes = serde_json::to_vec(&entry).map_err(|e| io_err(std::io::Error::other(e)))?;
-        let tmp = path.with_extension("tmp");
-        let mut file = std::fs::File::create(&tmp).map_err(io_err)?;
-        file.write_all(&bytes).map_err(io_err)?;
-        file.sync_all().map_err(io_err)?;
-        std::fs::rename(&tmp, &path).map_err(io_err)
+        berth_fs::write_atomic(&path, &bytes, berth_fs::WriteOptions::default()).map_err(io_err)
+    }
+
+    /// Removes what an invoker killed between writing a result and renaming it left in the
+    /// cache. Best effort: a sweep that fails costs a stray file, never the verb.
+    fn sweep_cache(&self) {
+        let dir = self.cache_dir.join("results");
+        if let Err(e) = berth_fs::sweep_temporaries(&dir) {
+            eprintln!(
+                "cni cache: sweep stale temporaries in {}: {e}",
+                dir.display()
+            );
+        }
     }
 
     fn cache_remove(
@@ -561,6 +569,7 @@ impl CniConfig {
         ifname: &IfName,
     ) -> Result<(), InvokeError> {
         let path = self.cache_path(network, id, ifname);
+        self.sweep_cache();
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -569,8 +578,11 @@ impl CniConfig {
     }
 }
 
+/// Cache entries and configuration files are small; anything larger is not one.
+const MAX_FILE: u64 = 16 << 20;
+
 fn read_cache_entry(path: &Path) -> Result<Option<CachedAttachment>, InvokeError> {
-    let bytes = match std::fs::read(path) {
+    let bytes = match berth_fs::read_regular(path, MAX_FILE) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {

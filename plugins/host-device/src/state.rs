@@ -14,7 +14,7 @@
 //! is on tmpfs (`/run`): after a reboot no namespace survives, and neither should the state.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -84,8 +84,6 @@ pub struct Store {
     dir: PathBuf,
 }
 
-const TMP_SUFFIX: &str = ".tmp";
-
 impl Store {
     pub fn new(data_dir: &Path, network: &str) -> Store {
         Store {
@@ -103,30 +101,26 @@ impl Store {
             source,
         })?;
         let path = self.path(&saved.container_id, &saved.ifname);
-        let tmp = path.with_file_name(format!(
-            "{}{TMP_SUFFIX}",
-            path.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default()
-        ));
-        let write = |p: &Path| -> io::Result<()> {
-            let mut f = fs::File::create(p)?;
-            // INVARIANT: `Saved` holds only strings, numbers and booleans.
-            let bytes = serde_json::to_vec(saved).map_err(io::Error::other)?;
-            f.write_all(&bytes)?;
-            f.sync_all()
-        };
-        write(&tmp)
-            .and_then(|()| fs::rename(&tmp, &path))
-            .map_err(|source| {
-                let _ = fs::remove_file(&tmp);
-                StateError::Write { path, source }
-            })
+        // INVARIANT: `Saved` holds only strings, numbers and booleans.
+        let bytes = serde_json::to_vec(saved).map_err(|e| StateError::Write {
+            path: path.clone(),
+            source: io::Error::other(e),
+        })?;
+        berth_fs::write_atomic(&path, &bytes, berth_fs::WriteOptions::default())
+            .map_err(|source| StateError::Write { path, source })
     }
 
     /// The record of an attachment; `Ok(None)` if there is none.
     pub fn load(&self, container_id: &str, ifname: &str) -> Result<Option<Saved>, StateError> {
         Self::read(&self.path(container_id, ifname))
+    }
+
+    /// Removes what a killed ADD left between writing its record and renaming it. Best
+    /// effort: a failure costs a stray file, never the verb.
+    fn sweep(&self) {
+        if let Err(e) = berth_fs::sweep_temporaries(&self.dir) {
+            eprintln!("host-device: sweep {}: {e}", self.dir.display());
+        }
     }
 
     fn read(path: &Path) -> Result<Option<Saved>, StateError> {
@@ -150,6 +144,7 @@ impl Store {
     /// Removes an attachment's record; a missing one is fine.
     pub fn remove(&self, container_id: &str, ifname: &str) -> Result<(), StateError> {
         let path = self.path(container_id, ifname);
+        self.sweep();
         match fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 Err(StateError::Remove { path, source: e })
@@ -175,11 +170,11 @@ impl Store {
                 });
             }
         };
+        self.sweep();
         let mut out = Vec::new();
         for entry in entries.filter_map(Result::ok) {
             let path = entry.path();
-            if path.to_string_lossy().ends_with(TMP_SUFFIX) {
-                let _ = fs::remove_file(&path);
+            if entry.file_name().to_string_lossy().starts_with('.') {
                 continue;
             }
             if let Some(saved) = Self::read(&path)? {
@@ -215,7 +210,7 @@ mod tests {
         assert_eq!(store.load("c1", "net1").unwrap(), None);
         store.save(&saved("c1")).unwrap();
         store.save(&saved("c2")).unwrap();
-        fs::write(tmp.path().join("net").join("c3:net1.tmp"), b"{").unwrap();
+        fs::write(tmp.path().join("net").join(".c3:net1.99999999.tmp"), b"{").unwrap();
         assert_eq!(store.load("c1", "net1").unwrap(), Some(saved("c1")));
         assert_eq!(store.list().unwrap(), [saved("c1"), saved("c2")]);
         store.remove("c1", "net1").unwrap();
@@ -225,6 +220,19 @@ mod tests {
             !tmp.path().join("net").exists(),
             "the empty network directory goes"
         );
+    }
+
+    /// A killed ADD's temporary goes with the next DEL in the directory, which then takes the
+    /// emptied network directory with it.
+    #[test]
+    fn del_sweeps_a_killed_writers_temporary() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path(), "net");
+        store.save(&saved("c1")).unwrap();
+        let stale = tmp.path().join("net").join(".c2:net1.99999999.tmp");
+        fs::write(&stale, b"{").unwrap();
+        store.remove("c1", "net1").unwrap();
+        assert!(!tmp.path().join("net").exists());
     }
 
     #[test]

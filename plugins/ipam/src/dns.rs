@@ -41,9 +41,10 @@ impl DnsError {
 }
 
 impl Dns {
-    /// Read and parse `path`.
+    /// Read and parse `path`, a regular file of at most 1 MiB: the path comes from the
+    /// configuration, and a FIFO there must not block the plugin forever.
     pub fn from_resolv_conf(path: &Path) -> Result<Dns, DnsError> {
-        let text = std::fs::read(path).map_err(|source| DnsError::Read {
+        let text = berth_fs::read_regular(path, 1 << 20).map_err(|source| DnsError::Read {
             path: path.to_owned(),
             source,
         })?;

@@ -373,6 +373,11 @@ impl KeyIndex {
         &self.dir
     }
 
+    /// The temporary of the index's symlink replacements (see `replace_symlink`).
+    pub fn temporary(&self) -> PathBuf {
+        self.dir.join(TMP)
+    }
+
     fn summary_path(&self) -> PathBuf {
         self.dir.join(SUMMARY)
     }

@@ -8,9 +8,9 @@
 //! `ifname`, which GC needs because the file name does not say which network a file belongs
 //! to) are optional here.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -118,10 +118,6 @@ pub enum StateError {
 pub struct StateFile {
     dir: PathBuf,
     path: PathBuf,
-    /// Written first, then renamed over `path`, so a reader never sees half a file. Named
-    /// after the attachment: a temporary left by a killed ADD is overwritten by the next ADD of
-    /// the same attachment and removed by its DEL, never shared with another one.
-    tmp: PathBuf,
 }
 
 impl StateFile {
@@ -131,7 +127,6 @@ impl StateFile {
         StateFile {
             dir: dir.to_path_buf(),
             path: dir.join(&name),
-            tmp: dir.join(format!(".{name}.tmp")),
         }
     }
 
@@ -173,37 +168,40 @@ impl StateFile {
                 path: self.dir.clone(),
                 source,
             })?;
-        let write_err = |source| StateError::Write {
+        // Written through a temporary and renamed (berth-fs), so a reader never sees half a
+        // file; what a killed ADD leaves is swept by the next writer or DEL in the directory.
+        self.sweep();
+        berth_fs::write_atomic(
+            &self.path,
+            bytes,
+            berth_fs::WriteOptions {
+                mode: 0o600,
+                durable: false,
+            },
+        )
+        .map_err(|source| StateError::Write {
             path: self.path.clone(),
             source,
-        };
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&self.tmp)
-            .map_err(write_err)?;
-        file.write_all(bytes).map_err(write_err)?;
-        drop(file);
-        fs::rename(&self.tmp, &self.path).map_err(write_err)
+        })
     }
 
-    /// Removes the file and any temporary of it; a missing file is not an error.
-    pub fn remove(&self) -> Result<(), StateError> {
-        for path in [&self.tmp, &self.path] {
-            match fs::remove_file(path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(StateError::Remove {
-                        path: path.clone(),
-                        source,
-                    });
-                }
-            }
+    fn sweep(&self) {
+        if let Err(e) = berth_fs::sweep_temporaries(&self.dir) {
+            eprintln!("tuning: sweep {}: {e}", self.dir.display());
         }
-        Ok(())
+    }
+
+    /// Removes the file and stale temporaries beside it; a missing file is not an error.
+    pub fn remove(&self) -> Result<(), StateError> {
+        self.sweep();
+        match fs::remove_file(&self.path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StateError::Remove {
+                path: self.path.clone(),
+                source,
+            }),
+        }
     }
 
     /// Puts back what [`StateFile::read`] returned before a change: the old bytes, or no file.
@@ -295,6 +293,17 @@ mod tests {
         let merged = now.keep_older(&older);
         assert_eq!(merged.mtu, Some(1500));
         assert_eq!(merged.promisc, Some(false));
+    }
+
+    /// A killed ADD's temporary goes with the next write or DEL in the directory.
+    #[test]
+    fn remove_sweeps_a_killed_writers_temporary() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = StateFile::new(tmp.path(), "c1", "eth0");
+        let stale = tmp.path().join(".c2_eth0.json.99999999.tmp");
+        fs::write(&stale, b"{").unwrap();
+        file.remove().unwrap();
+        assert!(!stale.exists());
     }
 
     #[test]

@@ -24,9 +24,9 @@ pub mod reload;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use berth_cni::gojson;
@@ -357,17 +357,15 @@ impl Networks {
         let mut bytes =
             serde_json::to_vec_pretty(conflist).map_err(|e| err(io::Error::other(e)))?;
         bytes.push(b'\n');
-        let tmp = path.with_extension("conflist.tmp");
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&tmp)
-            .map_err(err)?;
-        file.write_all(&bytes).map_err(err)?;
-        file.sync_all().map_err(err)?;
-        fs::rename(&tmp, path).map_err(err)
+        // Whoever writes a network definition sweeps what a killed writer left beside it.
+        if let Err(e) = berth_fs::sweep_temporaries(&self.config_dir) {
+            eprintln!("berth: sweep {}: {e}", self.config_dir.display());
+        }
+        let opts = berth_fs::WriteOptions {
+            mode: 0o644,
+            durable: true,
+        };
+        berth_fs::write_atomic(path, &bytes, opts).map_err(err)
     }
 
     /// Loads a network by name (generating the default one on first use).

@@ -51,6 +51,9 @@ mod tests;
 /// The reference's default `dataDir`.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
 const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
+/// The one temporary of the hint files: only the lock holder writes them, one at a time. Its
+/// name is not an IP, so a leftover is never taken for a reservation.
+const LAST_RESERVED_TMP: &str = ".last_reserved_ip.tmp";
 const LOCK_FILE: &str = "lock";
 
 /// Directory-backed store for one network. One handle per thread (it is `!Sync`); several
@@ -161,6 +164,20 @@ fn links_unsupported(e: &io::Error) -> bool {
 }
 
 impl DiskStore {
+    /// Removes what a holder killed between writing a temporary and renaming it left: under
+    /// the lock no other writer can be mid-write, so any temporary is stale. Two unlinks that
+    /// usually find nothing, never a listing. Best effort: a failure costs a stray file.
+    fn sweep_temporaries(&self) {
+        for tmp in [self.dir.join(LAST_RESERVED_TMP), self.index.temporary()] {
+            match fs::remove_file(&tmp) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    eprintln!("host-local: remove stale {}: {e}", tmp.display());
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Open (creating with mode 0755 if needed) `<data_dir>/<network>/` and its lock file.
     pub fn open(data_dir: &Path, network: &str) -> Result<DiskStore, StoreError> {
         let dir = network_dir(data_dir, network)?;
@@ -449,6 +466,7 @@ impl Store for DiskStore {
         // Whatever the last holder knew is stale now: others may have run in between.
         self.tx.replace(None);
         self.locked.set(true);
+        self.sweep_temporaries();
         Ok(StoreGuard::flocked(
             self.lock_file.as_fd(),
             &self.locked,
@@ -581,9 +599,7 @@ impl Store for DiskStore {
 
     fn set_last_reserved(&self, set: usize, ip: IpAddr) -> Result<(), StoreError> {
         let path = self.last_reserved_path(set);
-        // The name is not an IP, so a leftover after a crash is never taken for a
-        // reservation; under the lock nobody else writes it.
-        let tmp = self.dir.join(format!(".{LAST_RESERVED_PREFIX}{set}.tmp"));
+        let tmp = self.dir.join(LAST_RESERVED_TMP);
         let write = || -> io::Result<()> {
             let mut f = OpenOptions::new()
                 .write(true)

@@ -496,3 +496,28 @@ fn an_oddly_spelt_foreign_reservation_is_found_by_a_scan() {
         [ip("198.18.0.3")]
     );
 }
+
+/// Issue 11's class of finding 4: a holder killed between writing a temporary and renaming it
+/// leaves the temporary; the next lock holder removes it, so an emptied network leaves nothing
+/// but `lock`.
+#[test]
+fn the_next_lock_holder_removes_a_killed_writers_temporaries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = DiskStore::open(tmp.path(), "net").unwrap();
+    let dir = tmp.path().join("net");
+    fs::write(dir.join(LAST_RESERVED_TMP), b"198.18.").unwrap();
+    fs::create_dir_all(store.index.dir()).unwrap();
+    std::os::unix::fs::symlink("dangling", store.index.temporary()).unwrap();
+    let key = LeaseKey::new("net", "c1", "eth0");
+    {
+        let _g = store.lock().unwrap();
+        assert!(store.reserve(&key, ip("198.18.5.2")).unwrap());
+    }
+    {
+        let _g = store.lock().unwrap();
+        store.release_by_key(&key).unwrap();
+    }
+    assert!(!store.index.temporary().exists());
+    assert!(!store.index.temporary().is_symlink());
+    assert_eq!(names(&dir), ["lock"].map(String::from).into());
+}

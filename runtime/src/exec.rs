@@ -2,6 +2,9 @@
 //!
 //! It must end up in every namespace of the container's PID 1, in its cgroup, with its
 //! capabilities, `no_new_privs`, seccomp policy, environment and working directory:
+//! 0. this process re-executes itself from a sealed copy of the binary
+//!    ([`crate::sealed::reexec_sealed`]), so that nothing it starts inside the container can
+//!    reach the host's `berth` binary;
 //! 1. the pid namespace cannot be entered by the process itself (`setns(CLONE_NEWPID)` only
 //!    applies to children), so this process joins it *for its children* first;
 //! 2. clone3 (without `CLONE_NEWPID`) of `berth exec-init`, which is therefore born inside
@@ -50,6 +53,8 @@ pub enum ExecError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Sealed(crate::sealed::SealedError),
     #[error("join the pid namespace of container {name}")]
     JoinPidNs {
         name: String,
@@ -96,6 +101,10 @@ pub fn exec(store: &Store, request: ExecRequest) -> Result<i32, ContainerError> 
         }
         .into());
     }
+
+    // 0. From here on this process makes children inside the container: it must not run the
+    // host's binary itself (crate::sealed). Re-executed, it starts over and comes back here.
+    crate::sealed::reexec_sealed().map_err(|e| ContainerError::Exec(ExecError::Sealed(e)))?;
 
     // 1. The pid namespace, for our children. Pinned by a pidfd of PID 1 (signal 0 checks
     // it exists) and checked by start time once the namespace file is open.

@@ -16,7 +16,7 @@
 //!   lifecycle commands; [`timing`]: opt-in step timings;
 //! - [`process`]: clone3 of the init, the handshake, signal forwarding, the pty;
 //! - [`init`]: the container side (`berth init`, PID 1 until it execs the command, and
-//!   `berth exec-init`);
+//!   `berth exec-init`), both run from a [`sealed`] copy of the binary;
 //! - [`namespaces`], [`userns`], [`rootfs`], [`resolve`], [`cgroups`], [`caps`], [`seccomp`]:
 //!   isolation.
 
@@ -41,6 +41,7 @@ pub mod process;
 pub mod prune;
 pub mod resolve;
 pub mod rootfs;
+pub mod sealed;
 pub mod seccomp;
 pub mod start;
 pub mod state;

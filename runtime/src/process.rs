@@ -37,6 +37,8 @@ use nix::unistd::{Pid, pipe2};
 use crate::fork::{Forked, clone_fork};
 use crate::init::InitFailure;
 use crate::logs::Stream;
+use crate::sealed::{self, SealedError, SealedExe};
+use crate::timing;
 
 /// Errors of the `process` module.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +66,8 @@ pub enum ProcessError {
     Poll(#[source] nix::Error),
     #[error("serialize the init configuration")]
     Serialize(#[source] serde_json::Error),
+    #[error(transparent)]
+    Sealed(#[from] SealedError),
 }
 
 impl ProcessError {
@@ -225,9 +229,9 @@ pub struct InitProcess {
 }
 
 impl InitProcess {
-    /// Starts `berth init` (this executable, re-exec'ed) as PID 1 of a new pid namespace, or
-    /// `berth exec-init` (see [`SpawnOptions`]). The child waits for
-    /// [`send_config`](Self::send_config).
+    /// Starts `berth init` (this executable, re-exec'ed from a sealed copy: crate::sealed) as
+    /// PID 1 of a new pid namespace, or `berth exec-init` (see [`SpawnOptions`]). The child
+    /// waits for [`send_config`](Self::send_config).
     pub fn spawn(options: SpawnOptions) -> Result<InitProcess, ProcessError> {
         let stdio = options.stdio;
         let (config_r, config_w) = pipe2(OFlag::O_CLOEXEC).map_err(ProcessError::Pipe)?;
@@ -241,9 +245,10 @@ impl InitProcess {
         .map_err(ProcessError::Pipe)?;
 
         // Everything the child touches is prepared here: after clone3 it may not allocate.
+        // The program is a sealed copy of this binary, never the host's file (crate::sealed).
+        let exe = timing::step("sealed copy", SealedExe::of_self).map_err(ProcessError::Sealed)?;
         // INVARIANT: these literals and decimal numbers contain no NUL byte.
         let cstr = |s: String| CString::new(s).expect("no NUL in init arguments");
-        let program = cstr("/proc/self/exe".into());
         let argv_owned = [
             cstr("berth".into()),
             cstr(options.subcommand.into()),
@@ -252,8 +257,7 @@ impl InitProcess {
             cstr("--sync-fd".into()),
             cstr(sync_w.as_raw_fd().to_string()),
         ];
-        let mut argv: Vec<*const libc::c_char> = argv_owned.iter().map(|s| s.as_ptr()).collect();
-        argv.push(std::ptr::null());
+        let argv = sealed::null_terminated(&argv_owned);
         let envp: [*const libc::c_char; 1] = [std::ptr::null()];
         // With a tty the init replaces all three; until then it reads nothing.
         let dev_null = if stdio.tty || !stdio.interactive {
@@ -291,13 +295,24 @@ impl InitProcess {
                     // CLOEXEC.
                     libc::fcntl(config_r.as_raw_fd(), libc::F_SETFD, 0);
                     libc::fcntl(sync_w.as_raw_fd(), libc::F_SETFD, 0);
-                    libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                    // execveat(fd, "", AT_EMPTY_PATH) runs the sealed copy itself. Its
+                    // descriptor is close-on-exec, which an ELF program does not mind.
+                    libc::syscall(
+                        libc::SYS_execveat,
+                        exe.fd().as_raw_fd(),
+                        c"".as_ptr(),
+                        argv.as_ptr(),
+                        envp.as_ptr(),
+                        libc::AT_EMPTY_PATH,
+                    );
                     libc::_exit(125);
                 }
             }
             Forked::Parent { pid, pidfd } => (pid, pidfd),
         };
-        // The parent keeps its ends only; dropping the child's ends lets EOF arrive.
+        // The parent keeps its ends only; dropping the child's ends lets EOF arrive. The
+        // copy lives on in the child until its exec of the command.
+        drop(exe);
         drop(config_r);
         drop(sync_w);
         Ok(InitProcess {

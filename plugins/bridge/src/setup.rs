@@ -471,7 +471,7 @@ fn link_steps<'a>(
     ctx: &'a Ctx<'a>,
     rollback: &mut Rollback<'a>,
 ) -> Result<(Link, Link, Link), SetupError> {
-    let bridge = ensure_bridge(ctx)?;
+    let bridge = ensure_bridge(ctx, rollback)?;
     ctx.reached(Step::Bridge)?;
 
     let host_end = create_veth(ctx)?;
@@ -528,7 +528,10 @@ fn is_eopnotsupp(e: &impl Errno) -> bool {
 /// Creates the bridge if it does not exist; safe against concurrent ADDs creating it too
 /// (the loser of the `NLM_F_EXCL` race looks the winner's up). A bridge this call created is
 /// kept on failure, as the reference does: other ADDs may already be using it.
-fn ensure_bridge(ctx: &Ctx<'_>) -> Result<Link, SetupError> {
+/// The bridge, created if missing. A bridge this call created is deleted again by the
+/// rollback of a failed ADD, unless another attachment joined it meanwhile (a concurrent ADD
+/// on the same new bridge): a failed ADD leaves nothing it created.
+fn ensure_bridge<'a>(ctx: &'a Ctx<'a>, rollback: &mut Rollback<'a>) -> Result<Link, SetupError> {
     let cfg = ctx.cfg;
     let name = &cfg.bridge;
     let spec = BridgeSpec {
@@ -572,6 +575,21 @@ fn ensure_bridge(ctx: &Ctx<'_>) -> Result<Link, SetupError> {
             Err(e) => return Err(bridge_err(e)),
         },
     };
+    if created {
+        let (host, index) = (&ctx.host, bridge.index);
+        rollback.push(
+            format!("delete bridge {name} (created by this ADD)"),
+            move || {
+                if host.links()?.iter().any(|l| l.master == Some(index)) {
+                    return Ok(());
+                }
+                match host.del_link(index) {
+                    Err(e) if e.is_not_found() => Ok(()),
+                    other => other,
+                }
+            },
+        );
+    }
     let state_err = |what| {
         move |source| SetupError::BridgeState {
             bridge: name.clone(),

@@ -76,7 +76,41 @@ fn failure_after_each_step_rolls_everything_back() {
             !rules.contains(&owner_comment),
             "{step:?}: MAC spoofing guard left:\n{rules}"
         );
+        // Issue 11, finding 7: the bridge this ADD created went too.
+        assert!(
+            env.host.netlink().link_by_name(&br).unwrap().is_none(),
+            "{step:?}: bridge {br} left"
+        );
     }
+
+    // A bridge that was there before the failed ADD stays: it is not the ADD's to remove.
+    let other = TestNetns::with_tag("c0").unwrap();
+    let first_args = cmd_args(Command::Add, "rb-0", &other, &conf);
+    let first = env
+        .host
+        .run(|| Bridge::default().add(&first_args, &netconf))
+        .unwrap()
+        .unwrap();
+    let err = env
+        .host
+        .run(|| Bridge::failing_after(Step::Veth).add(&args, &netconf))
+        .unwrap()
+        .unwrap_err();
+    assert!(err.details.is_empty(), "{err}");
+    assert!(env.host.netlink().link_by_name(&br).unwrap().is_some());
+    let mut first_del = conf.clone();
+    first_del["prevResult"] = first.to_value(netconf.cni_version);
+    let first_del_netconf: NetConf<BridgeConf> =
+        parse_conf(first_del.to_string().as_bytes()).unwrap();
+    env.host
+        .run(|| {
+            Bridge::default().del(
+                &cmd_args(Command::Del, "rb-0", &other, &first_del),
+                &first_del_netconf,
+            )
+        })
+        .unwrap()
+        .unwrap();
 
     // Nothing in the way of the real thing.
     let ok = env

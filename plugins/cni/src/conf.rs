@@ -59,19 +59,50 @@ struct SpecKeys {
     runtime_config: Map<String, Value>,
     #[serde(default)]
     args: Map<String, Value>,
-    #[serde(default, deserialize_with = "deserialize_prev_result")]
-    prev_result: Option<CniResult>,
+    /// Kept raw here: how a broken one is treated depends on the verb (see `from_value_for`).
+    #[serde(default)]
+    prev_result: Option<Value>,
     #[serde(default, rename = "cni.dev/valid-attachments")]
     valid_attachments: Option<Vec<Attachment>>,
     #[serde(default, rename = "cni.dev/attachments")]
     legacy_attachments: Option<Vec<Attachment>>,
 }
 
+/// How a `prevResult` that does not parse is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrevResult {
+    /// An error, as for ADD and CHECK, which build on it.
+    Strict,
+    /// Dropped, as for DEL: the spec's "DEL should not fail" — a DEL cleans up by the
+    /// attachment's key and must not fail on a result it only uses to save a lookup. The
+    /// reference's DEL mostly never parses it.
+    Lenient,
+}
+
 impl<P: DeserializeOwned> NetConf<P> {
     /// Reads a configuration object with Go's key matching.
     pub fn from_value(value: &Value) -> Result<NetConf<P>, serde_json::Error> {
+        NetConf::from_value_for(value, PrevResult::Strict)
+    }
+
+    /// [`NetConf::from_value`], with a broken `prevResult` treated as `prev`.
+    pub fn from_value_for(
+        value: &Value,
+        prev: PrevResult,
+    ) -> Result<NetConf<P>, serde_json::Error> {
         let spec: SpecKeys = gojson::from_value(value)?;
         let plugin: P = gojson::from_value(value)?;
+        let prev_result = match spec.prev_result {
+            None | Some(Value::Null) => None,
+            Some(raw) => match CniResult::from_value(&raw) {
+                Ok(result) => Some(result),
+                Err(e) if prev == PrevResult::Lenient => {
+                    eprintln!("ignoring a prevResult that does not parse: {}", e.msg);
+                    None
+                }
+                Err(e) => return Err(serde::de::Error::custom(e.msg)),
+            },
+        };
         Ok(NetConf {
             cni_version: spec.cni_version,
             name: spec.name,
@@ -81,7 +112,7 @@ impl<P: DeserializeOwned> NetConf<P> {
             dns: spec.dns,
             runtime_config: spec.runtime_config,
             args: spec.args,
-            prev_result: spec.prev_result,
+            prev_result,
             valid_attachments: spec.valid_attachments,
             legacy_attachments: spec.legacy_attachments,
             plugin,
@@ -93,18 +124,6 @@ impl<'de, P: DeserializeOwned> Deserialize<'de> for NetConf<P> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let value = Value::deserialize(d)?;
         NetConf::from_value(&value).map_err(serde::de::Error::custom)
-    }
-}
-
-fn deserialize_prev_result<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<CniResult>, D::Error> {
-    let value = Option::<Value>::deserialize(d)?;
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => CniResult::from_value(&v)
-            .map(Some)
-            .map_err(serde::de::Error::custom),
     }
 }
 

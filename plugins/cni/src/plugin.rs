@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::args::{CmdArgs, Command, Invocation, NetworkArgs};
-use crate::conf::{Attachment, NetConf};
+use crate::conf::{Attachment, NetConf, PrevResult};
 use crate::error::{CniError, ErrorCode};
 use crate::gojson;
 use crate::names::NetworkName;
@@ -97,7 +97,11 @@ fn dispatch_inner<P: Plugin>(
     if let Invocation::Version = invocation {
         return Ok(Some(version_info(stdin)));
     }
-    let conf: NetConf<P::Conf> = parse_conf(stdin)?;
+    let prev = match &invocation {
+        Invocation::Attachment(a) if a.command == Command::Del => PrevResult::Lenient,
+        _ => PrevResult::Strict,
+    };
+    let conf: NetConf<P::Conf> = parse_conf_for(stdin, prev)?;
     let version = conf.cni_version;
     match invocation {
         Invocation::Version => Ok(Some(version_info(stdin))),
@@ -145,6 +149,14 @@ fn not_allowed(verb: &str, version: CniVersion) -> CniError {
 /// Parses stdin in stages so each failure gets its own code: malformed JSON is 6, an unknown
 /// or missing version is 1 or 7, a bad network name 7, and only then the plugin's own keys.
 pub fn parse_conf<C: DeserializeOwned>(stdin: &[u8]) -> Result<NetConf<C>, CniError> {
+    parse_conf_for(stdin, PrevResult::Strict)
+}
+
+/// [`parse_conf`] with a broken `prevResult` treated as `prev` (lenient for DEL).
+pub fn parse_conf_for<C: DeserializeOwned>(
+    stdin: &[u8],
+    prev: PrevResult,
+) -> Result<NetConf<C>, CniError> {
     let value: Value = serde_json::from_slice(stdin)?;
     let obj = value.as_object().ok_or_else(|| {
         CniError::new(
@@ -171,7 +183,7 @@ pub fn parse_conf<C: DeserializeOwned>(stdin: &[u8]) -> Result<NetConf<C>, CniEr
     }
     // `type` is not checked: the runtime found us by it, and the reference plugins accept
     // configurations without it (IPAM tests and hand-written calls often omit it).
-    NetConf::from_value(&value).map_err(CniError::from)
+    NetConf::from_value_for(&value, prev).map_err(CniError::from)
 }
 
 /// The answer to VERSION. `cniVersion` echoes the caller's version when we support it.
@@ -271,6 +283,19 @@ mod tests {
 
     fn conf(version: &str) -> String {
         format!(r#"{{"cniVersion":"{version}","name":"n","type":"rec"}}"#)
+    }
+
+    /// DEL cleans up by the attachment's key: a prevResult it cannot parse must not make it
+    /// fail (the spec's "DEL should not fail"); ADD and CHECK, which build on it, refuse it.
+    #[test]
+    fn a_broken_prev_result_fails_check_but_not_del() {
+        let broken = r#"{"cniVersion":"1.0.0","name":"n","type":"rec","prevResult":{"ips":[{"address":"x"}]}}"#;
+        let p = Recorder::default();
+        assert_eq!(call(&p, "DEL", broken).0, 0);
+        let (code, out) = call(&p, "CHECK", broken);
+        assert_eq!(code, 1);
+        assert_eq!(out["code"], 6, "{out}");
+        assert_eq!(*p.calls.borrow(), ["DEL"]);
     }
 
     #[test]

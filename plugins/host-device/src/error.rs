@@ -21,6 +21,10 @@ pub enum HostDeviceError {
     },
     #[error("open the host namespace")]
     HostNetns(#[source] NetnsError),
+    /// A device moved "into" the namespace it is in would keep its host addresses and get the
+    /// IPAM ones on top, which no DEL could tell apart.
+    #[error("CNI_NETNS {path:?} is the host's own network namespace: the device has nowhere to go")]
+    NetnsIsHost { path: String },
     #[error(transparent)]
     Open(#[from] OpenError),
     #[error("failed to find host device")]
@@ -55,7 +59,7 @@ impl HostDeviceError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Config(_) => ErrorCode::InvalidConfig,
-            Self::ContainerNetns { .. } => ErrorCode::InvalidEnv,
+            Self::ContainerNetns { .. } | Self::NetnsIsHost { .. } => ErrorCode::InvalidEnv,
             Self::State(_) => ErrorCode::Io,
             Self::Ipam { source, .. } => source.code,
             Self::Teardown(errors) => errors.first().map_or(ErrorCode::Internal, Self::code),

@@ -114,6 +114,12 @@ fn add(args: &CmdArgs, conf: &Conf) -> Result<CniResult, CniError> {
         return Ok(CniResult::default());
     }
     let (host_ns, host) = open_host()?;
+    if ctr_ns == host_ns {
+        return Err(HostDeviceError::NetnsIsHost {
+            path: netns_path.display().to_string(),
+        }
+        .into());
+    }
     let link = select::find(&host, &cfg.selector).map_err(HostDeviceError::from)?;
     let ctr = Netlink::open_in(&ctr_ns).map_err(HostDeviceError::from)?;
     let ifname = args.ifname.as_str();

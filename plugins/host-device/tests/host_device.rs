@@ -290,6 +290,41 @@ fn a_device_in_another_namespace_is_not_found() {
     }
 }
 
+/// Found by the fuzz harness (berth-fuzz): with CNI_NETNS naming the plugin's own namespace,
+/// the reference "moves" the device nowhere, configures the IPAM address on it in the host, and
+/// its DEL leaves that address there (nothing flushes it: the device never changed namespace).
+/// Ours refuses such a CNI_NETNS before touching anything.
+#[test]
+fn cni_netns_naming_the_host_itself_is_refused() {
+    require_root();
+    let w = World::new(true);
+    let net = test_subnet_v4();
+    let conf = w.conf("1.0.0", json!({"device": w.dev, "ipam": static_ipam(net)}));
+    let before = w
+        .env
+        .host
+        .ip(&["-o", "addr", "show", "dev", &w.dev])
+        .unwrap();
+    let call = |command: &str| {
+        w.cni(Imp::Ours, command)
+            .netns(w.env.host.path())
+            .stdin_json(&conf)
+            .run_in(&w.env.host)
+            .unwrap()
+    };
+    assert_eq!(code(&call("ADD")), 4);
+    call("DEL").expect_success();
+    assert_home(&w, true, None);
+    assert_eq!(
+        w.env
+            .host
+            .ip(&["-o", "addr", "show", "dev", &w.dev])
+            .unwrap(),
+        before,
+        "addresses of the device changed"
+    );
+}
+
 #[test]
 fn a_failed_add_brings_the_device_back() {
     require_root();

@@ -119,7 +119,7 @@ pub fn attach(
 /// This run of the container is over: its supervisor recorded the exit, or there is no
 /// supervisor left and no process running (it died with `berth`).
 fn run_finished(record: &ContainerRecord) -> bool {
-    record.state.status == Some(Status::Exited)
+    matches!(record.state.status, Some(Status::Exited | Status::Removing))
         || (!record.is_supervised() && record.live_status() != Status::Running)
 }
 

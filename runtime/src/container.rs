@@ -16,7 +16,8 @@
 //!    output shown and logged, pty relayed), or by the monitor of a detached container
 //!    ([`crate::monitor`]: output logged).
 //! 4. [`finish`]: record the exit, then [`release`] (cgroup, CNI DEL, peers' hosts files,
-//!    netns: also after a failed start), then with `--rm` remove the record and directory.
+//!    netns: also after a failed start), or with `--rm` remove the container altogether
+//!    ([`dispose`], see [`crate::removal`]).
 
 use std::fs;
 use std::io;
@@ -25,7 +26,10 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use berth_cni::Dns;
+use std::collections::BTreeSet;
+
+use berth_cni::invoke::CniConfig;
+use berth_cni::{Dns, NetConfList};
 use serde_json::{Map, Value};
 
 use crate::cgroups::{self, CgroupError, CgroupErrors, Layout};
@@ -133,6 +137,8 @@ pub enum ContainerError {
     NotRunning { name: ContainerName },
     #[error("container {name} is already running")]
     AlreadyRunning { name: ContainerName },
+    #[error("container {name} is being removed (an interrupted removal: rm -f finishes it)")]
+    BeingRemoved { name: ContainerName },
     #[error("container {name} was run with --rm: stopping removes it, so it cannot be restarted")]
     RestartAutoRemove { name: ContainerName },
     #[error(
@@ -386,7 +392,9 @@ pub fn create(
             ..ContainerState::default()
         },
     };
-    store.save(&lock, &record)?;
+    // What killed `berth` processes left: best effort here, `system prune` reports failures.
+    let _ = store.sweep(&lock);
+    store.create(&lock, &record)?;
     Ok(record)
 }
 
@@ -413,16 +421,15 @@ fn generate_name(
     ))
 }
 
+/// A directory inside the container's directory, kept if it exists (a new run of a stopped
+/// container reuses its layer). Not recursive: a container directory that is gone (removed
+/// meanwhile) must stay gone rather than come back without its record.
 fn mkdir(path: PathBuf) -> Result<PathBuf, ContainerError> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(&path)
-        .map_err(|source| ContainerError::CreateDir {
-            path: path.clone(),
-            source,
-        })?;
-    Ok(path)
+    match fs::DirBuilder::new().mode(0o755).create(&path) {
+        Ok(()) => Ok(path),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(path),
+        Err(source) => Err(ContainerError::CreateDir { path, source }),
+    }
 }
 
 /// A container whose command runs.
@@ -691,17 +698,12 @@ pub fn finish(
     }) {
         teardown.push(e.into());
     }
-    teardown.extend(release(store, networks, &record.id));
     if record.config.auto_remove {
-        match store.lock() {
-            Ok(lock) => {
-                if let Err(e) = store.remove(&lock, &record.id) {
-                    teardown.push(e.into());
-                }
-            }
-            Err(e) => teardown.push(e.into()),
-        }
-    } else if let Err(e) = store.update_state(&record.id, |s| s.supervisor = None) {
+        teardown.extend(dispose(store, networks, &record.id));
+        return teardown;
+    }
+    teardown.extend(release(store, networks, &record.id));
+    if let Err(e) = store.update_state(&record.id, |s| s.supervisor = None) {
         teardown.push(e.into());
     }
     teardown
@@ -765,56 +767,146 @@ pub fn release(store: &Store, networks: &Networks, id: &ContainerId) -> Vec<Cont
             errors.push(e);
         }
     }
+    // Attachments the record does not name (none, unless the record was damaged): the CNI
+    // cache knows what ADD ran for this id.
+    if errors.is_empty() {
+        errors.extend(release_cached(store, networks, id).1);
+    }
     if let Err(source) = timing::step("netns remove", || namespaces::remove_netns(&netns)) {
         errors.push(ContainerError::RemoveNetns { id: short, source });
     }
     errors
 }
 
-/// `berth rm [-f]`: removes a container; `force` kills a running (or starting) one first.
-pub fn remove(
+/// Removes a container that runs no more: marks it removing, releases it, deletes it, in the
+/// order [`crate::removal`] explains. A record gone meanwhile is success. Returns every
+/// failure; the record then stays, marked removing, for the next `rm -f` or `system prune`.
+pub fn dispose(store: &Store, networks: &Networks, id: &ContainerId) -> Vec<ContainerError> {
+    let marked = store.update_state(id, |s| {
+        s.status = Some(Status::Removing);
+        s.supervisor = ProcessRef::current();
+    });
+    match marked {
+        Ok(Some(_)) => {}
+        Ok(None) => return Vec::new(),
+        Err(e) => return vec![e.into()],
+    }
+    let mut errors = release(store, networks, id);
+    if errors.is_empty() {
+        if let Err(e) = store.lock().and_then(|lock| store.remove(&lock, id)) {
+            errors.push(e.into());
+        }
+    }
+    errors
+}
+
+/// CNI DEL of every attachment the CNI cache holds for container `id` that its record does
+/// not name (normally none: attachments are recorded before ADD; for a remnant, all). The
+/// cached configuration list and runtime arguments are what ADD ran with, as libcni's DEL
+/// from cache. Returns the networks concerned (for their hosts files) and the failures.
+pub fn release_cached(
     store: &Store,
     networks: &Networks,
-    query: &str,
-    force: bool,
-) -> Result<ContainerId, ContainerError> {
-    let record = store.find(query)?;
-    let status = record.live_status();
-    let supervised = record.is_supervised();
-    if force {
-        if record.is_active() {
-            terminate(&record)?;
-        }
-    } else if status == Status::Running || (status == Status::Created && supervised) {
-        // Running, or being started.
-        return Err(ContainerError::Running { name: record.name });
-    } else if supervised {
-        // Exited, and its supervisor is recording that and releasing it: let it finish.
-        settle(store, networks, &record.id)?;
-    }
-    let mut errors = release(store, networks, &record.id);
-    let lock = store.lock()?;
-    if let Err(e) = store.remove(&lock, &record.id) {
-        errors.push(e.into());
-    }
-    if errors.is_empty() {
-        Ok(record.id)
-    } else {
-        Err(ContainerError::Teardown {
-            id: record.id.short().to_owned(),
-            errors,
+    id: &ContainerId,
+) -> (BTreeSet<String>, Vec<ContainerError>) {
+    let short = || id.short().to_owned();
+    let attach_err = |source| ContainerError::Attach {
+        id: short(),
+        source,
+    };
+    let cni = CniConfig::new(
+        networks.plugin_path().to_vec(),
+        store.root().join("cni").join("cache"),
+    );
+    let mut touched = BTreeSet::new();
+    let cached = match cni.cached_attachments(None) {
+        Ok(cached) => cached,
+        Err(e) => return (touched, vec![attach_err(NetworkError::from(e))]),
+    };
+    let recorded: Vec<(String, String)> = store
+        .load_if_exists(id)
+        .ok()
+        .flatten()
+        .map(|r| {
+            r.state
+                .attachments
+                .iter()
+                .map(|a| (a.network.clone(), a.ifname.clone()))
+                .collect()
         })
+        .unwrap_or_default();
+    let mut errors = Vec::new();
+    for c in cached
+        .iter()
+        .filter(|c| c.container_id.as_str() == id.as_str())
+    {
+        let key = (c.network_name.to_string(), c.if_name.to_string());
+        if recorded.contains(&key) {
+            continue;
+        }
+        touched.insert(key.0.clone());
+        let deleted = NetConfList::from_bytes(&c.config)
+            .map_err(|source| NetworkError::CniName {
+                what: "cached configuration list",
+                value: format!("{}: {source}", key.0),
+            })
+            .and_then(|list| {
+                cni.del_network_list(&list, &c.runtime_conf())
+                    .map_err(|source| NetworkError::Del {
+                        network: key.0.clone(),
+                        ifname: key.1.clone(),
+                        source: Box::new(source),
+                    })
+            });
+        if let Err(e) = deleted {
+            errors.push(attach_err(e));
+        }
     }
+    (touched, errors)
 }
 
 /// How long a supervisor gets to record an exit and release the container (CNI DEL of
 /// every network) before `rm -f` stops waiting for it.
 pub const SUPERVISOR_GRACE: Duration = Duration::from_secs(20);
 
+/// How long `stop` and `rm -f` let a supervisor that is starting the container get to PID 1
+/// (or to its failure) before they act.
+pub const START_GRACE: Duration = Duration::from_secs(10);
+
+/// The record once its live supervisor has finished starting the container (PID 1 runs, or
+/// the start failed) or [`START_GRACE`] passed; `None` if the record went meanwhile.
+pub fn wait_until_started(
+    store: &Store,
+    record: &ContainerRecord,
+) -> Result<Option<ContainerRecord>, ContainerError> {
+    let deadline = std::time::Instant::now() + START_GRACE;
+    let mut record = record.clone();
+    // A supervisor removing its own container (`--rm`) does not wait for itself.
+    let me = ProcessRef::current();
+    while record.live_status() == Status::Created
+        && record.is_supervised()
+        && (me.is_none() || record.state.supervisor != me)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+        match store.load_if_exists(&record.id)? {
+            Some(r) => record = r,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(record))
+}
+
 /// SIGKILL to PID 1 (which takes the whole pid namespace with it), then give the supervisor
-/// time to finish; a supervisor that does not (hung, or still starting the container) is
-/// killed too (the init dies with it: `PR_SET_PDEATHSIG`).
-fn terminate(record: &ContainerRecord) -> Result<(), ContainerError> {
+/// time to finish; a supervisor that does not (hung) is killed too (the init dies with it:
+/// `PR_SET_PDEATHSIG`). A supervisor still starting the container gets [`START_GRACE`] to
+/// finish first: killed in the middle of a CNI ADD, it would leave the plugin to carry on
+/// alone while this process runs DEL.
+pub(crate) fn terminate(store: &Store, record: &ContainerRecord) -> Result<(), ContainerError> {
+    let Some(record) = wait_until_started(store, record)? else {
+        return Ok(());
+    };
+    let record = &record;
     if let Some(pidfd) = signal_pid1(record, libc::SIGKILL)? {
         let pid = record.state.pid.unwrap_or_default();
         if !process::wait_pidfd(pidfd.as_fd(), Duration::from_secs(10)) {
@@ -907,20 +999,21 @@ pub fn settle(store: &Store, networks: &Networks, id: &ContainerId) -> Result<()
     if !orphaned {
         return Ok(());
     }
-    let mut errors = release(store, networks, id);
-    let lock = store.lock()?;
-    let result = if record.config.auto_remove {
-        store.remove(&lock, id).map(|()| None)
+    // A `--rm` container goes, and so does one whose removal was interrupted.
+    let errors = if record.config.auto_remove || record.live_status() == Status::Removing {
+        dispose(store, networks, id)
     } else {
-        store.update_state_locked(&lock, id, |s| {
+        let mut errors = release(store, networks, id);
+        let updated = store.update_state(id, |s| {
             s.status = Some(Status::Exited);
             s.supervisor = None;
             s.finished_at.get_or_insert_with(clock::now_rfc3339);
-        })
+        });
+        if let Err(e) = updated {
+            errors.push(e.into());
+        }
+        errors
     };
-    if let Err(e) = result {
-        errors.push(e.into());
-    }
     if errors.is_empty() {
         Ok(())
     } else {

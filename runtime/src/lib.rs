@@ -10,7 +10,9 @@
 //! - [`state`]: the state roots, the lock, container records; [`clock`]: timestamps;
 //! - [`network`]: network definitions, the default network, CNI attach/detach/GC, `-p`,
 //!   the name files (`/etc/hosts`, …);
-//! - [`container`]: create, start, finish, release, `rm`; [`listing`]: `ps`, `inspect`;
+//! - [`container`]: create, start, finish, release; [`removal`]: `rm`, and the disposal
+//!   `--rm` and `system prune` share; [`mounts`]: deleting trees with mount points in them;
+//!   [`listing`]: `ps`, `inspect`;
 //! - [`monitor`]: `run -d` and the monitor process; [`logs`]: the container log;
 //! - [`exec`], [`stop`], [`start`] (also `restart`), [`attach`], [`prune`]: the other
 //!   lifecycle commands; [`timing`]: opt-in step timings;
@@ -34,11 +36,13 @@ pub mod layer;
 pub mod listing;
 pub mod logs;
 pub mod monitor;
+pub mod mounts;
 pub mod names;
 pub mod namespaces;
 pub mod network;
 pub mod process;
 pub mod prune;
+pub mod removal;
 pub mod resolve;
 pub mod rootfs;
 pub mod sealed;

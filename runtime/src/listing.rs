@@ -11,7 +11,7 @@ use crate::cgroups::Layout;
 use crate::clock;
 use crate::container::ContainerError;
 use crate::image::ImageStore;
-use crate::names::{ContainerId, ContainerName, ImageName};
+use crate::names::ContainerId;
 use crate::state::{ContainerRecord, Status, Store};
 
 /// A line of `berth ps`.
@@ -19,8 +19,9 @@ use crate::state::{ContainerRecord, Status, Store};
 #[serde(rename_all = "camelCase")]
 pub struct ContainerSummary {
     pub id: ContainerId,
-    pub name: ContainerName,
-    pub image: ImageName,
+    /// Empty for a remnant (a directory without its record).
+    pub name: String,
+    pub image: String,
     pub command: Vec<String>,
     pub created: String,
     pub status: Status,
@@ -52,6 +53,8 @@ impl ContainerSummary {
                 (Some(code), Some(at)) => format!("Exited ({code}) {}", clock::ago(at)),
                 _ => "Exited".to_owned(),
             },
+            Status::Removing if record.is_supervised() => "Removing".to_owned(),
+            Status::Removing => "Removing (interrupted: rm -f finishes it)".to_owned(),
         };
         let mut networks: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for a in &record.state.attachments {
@@ -62,8 +65,8 @@ impl ContainerSummary {
         }
         ContainerSummary {
             id: record.id.clone(),
-            name: record.name.clone(),
-            image: record.config.image.clone(),
+            name: record.name.to_string(),
+            image: record.config.image.to_string(),
             command: record.config.args.clone(),
             created: record.created.clone(),
             status,
@@ -87,12 +90,43 @@ impl ContainerSummary {
     }
 }
 
-/// `berth ps [-a]`: running containers, or all of them.
+impl ContainerSummary {
+    /// A container directory without a readable record: all that is known is its id and
+    /// when the directory was last changed.
+    fn remnant(store: &Store, id: &ContainerId) -> ContainerSummary {
+        let created = std::fs::metadata(store.container_dir(id))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .and_then(|d| i64::try_from(d.as_secs()).ok())
+            .map_or_else(String::new, clock::format_rfc3339);
+        ContainerSummary {
+            id: id.clone(),
+            name: String::new(),
+            image: String::new(),
+            command: Vec::new(),
+            created,
+            status: Status::Removing,
+            status_text: "Removing (no record left: rm -f or system prune removes it)".to_owned(),
+            exit_code: None,
+            pid: None,
+            ports: Vec::new(),
+            networks: BTreeMap::new(),
+        }
+    }
+}
+
+/// `berth ps [-a]`: running containers, or all of them, remnants included (see
+/// [`crate::state`]).
 pub fn list(store: &Store, all: bool) -> Result<Vec<ContainerSummary>, ContainerError> {
-    Ok(store
-        .records()?
+    let scan = store.scan()?;
+    let records = scan.records.iter().map(ContainerSummary::of);
+    let remnants = scan
+        .remnants
         .iter()
-        .map(ContainerSummary::of)
+        .map(|id| ContainerSummary::remnant(store, id));
+    Ok(records
+        .chain(remnants)
         .filter(|s| all || s.status == Status::Running)
         .collect())
 }

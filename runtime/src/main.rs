@@ -18,7 +18,7 @@ use berth_runtime::names::ImageName;
 use berth_runtime::network::definition::NetworkRequest;
 use berth_runtime::network::{self, DefaultNetwork, Networks, reload};
 use berth_runtime::state::Store;
-use berth_runtime::{logs, monitor, prune, start, stop};
+use berth_runtime::{logs, monitor, prune, removal, start, stop};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -490,7 +490,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             })
         }
         Command::Rm { force, containers } => for_each(&containers, "remove", |query| {
-            container::remove(&store, &networks, query, force)
+            removal::remove(&store, &networks, query, force)
         }),
         Command::Logs {
             follow,
@@ -828,7 +828,7 @@ fn print_ps(list: &[ContainerSummary]) {
         println!(
             "{:<12}  {:<10}  {:<24}  {:<18}  {:<30}  {:<24}  {}",
             c.id.short(),
-            c.image.as_str(),
+            c.image,
             format!("\"{command}\""),
             berth_runtime::clock::ago(&c.created),
             c.status_text,

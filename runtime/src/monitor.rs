@@ -120,9 +120,7 @@ pub fn launch(
             // Nothing was started: whatever release finds is undone; a new record goes.
             let _ = container::finish(store, networks, record, 125);
             if launch == Launch::Created && !record.config.auto_remove {
-                if let Ok(lock) = store.lock() {
-                    let _ = store.remove(&lock, id);
-                }
+                let _ = container::dispose(store, networks, id);
             }
             return Err(spawn_err(e));
         }

@@ -1,5 +1,6 @@
 //! `berth system prune`: removes every container that is neither running nor supervised
-//! (stopped ones, and what a killed `berth` left), then garbage-collects the CNI side.
+//! (stopped ones, and what a killed `berth` left: orphaned records, interrupted removals,
+//! remnants, staging and doomed directories), then garbage-collects the CNI side.
 //!
 //! Order matters: containers first (their release DELs their attachments), then CNI GC of
 //! every network with the attachments of the containers that remain active as the valid
@@ -16,6 +17,7 @@ use crate::container::{self, ContainerError};
 use crate::names::ContainerId;
 use crate::namespaces;
 use crate::network::Networks;
+use crate::removal;
 use crate::state::Store;
 
 /// What `system prune` did.
@@ -30,23 +32,32 @@ pub struct Pruned {
 
 pub fn prune(store: &Store, networks: &Networks) -> Pruned {
     let mut pruned = Pruned::default();
-    let records = match store.records() {
-        Ok(r) => r,
+    // What killed `berth` processes left in the store: staging and doomed directories, record
+    // temporaries.
+    match store.lock() {
+        Ok(lock) => pruned
+            .errors
+            .extend(store.sweep(&lock).into_iter().map(ContainerError::from)),
+        Err(e) => pruned.errors.push(e.into()),
+    }
+    let scan = match store.scan() {
+        Ok(scan) => scan,
         Err(e) => {
             pruned.errors.push(e.into());
             return pruned;
         }
     };
-    for record in records.iter().filter(|r| !r.is_active()) {
-        pruned
-            .errors
-            .extend(container::release(store, networks, &record.id));
-        let removed = store
-            .lock()
-            .and_then(|lock| store.remove(&lock, &record.id));
-        match removed {
-            Ok(()) => pruned.removed.push(record.name.to_string()),
-            Err(e) => pruned.errors.push(e.into()),
+    for record in scan.records.iter().filter(|r| !r.is_active()) {
+        let errors = container::dispose(store, networks, &record.id);
+        if errors.is_empty() {
+            pruned.removed.push(record.name.to_string());
+        }
+        pruned.errors.extend(errors);
+    }
+    for id in &scan.remnants {
+        match removal::remove_remnant(store, networks, id) {
+            Ok(()) => pruned.removed.push(id.to_string()),
+            Err(e) => pruned.errors.push(e),
         }
     }
 

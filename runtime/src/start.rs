@@ -47,6 +47,9 @@ pub fn start(
     if status == Status::Running || (status == Status::Created && record.is_supervised()) {
         return Err(ContainerError::AlreadyRunning { name: record.name });
     }
+    if status == Status::Removing {
+        return Err(ContainerError::BeingRemoved { name: record.name });
+    }
     // It exited: its supervisor may still be releasing it, or may have died without doing so
     // (then this releases it). Afterwards it holds nothing on the host.
     container::settle(store, networks, &id)?;
@@ -80,6 +83,11 @@ pub fn start(
         }
         .into());
     };
+    if current.live_status() == Status::Removing {
+        return Err(ContainerError::BeingRemoved {
+            name: current.name.clone(),
+        });
+    }
     // Someone else started it since the checks above.
     if current.is_active() {
         return Err(ContainerError::AlreadyRunning {

@@ -19,12 +19,32 @@
 //!   netns/<id>                 the container's network namespace, bind-mounted
 //! ```
 //!
+//! **A record recovery can always see.** A container exists exactly while its directory
+//! `containers/<id>` does, and that directory never exists without its record, whatever
+//! instruction a `berth` process is killed at:
+//! - creation writes the record in a staging directory `containers/.new-<id>` and renames it
+//!   into place ([`Store::create`]): the directory appears with its record, atomically;
+//! - the record is rewritten through a temporary and a rename (`berth_fs::write_atomic`:
+//!   `.container.json.<pid>.tmp`), and whoever next writes it sweeps a killed writer's
+//!   temporaries;
+//! - removal first marks the record [`Status::Removing`] and releases what the container holds
+//!   on the host (see `crate::removal`), then renames the directory to `containers/.rm-<id>`
+//!   ([`Store::remove`]) and only then deletes it: up to the rename the record is there for
+//!   `rm -f` and `system prune` to finish the job, after it nothing of the container is left
+//!   but files;
+//! - staging and doomed directories that a killed `berth` left are deleted by the next
+//!   command that creates or removes containers ([`Store::sweep`]), under the store lock;
+//! - a container directory without a readable record (left by an older `berth`, or damaged)
+//!   is a *remnant* ([`Store::remnants`]): `ps -a` lists it as removing, `rm -f` and
+//!   `system prune` release what can be found of it by its id and delete it.
+//!
 //! **Who cleans up.** Every record names its *supervisor*: the process that will record the
 //! container's exit and release what it holds (the `berth run` in the foreground, the
 //! monitor of a detached container). Attachments are written to the record *before* CNI ADD
 //! runs and removed only after DEL succeeded, so when a supervisor dies (SIGKILL, a crash),
 //! `rm -f` and `system prune` know exactly what to undo.
 
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -34,6 +54,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ContainerConfig;
+use crate::mounts::{self, MountsError};
 use crate::names::{ContainerId, ContainerName, NameError};
 
 /// Errors of the `state` module.
@@ -79,6 +100,8 @@ pub enum StateError {
         #[source]
         source: io::Error,
     },
+    #[error(transparent)]
+    DeleteTree(#[from] MountsError),
     #[error("no such container: {query}")]
     NotFound { query: String },
     #[error("{query} matches more than one container id: be more specific")]
@@ -100,6 +123,10 @@ pub enum Status {
     /// PID 1 was exec'ed and, as far as the record knows, runs.
     Running,
     Exited,
+    /// Being removed: what it held on the host is being released, then its directory goes.
+    /// A removal that was interrupted (`berth` killed) leaves it so; `rm -f` and
+    /// `system prune` finish it.
+    Removing,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -262,27 +289,76 @@ fn mkdir(path: &Path, mode: u32) -> Result<(), StateError> {
         })
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, then rename.
-/// `durable` adds an fsync before the rename (for records that must survive a crash; status
-/// updates need not, since [`ContainerRecord::live_status`] checks the kernel anyway).
-fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<(), StateError> {
-    let err = |source| StateError::Write {
-        path: path.to_path_buf(),
+/// The record's file name in its container directory.
+const RECORD: &str = "container.json";
+/// What a killed record writer of berth before `berth_fs` left: swept like the others.
+const LEGACY_TEMPORARY: &str = "container.json.tmp";
+/// Prefix of the directory a new container's record is written in before it is renamed into
+/// place.
+const STAGING_PREFIX: &str = ".new-";
+/// Prefix a removed container's directory is renamed to before it is deleted.
+const DOOMED_PREFIX: &str = ".rm-";
+
+/// Removes the temporaries a killed record writer left in a container directory: the ones
+/// `berth_fs::write_atomic` names `.container.json.<pid>.tmp`, and the fixed name of berth
+/// before it. Every record write holds the store lock, and so does the caller: none of them
+/// can belong to a live writer, whatever its pid says (a killed writer's pid may linger as a
+/// zombie, or be reused).
+fn sweep_record_temporaries(dir: &Path) -> Result<(), StateError> {
+    let err = |source| StateError::Remove {
+        path: dir.to_path_buf(),
         source,
     };
-    let tmp = path.with_extension("json.tmp");
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    file.write_all(bytes).map_err(err)?;
-    if durable {
-        file.sync_all().map_err(err)?;
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(err(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(err)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        let ours = name == LEGACY_TEMPORARY
+            || (name.starts_with(&format!(".{RECORD}.")) && name.ends_with(".tmp"));
+        if ours {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(err(e)),
+            }
+        }
     }
-    fs::rename(&tmp, path).map_err(err)
+    Ok(())
+}
+
+/// fsync of a directory: a rename or creation in it survives a crash of the machine.
+fn sync_dir(dir: &Path) -> Result<(), StateError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| StateError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// A staging or doomed directory (see the module doc).
+fn is_left_behind(name: &OsStr) -> bool {
+    name.to_str().is_some_and(|n| {
+        [STAGING_PREFIX, DOOMED_PREFIX].iter().any(|p| {
+            n.strip_prefix(p)
+                .is_some_and(|id| ContainerId::try_from(id).is_ok())
+        })
+    })
+}
+
+/// Every container directory, read: the records, and the remnants (directories named like a
+/// container id whose record is missing or unreadable).
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub records: Vec<ContainerRecord>,
+    pub remnants: Vec<ContainerId>,
 }
 
 impl Store {
@@ -348,7 +424,17 @@ impl Store {
     }
 
     fn record_path(&self, id: &ContainerId) -> PathBuf {
-        self.container_dir(id).join("container.json")
+        self.container_dir(id).join(RECORD)
+    }
+
+    fn staging_dir(&self, id: &ContainerId) -> PathBuf {
+        self.containers_dir()
+            .join(format!("{STAGING_PREFIX}{}", id.as_str()))
+    }
+
+    fn doomed_dir(&self, id: &ContainerId) -> PathBuf {
+        self.containers_dir()
+            .join(format!("{DOOMED_PREFIX}{}", id.as_str()))
     }
 
     /// Takes the store lock (blocking). Held briefly: never across a container's lifetime.
@@ -381,20 +467,31 @@ impl Store {
         serde_json::from_slice(&text).map_err(|source| StateError::Parse { path, source })
     }
 
-    /// Every container with a record, oldest first. Directories without a record (a creation
-    /// interrupted between mkdir and the first write) are skipped.
+    /// Every container with a record, oldest first. Directories without a readable record
+    /// are [`Store::remnants`].
     pub fn records(&self) -> Result<Vec<ContainerRecord>, StateError> {
+        Ok(self.scan()?.records)
+    }
+
+    /// Container directories without a readable record (see the module doc).
+    pub fn remnants(&self) -> Result<Vec<ContainerId>, StateError> {
+        Ok(self.scan()?.remnants)
+    }
+
+    /// Reads every container directory: records oldest first, remnants by id.
+    pub fn scan(&self) -> Result<Scan, StateError> {
         let dir = self.containers_dir();
         let entries = fs::read_dir(&dir).map_err(|source| StateError::Read {
             path: dir.clone(),
             source,
         })?;
-        let mut records = Vec::new();
+        let mut scan = Scan::default();
         for entry in entries {
             let entry = entry.map_err(|source| StateError::Read {
                 path: dir.clone(),
                 source,
             })?;
+            // Staging and doomed directories start with a dot: not containers.
             let Some(id) = entry
                 .file_name()
                 .to_str()
@@ -403,33 +500,66 @@ impl Store {
                 continue;
             };
             match self.load(&id) {
-                Ok(record) => records.push(record),
+                Ok(record) => scan.records.push(record),
+                // Gone since the listing: removed meanwhile.
                 Err(StateError::Read { source, .. })
-                    if source.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+                    if source.kind() == io::ErrorKind::NotFound
+                        && !self.container_dir(&id).exists() => {}
+                Err(_) => scan.remnants.push(id),
             }
         }
-        records.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
-        Ok(records)
+        scan.records
+            .sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        scan.remnants.sort();
+        Ok(scan)
     }
 
-    /// Writes a record (creating its directory), durably.
-    pub fn save(&self, lock: &StoreLock, record: &ContainerRecord) -> Result<(), StateError> {
-        self.write_record(lock, record, true)
+    /// Writes the record of a new container: its directory appears with the record in it, in
+    /// one rename (see the module doc). Durable.
+    pub fn create(&self, lock: &StoreLock, record: &ContainerRecord) -> Result<(), StateError> {
+        let staging = self.staging_dir(&record.id);
+        self.delete_tree(lock, &staging)?;
+        mkdir(&staging, 0o700)?;
+        let json = serde_json::to_vec_pretty(record).map_err(|source| StateError::Parse {
+            path: self.record_path(&record.id),
+            source,
+        })?;
+        let path = staging.join(RECORD);
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| {
+                f.write_all(&json)?;
+                f.sync_all()
+            })
+            .and_then(|()| File::open(&staging)?.sync_all())
+            .and_then(|()| fs::rename(&staging, self.container_dir(&record.id)));
+        written.map_err(|source| StateError::Write { path, source })?;
+        sync_dir(&self.containers_dir())
     }
 
+    /// Rewrites an existing record through a temporary and a rename, after sweeping what a
+    /// killed writer left in its directory.
     fn write_record(
         &self,
         _lock: &StoreLock,
         record: &ContainerRecord,
         durable: bool,
     ) -> Result<(), StateError> {
-        mkdir(&self.container_dir(&record.id), 0o700)?;
+        let path = self.record_path(&record.id);
+        sweep_record_temporaries(&self.container_dir(&record.id))?;
         let json = serde_json::to_vec_pretty(record).map_err(|source| StateError::Parse {
-            path: self.record_path(&record.id),
+            path: path.clone(),
             source,
         })?;
-        write_atomic(&self.record_path(&record.id), &json, durable)
+        let opts = berth_fs::WriteOptions {
+            mode: 0o600,
+            durable,
+        };
+        berth_fs::write_atomic(&path, &json, opts)
+            .map_err(|source| StateError::Write { path, source })
     }
 
     /// Updates a record's state under the lock and returns the new record. A record removed
@@ -471,14 +601,55 @@ impl Store {
         }
     }
 
-    /// Removes a container's directory (record, overlay layers). Already gone is success.
-    pub fn remove(&self, _lock: &StoreLock, id: &ContainerId) -> Result<(), StateError> {
-        let dir = self.container_dir(id);
-        match fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(StateError::Remove { path: dir, source }),
+    /// Removes a container's directory (record, overlay layers, name files, log): renamed
+    /// away in one step, then deleted (see the module doc). Call it once the container holds
+    /// nothing else on the host. Works for a remnant too. Already gone is success.
+    pub fn remove(&self, lock: &StoreLock, id: &ContainerId) -> Result<(), StateError> {
+        let doomed = self.doomed_dir(id);
+        // Left by an interrupted removal of the same id (ids are random: never in practice).
+        self.delete_tree(lock, &doomed)?;
+        match fs::rename(self.container_dir(id), &doomed) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(StateError::Remove {
+                    path: self.container_dir(id),
+                    source,
+                });
+            }
         }
+        sync_dir(&self.containers_dir())?;
+        self.delete_tree(lock, &doomed)
+    }
+
+    fn delete_tree(&self, _lock: &StoreLock, dir: &Path) -> Result<(), StateError> {
+        Ok(mounts::delete_tree(dir)?)
+    }
+
+    /// Deletes what killed `berth` processes left: staging directories of containers never
+    /// created, directories of containers removed but not yet deleted, and record
+    /// temporaries in every container directory. Keeps going; returns every failure.
+    pub fn sweep(&self, lock: &StoreLock) -> Vec<StateError> {
+        let dir = self.containers_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(source) => return vec![StateError::Read { path: dir, source }],
+        };
+        let mut errors = Vec::new();
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name();
+            let path = entry.path();
+            if is_left_behind(&name) {
+                if let Err(e) = self.delete_tree(lock, &path) {
+                    errors.push(e);
+                }
+            } else if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                if let Err(e) = sweep_record_temporaries(&path) {
+                    errors.push(e);
+                }
+            }
+        }
+        errors
     }
 
     /// Finds a container by full id, name, or unique id prefix (in that order).

@@ -55,19 +55,11 @@ pub fn stop(
     query: &str,
     timeout: Duration,
 ) -> Result<ContainerId, ContainerError> {
-    let mut record = store.find(query)?;
+    let found = store.find(query)?;
     // Being started (its supervisor attaches networks, …): wait until it runs or failed.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while record.live_status() == Status::Created
-        && record.is_supervised()
-        && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(20));
-        match store.load_if_exists(&record.id)? {
-            Some(r) => record = r,
-            None => return Ok(record.id),
-        }
-    }
+    let Some(record) = container::wait_until_started(store, &found)? else {
+        return Ok(found.id);
+    };
     if record.live_status() == Status::Running {
         if let Some(pidfd) = container::signal_pid1(&record, libc::SIGTERM)? {
             if !process::wait_pidfd(pidfd.as_fd(), timeout) {

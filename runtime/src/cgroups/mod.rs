@@ -32,6 +32,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use crate::mounts::unescape_mountinfo;
 use crate::names::ContainerId;
 
 pub use v1::V1Manager;
@@ -279,26 +280,43 @@ impl Layout {
             (true, None) => Box::new(V1Manager::new(&BTreeMap::new(), parent, id)),
         }
     }
+
+    /// The parents under which some hierarchy has a cgroup named `id`: how to find the cgroup
+    /// of a container whose record (and so its `--cgroup-parent`) is lost. Looks at most
+    /// [`PARENT_SEARCH_DEPTH`] levels below each hierarchy's root.
+    pub fn parents_of(&self, id: &ContainerId) -> BTreeSet<String> {
+        let mut roots: BTreeSet<&Path> = self.v1.values().map(PathBuf::as_path).collect();
+        if let Some((mount, _)) = &self.v2 {
+            roots.insert(mount);
+        }
+        let mut parents = BTreeSet::new();
+        for root in roots {
+            find_named(root, root, id.as_str(), PARENT_SEARCH_DEPTH, &mut parents);
+        }
+        parents
+    }
 }
 
-/// Mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() {
-            let digits = std::str::from_utf8(&bytes[i + 1..i + 4]).unwrap_or("");
-            if let Ok(b) = u8::from_str_radix(digits, 8) {
-                out.push(b);
-                i += 4;
-                continue;
-            }
+/// How deep [`Layout::parents_of`] looks: `--cgroup-parent a/b/c` and the default `berth`.
+pub const PARENT_SEARCH_DEPTH: usize = 4;
+
+fn find_named(root: &Path, dir: &Path, name: &str, depth: usize, found: &mut BTreeSet<String>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
         }
-        out.push(bytes[i]);
-        i += 1;
+        let path = entry.path();
+        if entry.file_name() == name {
+            if let Ok(parent) = dir.strip_prefix(root) {
+                found.insert(parent.to_string_lossy().into_owned());
+            }
+        } else if depth > 1 {
+            find_named(root, &path, name, depth - 1, found);
+        }
     }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// v1 controllers on their hierarchies plus controllers only the v2 mount has.

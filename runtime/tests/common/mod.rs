@@ -219,50 +219,102 @@ impl Env {
     /// result; and no process of ours (monitors, plugins).
     pub fn assert_clean(&self) {
         self.assert_clean_containers();
-        let links: Vec<String> = self
-            .host
-            .netlink()
-            .links()
-            .expect("list the host netns' links")
-            .into_iter()
-            .filter(|l| l.name != "lo" && l.kind.as_deref() != Some("bridge"))
-            .map(|l| format!("{} ({:?})", l.name, l.kind))
-            .collect();
-        assert!(links.is_empty(), "links left in the host netns: {links:?}");
+        let left = self.leftovers();
+        assert!(left.is_empty(), "left behind: {left:#?}");
+    }
+
+    /// What [`Env::assert_clean`] checks, as a list of what is left (empty: clean). Also the
+    /// content of `<root>/containers` itself: no container directory, staging or doomed
+    /// directory of any kind.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        match self.ps_all() {
+            Ok(list) => left.extend(list.iter().map(|c| format!("container {c}"))),
+            Err(e) => left.push(format!("ps -a: {e}")),
+        }
+        if let Ok(entries) = fs::read_dir(self.root.join("containers")) {
+            left.extend(
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| format!("containers/{}", e.file_name().to_string_lossy())),
+            );
+        }
+        if let Ok(entries) = fs::read_dir(self.runroot.join("netns")) {
+            left.extend(
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| format!("netns file {}", e.path().display())),
+            );
+        }
+        left.extend(
+            mounts_under(self.tmp.path())
+                .into_iter()
+                .map(|m| format!("mount {m}")),
+        );
+        left.extend(
+            hierarchies()
+                .into_iter()
+                .map(|h| h.join(&self.cgroup_parent))
+                .filter(|p| p.exists())
+                .map(|p| format!("cgroup {}", p.display())),
+        );
+        match self.host.netlink().links() {
+            Ok(links) => left.extend(
+                links
+                    .into_iter()
+                    .filter(|l| l.name != "lo" && l.kind.as_deref() != Some("bridge"))
+                    .map(|l| format!("link {} ({:?})", l.name, l.kind)),
+            ),
+            Err(e) => left.push(format!("list links: {e}")),
+        }
         for tool in ["iptables-save", "ip6tables-save"] {
             let rules = self.host_sh(tool);
-            let leaks: Vec<&str> = rules.lines().filter(|l| is_owned_rule(l)).collect();
-            assert!(
-                leaks.is_empty(),
-                "{tool}: rules of containers left: {leaks:#?}"
+            left.extend(
+                rules
+                    .lines()
+                    .filter(|l| is_owned_rule(l))
+                    .map(|l| format!("{tool}: {l}")),
             );
         }
         let ipam = self.root.join("cni").join("networks");
         if let Ok(networks) = fs::read_dir(&ipam) {
             for network in networks.filter_map(Result::ok) {
-                let files: Vec<String> = fs::read_dir(network.path())
-                    .expect("list an IPAM directory")
-                    .filter_map(Result::ok)
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n != "lock")
-                    .collect();
-                assert!(
-                    files.is_empty(),
-                    "IPAM state left in {:?}: {files:?}",
-                    network.path()
-                );
+                if let Ok(files) = fs::read_dir(network.path()) {
+                    left.extend(
+                        files
+                            .filter_map(Result::ok)
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .filter(|n| n != "lock")
+                            .map(|n| format!("IPAM {}/{n}", network.path().display())),
+                    );
+                }
             }
         }
         let cache = self.root.join("cni").join("cache").join("results");
         if let Ok(entries) = fs::read_dir(&cache) {
-            let left: Vec<_> = entries
-                .filter_map(Result::ok)
-                .map(|e| e.file_name())
-                .collect();
-            assert!(left.is_empty(), "CNI cache entries left: {left:?}");
+            left.extend(
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| format!("CNI cache {}", e.file_name().to_string_lossy())),
+            );
         }
-        let procs = processes_mentioning(self.tmp.path());
-        assert!(procs.is_empty(), "processes left: {procs:?}");
+        left.extend(
+            processes_mentioning(self.tmp.path())
+                .into_iter()
+                .map(|pid| format!("process {pid}: {}", cmdline(pid))),
+        );
+        left
+    }
+
+    /// `berth ps -a --json`, or what went wrong.
+    fn ps_all(&self) -> Result<Vec<Value>, String> {
+        let out = self.berth(&["ps", "-a", "--json"]);
+        if out.code != 0 {
+            return Err(format!("{out:?}"));
+        }
+        serde_json::from_str::<Value>(&out.stdout)
+            .map(|v| v.as_array().cloned().unwrap_or_default())
+            .map_err(|e| format!("{e}: {out:?}"))
     }
 
     /// The container part of [`Env::assert_clean`].
@@ -287,6 +339,13 @@ impl Env {
             .collect();
         assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
     }
+}
+
+/// A process's command line, for messages.
+pub fn cmdline(pid: i32) -> String {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .unwrap_or_default()
 }
 
 impl Drop for Env {

@@ -26,6 +26,12 @@ pub enum RestoreError {
     Link(#[from] LinkError),
 }
 
+/// Whether the kernel takes `mac` as a link's address (`set_mac`): not multicast, not all
+/// zeros. A link may still *have* such an address (`lo`), which then cannot be put back.
+pub fn assignable(mac: &[u8; 6]) -> bool {
+    mac[0] & 1 == 0 && *mac != [0; 6]
+}
+
 /// The current values of the attributes `attrs` changes: what DEL must put back.
 pub fn snapshot(link: &Link, attrs: &Attrs) -> Saved {
     Saved {

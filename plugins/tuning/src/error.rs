@@ -35,6 +35,16 @@ pub enum TuningError {
     Sysctl(#[from] SysctlStepError),
     #[error("interface {ifname} not found in {netns}")]
     LinkMissing { ifname: String, netns: String },
+    /// The kernel let ADD replace such an address (`lo`'s all zeros) but would refuse it back,
+    /// so DEL could never restore it.
+    #[error(
+        "mac of {ifname} in {netns} cannot be changed: its address {mac} could not be put back"
+    )]
+    MacNotRestorable {
+        ifname: String,
+        netns: String,
+        mac: String,
+    },
     #[error(transparent)]
     Link(#[from] LinkError),
     #[error(transparent)]

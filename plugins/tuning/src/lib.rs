@@ -113,6 +113,15 @@ fn add(args: &CmdArgs, netns: &Path, conf: &NetConf<TuningConf>) -> Result<CniRe
                 ifname: ifname.to_owned(),
                 netns: ns.to_string(),
             })?;
+        if settings.attrs.mac.is_some()
+            && let Some(mac) = link.mac.filter(|m| !attrs::assignable(m))
+        {
+            return Err(TuningError::MacNotRestorable {
+                ifname: ifname.to_owned(),
+                netns: ns.to_string(),
+                mac: format_mac(&mac),
+            });
+        }
         // Saved before anything changes, so that a crash in between leaves the originals.
         let file = StateFile::new(&settings.data_dir, args.container_id.as_str(), ifname);
         let previous = file.read()?;

@@ -9,6 +9,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 
+use berth_netlink::format_mac;
 use common::*;
 use netns_fixtures::{
     CniCall, HostAndContainer, TestNetns, bin, require_root, test_subnet_v4, unique_name,
@@ -270,6 +271,35 @@ fn failed_add_leaves_everything_as_it_was() {
     assert_eq!(world.kernel(), tuned);
     assert_eq!(fs::read(&file).unwrap(), first);
     assert_eq!(world.saved_files().len(), 1, "{:?}", world.saved_files());
+}
+
+/// Found by the fuzz harness (berth-fuzz): with CNI_IFNAME=lo, ADD saved lo's MAC (all
+/// zeros) and set the configured one, which the kernel allows; DEL could then never put the
+/// all-zero address back (the kernel refuses it, and so did our own check of the saved value)
+/// and failed every time, leaving lo with the configured MAC. ADD now refuses a MAC change it
+/// could not undo, before touching anything.
+#[test]
+fn a_mac_change_del_could_not_undo_is_refused() {
+    require_root();
+    let world = World::new();
+    let lo_mac = |w: &World| {
+        let nl = w.env.ctr.netlink();
+        format_mac(&nl.link_by_name("lo").unwrap().unwrap().mac.unwrap())
+    };
+    let before = world.kernel();
+    let conf = world.conf(
+        "1.0.0",
+        json!({"mac": "c2:b0:57:49:47:f1", "sysctl": {"net.core.somaxconn": "1000"}}),
+    );
+    let out = world.call_with(ours(), "ADD", &conf, "", "lo");
+    assert_eq!(error_code(&out), 999, "{out:?}");
+    assert!(out.stdout.contains("could not be put back"), "{out:?}");
+    assert_eq!(lo_mac(&world), "00:00:00:00:00:00");
+    assert_eq!(world.kernel(), before, "the sysctl was put back too");
+    assert!(world.saved_files().is_empty());
+    world
+        .call_with(ours(), "DEL", &conf, "", "lo")
+        .expect_success();
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //! Images are immutable once created: containers use `rootfs` as the read-only lower layer of
 //! their overlay. Creation is atomic: everything is built in `images/.tmp-<name>-<rand>` and
 //! renamed into place under the image lock, so concurrent first uses of `busybox` build it
-//! once and nobody sees a half-built image.
+//! once and nobody sees a half-built image; removal renames to `images/.tmp-rm-<name>-<rand>`
+//! first. What a killed `berth` leaves of either is deleted by the next command that takes the
+//! image lock.
 //!
 //! Sources:
 //! - `busybox` (the default image) is built offline on first use from the host's static
@@ -167,10 +169,31 @@ impl ImageStore {
                 path: path.clone(),
                 source,
             })?;
-        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| ImageError::Lock {
-            path,
-            source: errno.into(),
-        })
+        let lock =
+            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| ImageError::Lock {
+                path,
+                source: errno.into(),
+            })?;
+        self.sweep_staging();
+        Ok(lock)
+    }
+
+    /// Deletes the staging directories (`.tmp-<name>-<rand>`, `.tmp-rm-<name>-<rand>`) that a
+    /// `berth` killed while building or removing an image left. Called with the image lock
+    /// held, under which every staging directory is made and renamed: none is anyone's any
+    /// more. Best effort, like [`Staging`]'s own clean-up: a failure costs disk space, never
+    /// the command.
+    fn sweep_staging(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                if let Err(e) = crate::mounts::delete_tree(&entry.path()) {
+                    eprintln!("berth: {}", crate::container::error_chain(&e));
+                }
+            }
+        }
     }
 
     /// The image's metadata, `None` if it does not exist.

@@ -286,3 +286,30 @@ fn image_rm_refuses_images_in_use() {
     assert_one_line_error(&out);
     env.assert_clean();
 }
+
+#[test]
+fn staging_left_by_a_killed_build_or_removal_is_swept() {
+    let env = Env::new();
+    assert_eq!(env.berth(&["image", "ls"]).code, 0);
+    let images = env.root.join("images");
+    // What `berth` killed while importing, or while deleting a removed image, leaves.
+    for stale in [".tmp-mini-0123456789ab", ".tmp-rm-old-ba9876543210"] {
+        fs::create_dir_all(images.join(stale).join("rootfs/bin")).unwrap();
+        fs::write(images.join(stale).join("rootfs/bin/x"), b"x").unwrap();
+    }
+    // The next command that takes the image lock deletes it.
+    let tarball = env.tmp.path().join("rootfs.tar");
+    let mut tar = tar::Builder::new(File::create(&tarball).unwrap());
+    busybox_rootfs(&mut tar);
+    tar.finish().unwrap();
+    drop(tar);
+    let out = env.berth(&["image", "import", tarball.to_str().unwrap(), "mini"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let mut left: Vec<String> = fs::read_dir(&images)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, [".lock", "mini"]);
+    env.assert_clean();
+}

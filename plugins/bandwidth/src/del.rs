@@ -9,7 +9,8 @@
 //! The host end is found the way ADD found it (the veth peer of `CNI_IFNAME`); when the
 //! container's namespace is gone, among `prevResult`'s host-side veths. What is removed there
 //! is only what has this plugin's shape: a `tbf` or `htb` root qdisc with handle `1:`, and an
-//! ingress qdisc whose filter redirects to this attachment's ifb.
+//! ingress qdisc whose filter redirects to this attachment's ifb (or, beside that ifb, one with
+//! no filter: an ADD killed before its redirect).
 
 use std::collections::HashSet;
 
@@ -78,7 +79,13 @@ fn unshape(host: &Netlink, link: &Link, ifb: Option<u32>, errors: &mut Vec<Bandw
     if let Some(ifb) = ifb {
         if qdiscs.iter().any(|q| q.parent == Handle::INGRESS) {
             match host.filters(link.index, Handle::INGRESS_QDISC) {
-                Ok(filters) if filters.iter().any(|f| f.rule.redirect_to == Some(ifb)) => {
+                // Ours if it redirects to this attachment's ifb, or if it holds nothing at all:
+                // ADD adds it right after the ifb, so a bare one beside our ifb is an ADD
+                // killed before its redirect (an empty ingress qdisc does nothing anyway).
+                Ok(filters)
+                    if filters.is_empty()
+                        || filters.iter().any(|f| f.rule.redirect_to == Some(ifb)) =>
+                {
                     if let Err(source) =
                         host.del_qdisc(link.index, Handle::INGRESS, Handle::INGRESS_QDISC)
                     {

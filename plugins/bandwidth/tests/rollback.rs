@@ -133,3 +133,24 @@ fn egress_failing_after_ingress_is_rolled_back() {
     w.tc(&["qdisc", "del", "dev", host_if, "root"]);
     w.assert_clean();
 }
+
+/// Found by berth-fuzz's crash injection: an ADD killed between adding the ingress qdisc and
+/// its redirect filter leaves the ifb and a bare ingress qdisc. DEL deleted the ifb but kept
+/// the qdisc, since no filter showed it was ours; the ifb of this attachment existing is what
+/// shows it (ADD creates the qdisc right after it).
+#[test]
+fn del_cleans_up_after_an_add_killed_before_its_redirect() {
+    require_root();
+    let w = World::new(None, 1500);
+    let conf = bw_conf(
+        "1.0.0",
+        "bwkill",
+        both_limits(),
+        Some(w.ctr.prev_result("1.0.0")),
+    );
+    call_ctr(ours(), &w, "ADD", "kill-1", &conf).expect_success();
+    // The state of a kill right before the filter: the redirect never came.
+    w.tc(&["filter", "del", "dev", &w.ctr.host_if, "ingress"]);
+    call_ctr(ours(), &w, "DEL", "kill-1", &conf).expect_success();
+    w.assert_clean();
+}

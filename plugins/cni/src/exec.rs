@@ -2,6 +2,7 @@
 //! side), so both find, call and interpret plugins the same way libcni does.
 
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
 
@@ -45,6 +46,28 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// The plugin is killed when the thread that runs it dies. Without this, an invoker killed
+/// during ADD leaves the plugin running on its own: it can finish after the clean-up's DEL and
+/// leave what it made behind. With it, the next DEL or GC sees everything the plugin got to.
+/// (The spawning thread waits for the plugin, so it outlives it in every normal run.)
+fn die_with_caller(cmd: &mut Process) {
+    let caller = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec and makes only async-signal-
+    // safe calls (prctl, getppid, kill, getpid); it allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The caller died between fork and prctl: nobody will send the signal.
+            if u32::try_from(libc::getppid()).ok() != Some(caller) {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Runs `binary` with `env` and `stdin`, returning its stdout on success. A failing plugin's
 /// error JSON becomes our `CniError` unchanged (its code passes through); anything else it
 /// prints is reported with code 999 and its stderr.
@@ -73,6 +96,7 @@ pub fn exec_plugin(binary: &Path, env: &CniEnv<'_>, stdin: &[u8]) -> Result<Vec<
         Some(ifname) => cmd.env("CNI_IFNAME", ifname.as_str()),
         None => cmd.env_remove("CNI_IFNAME"),
     };
+    die_with_caller(&mut cmd);
     let mut child = cmd.spawn().map_err(|e| {
         CniError::new(
             ErrorCode::Io,

@@ -182,8 +182,20 @@ fn temporary_pid(name: &OsStr) -> Option<u32> {
     pid.parse().ok()
 }
 
+/// Whether `pid` is a process that can still write: a zombie (`Z`) or a dead one (`X`) cannot,
+/// though its /proc entry stays until its parent reaps it (seconds, for a killed monitor).
 fn process_alive(pid: u32) -> bool {
-    Path::new("/proc").join(pid.to_string()).exists()
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) S ...`: comm may hold spaces and parentheses, the state follows the last ')'.
+    match stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+    {
+        Some("Z" | "X" | "x") => false,
+        _ => true,
+    }
 }
 
 #[cfg(test)]
@@ -260,6 +272,21 @@ mod tests {
         assert_eq!(sweep_temporaries(dir.path()).unwrap(), 1);
         assert!(!dead.exists() && live.exists() && other.exists());
         assert_eq!(sweep_temporaries(&dir.path().join("missing")).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_zombie_writes_nothing() {
+        assert!(process_alive(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited but not reaped yet: a zombie.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while process_alive(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!process_alive(pid), "a zombie counts as alive");
+        child.wait().unwrap();
+        assert!(!process_alive(pid));
     }
 
     #[test]

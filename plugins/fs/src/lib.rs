@@ -189,13 +189,10 @@ fn process_alive(pid: u32) -> bool {
         return false;
     };
     // `pid (comm) S ...`: comm may hold spaces and parentheses, the state follows the last ')'.
-    match stat
+    let state = stat
         .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-    {
-        Some("Z" | "X" | "x") => false,
-        _ => true,
-    }
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, Some("Z" | "X" | "x"))
 }
 
 #[cfg(test)]

@@ -624,6 +624,11 @@ const PATHS: &[&str] = &[
     "@bin@:@bin@",
     "/nonexistent:@bin@",
     "@bin@/",
+    "@evil@/garbage",
+    "@evil@/crash",
+    "@evil@/error",
+    "@evil@/silent",
+    "@evil@/strange",
 ];
 
 fn cni_args() -> Vec<String> {
@@ -684,6 +689,7 @@ fn symbol(w: &World, s: &str) -> Option<String> {
         "@dir@" => p(&w.hostile("dir")),
         "@vanished@" => p(&w.hostile("vanished")),
         "@bin@" => p(&w.bin_dir),
+        "@evil@" => p(&w.hostile("evil")),
         _ => return None,
     })
 }
@@ -703,6 +709,7 @@ fn resolve_str(w: &World, s: &str) -> String {
         "@dir@",
         "@vanished@",
         "@bin@",
+        "@evil@",
     ] {
         if out.contains(name) {
             out = out.replace(name, &symbol(w, name).unwrap_or_default());

@@ -9,7 +9,7 @@
 //! mutation hits, are the same on every run: a printed seed reproduces a case exactly.
 
 use std::fs;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use netns_fixtures::{TestNetns, bin, wire};
@@ -76,6 +76,25 @@ const NOT_STATE: &[&str] = &[
     "hostile/fifo",
     "hostile/regular",
     "hostile/resolv.conf",
+    "hostile/evil",
+];
+
+/// IPAM plugins that misbehave on ADD (each a directory for CNI_PATH holding `host-local` and
+/// `static`; every other verb succeeds quietly): what a main plugin must survive and undo.
+pub const EVIL_IPAM: [(&str, &str); 5] = [
+    ("garbage", "echo 'not a result'"),
+    ("crash", "kill -SEGV $$"),
+    (
+        "error",
+        "echo '{\"code\": 11, \"msg\": \"try again\"}'; exit 1",
+    ),
+    ("silent", "exit 1"),
+    (
+        "strange",
+        "echo '{\"cniVersion\":\"1.0.0\",\"ips\":[{\"address\":\"127.0.0.1/8\"},\
+         {\"address\":\"198.18.10.0/24\"},{\"address\":\"fe80::1/64\",\"gateway\":\"::\"}],\
+         \"routes\":[{\"dst\":\"0.0.0.0/0\",\"gw\":\"198.18.99.1\"},{\"dst\":\"::/0\"}]}'",
+    ),
 ];
 
 impl World {
@@ -112,6 +131,17 @@ impl World {
         // SAFETY: mkfifo reads a NUL-terminated path that outlives the call.
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0, "mkfifo");
         fs::write(root.join("hostile/regular"), b"not a namespace\n").unwrap();
+        for (name, add) in EVIL_IPAM {
+            let dir = root.join("hostile/evil").join(name);
+            fs::create_dir_all(&dir).unwrap();
+            let script = format!(
+                "#!/bin/sh\ncase \"$CNI_COMMAND\" in\nADD) cat >/dev/null; {add} ;;\nesac\n"
+            );
+            for ipam in ["host-local", "static"] {
+                fs::write(dir.join(ipam), &script).unwrap();
+                fs::set_permissions(dir.join(ipam), fs::Permissions::from_mode(0o755)).unwrap();
+            }
+        }
         fs::write(
             root.join("hostile/resolv.conf"),
             b"nameserver 198.18.10.53\nsearch fuzz.test\noptions ndots:2\n",

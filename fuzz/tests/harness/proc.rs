@@ -124,7 +124,11 @@ impl Sandbox {
                 other => other?,
             }
         }
-        Ok(())
+        // std changed directory before this ran: that directory is the read-only copy under
+        // the world's bind mount. Enter the bind mount itself, so relative paths (a relative
+        // `dataDir`) are writable as the world is. (Every spawn starts in the world.)
+        // SAFETY: chdir reads a NUL-terminated path that outlives the call.
+        check(unsafe { libc::chdir(self.world.as_ptr()) })
     }
 }
 
@@ -168,6 +172,8 @@ pub struct Spawn {
     pub env: Vec<(String, String)>,
     pub stdin: Vec<u8>,
     pub cwd: PathBuf,
+    /// Hung after this long ([`HANG_LIMIT`]; shorter in the harness's own tests).
+    pub limit: Duration,
 }
 
 impl Spawn {
@@ -183,6 +189,7 @@ impl Spawn {
             )],
             stdin: Vec::new(),
             cwd: cwd.to_path_buf(),
+            limit: HANG_LIMIT,
         }
     }
 
@@ -253,7 +260,7 @@ pub fn run(host: &TestNetns, sandbox: &Sandbox, spec: &Spawn, kill: Kill) -> Run
             let _ = tx.send(status);
         });
         let (delay, group) = match kill {
-            Kill::Never => (HANG_LIMIT, true),
+            Kill::Never => (spec.limit, true),
             Kill::Group(d) => (d, true),
             Kill::Leader(d) => (d, false),
         };

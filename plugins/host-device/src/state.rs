@@ -158,7 +158,8 @@ impl Store {
         }
     }
 
-    /// Every record of the network (GC). Left-over temporaries of a killed ADD are removed.
+    /// Every record of the network (GC). Left-over temporaries of a killed ADD are removed;
+    /// files that are not records, or not readable ones, are skipped (said on stderr).
     pub fn list(&self) -> Result<Vec<Saved>, StateError> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
@@ -174,11 +175,16 @@ impl Store {
         let mut out = Vec::new();
         for entry in entries.filter_map(Result::ok) {
             let path = entry.path();
-            if entry.file_name().to_string_lossy().starts_with('.') {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Records are named `<container id>:<ifname>`; anything else is not ours.
+            if name.starts_with('.') || !name.contains(':') {
                 continue;
             }
-            if let Some(saved) = Self::read(&path)? {
-                out.push(saved);
+            // One unreadable record must not keep GC from settling the others.
+            match Self::read(&path) {
+                Ok(Some(saved)) => out.push(saved),
+                Ok(None) => {}
+                Err(e) => eprintln!("host-device: skipped: {}", berth_netlink::error_chain(&e)),
             }
         }
         out.sort_by(|a, b| (&a.container_id, &a.ifname).cmp(&(&b.container_id, &b.ifname)));
@@ -233,6 +239,19 @@ mod tests {
         fs::write(&stale, b"{").unwrap();
         store.remove("c1", "net1").unwrap();
         assert!(!tmp.path().join("net").exists());
+    }
+
+    /// Found by berth-fuzz (a dataDir shared with host-local): a file that is not a record
+    /// made GC fail for the whole network. It is skipped; the records are still listed.
+    #[test]
+    fn list_skips_what_is_not_a_readable_record() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path(), "net");
+        store.save(&saved("c1")).unwrap();
+        fs::write(tmp.path().join("net").join("lock"), b"").unwrap();
+        fs::write(tmp.path().join("net").join("198.18.0.2"), b"c9\r\neth0").unwrap();
+        fs::write(tmp.path().join("net").join("c2:net1"), b"nope").unwrap();
+        assert_eq!(store.list().unwrap(), [saved("c1")]);
     }
 
     #[test]

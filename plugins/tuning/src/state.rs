@@ -138,7 +138,7 @@ impl StateFile {
     pub fn read(&self) -> Result<Option<Vec<u8>>, StateError> {
         match fs::read(&self.path) {
             Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if absent(&e) => Ok(None),
             Err(source) => Err(StateError::Read {
                 path: self.path.clone(),
                 source,
@@ -196,7 +196,7 @@ impl StateFile {
         self.sweep();
         match fs::remove_file(&self.path) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) if absent(&e) => Ok(()),
             Err(source) => Err(StateError::Remove {
                 path: self.path.clone(),
                 source,
@@ -240,6 +240,13 @@ pub fn list(dir: &Path) -> Result<Vec<PathBuf>, StateError> {
     }
     files.sort();
     Ok(files)
+}
+
+/// The file is not there: missing, or its name is longer than any file's can be (a
+/// container id of 255 bytes makes `<id>_<ifname>.json` one: ADD then saved nothing, and DEL
+/// must not fail looking for it).
+fn absent(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENAMETOOLONG)
 }
 
 #[cfg(test)]

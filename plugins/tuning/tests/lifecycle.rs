@@ -408,3 +408,41 @@ fn keys_match_case_insensitively_like_go() {
     world.call(ours(), "DEL", &conf).expect_success();
     assert_eq!(world.kernel().txqlen, 1000);
 }
+
+/// Found by the fuzz harness (berth-fuzz): with a 255-byte CNI_CONTAINERID, a sysctl-only ADD
+/// succeeded (it saves nothing), but DEL failed with "File name too long" looking for the
+/// saved-values file `<id>_<ifname>.json`, which no file can be named: it failed forever.
+#[test]
+fn del_succeeds_when_no_saved_values_file_can_have_the_name() {
+    require_root();
+    let world = World::new();
+    let id = "y".repeat(255);
+    let conf = world.conf("1.0.0", json!({"sysctl": {"net.core.somaxconn": "1000"}}));
+    let call = |command: &str| {
+        CniCall::new(ours())
+            .command(command)
+            .container_id(&id)
+            .netns(world.env.ctr.path())
+            .ifname(IFNAME)
+            .path(&[Path::new("/nonexistent")])
+            .stdin_json(&conf)
+            .run_in(&world.env.host)
+            .unwrap()
+    };
+    call("ADD").expect_success();
+    call("DEL").expect_success();
+    // With an attribute to save, ADD cannot keep the promise to put it back: it refuses.
+    let conf = world.conf("1.0.0", json!({"mtu": 1400}));
+    let before = world.kernel();
+    let out = CniCall::new(ours())
+        .command("ADD")
+        .container_id(&id)
+        .netns(world.env.ctr.path())
+        .ifname(IFNAME)
+        .path(&[Path::new("/nonexistent")])
+        .stdin_json(&conf)
+        .run_in(&world.env.host)
+        .unwrap();
+    assert!(!out.success(), "{out:?}");
+    assert_eq!(iface(&world.kernel()), iface(&before));
+}

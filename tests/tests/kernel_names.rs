@@ -86,3 +86,43 @@ fn a_template_in_a_configured_name_is_refused_before_anything_is_made() {
         "IPAM reservation left: {left:?}"
     );
 }
+
+/// Found by berth-fuzz: an interface name the kernel takes (here with a zero-width space)
+/// passed berth-cni's check and the kernel, then failed in the firewall after the veth was
+/// made. One rule decides: any name the kernel takes works through the firewall too (the
+/// rule comments escape what they cannot hold).
+#[test]
+fn every_name_the_kernel_takes_works_through_the_firewall() {
+    require_root();
+    let subnet = test_subnet_v4();
+    let ifname = "eth0\u{200b}";
+    let env = HostAndContainer::new().unwrap();
+    let mut conf = json!({"cniVersion": "1.0.0", "name": "names", "type": "bridge",
+        "bridge": netns_fixtures::unique_name("bn"), "isGateway": true, "ipMasq": true,
+        "macspoofchk": true,
+        "ipam": {"type": "host-local", "subnet": subnet.to_string(), "dataDir": env.data_dir()}});
+    let call = |verb: &str, conf: &Value| {
+        CniCall::new(bin("bridge"))
+            .command(verb)
+            .container_id("ctr-zw")
+            .netns(env.ctr.path())
+            .ifname(ifname)
+            .path(&[bin("host-local").parent().unwrap()])
+            .stdin_json(conf)
+            .run_in(&env.host)
+            .unwrap()
+    };
+    let result = call("ADD", &conf).expect_success();
+    assert!(env.ctr.netlink().link_by_name(ifname).unwrap().is_some());
+    conf["prevResult"] = result;
+    call("CHECK", &conf).expect_success();
+    call("DEL", &conf).expect_success();
+    let rules = String::from_utf8_lossy(
+        &env.host
+            .output(&mut std::process::Command::new("iptables-save"))
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(!rules.contains("ctr-zw"), "rules left:\n{rules}");
+}

@@ -39,6 +39,9 @@ pub struct NetConf<P> {
     /// The pre-release name of the same key, still sent by older libcni versions.
     pub legacy_attachments: Option<Vec<Attachment>>,
     pub plugin: P,
+    /// The whole configuration object, for key sets read beside the plugin's own
+    /// ([`NetConf::keys`]).
+    raw: Value,
 }
 
 /// The spec's well-known keys of a [`NetConf`].
@@ -116,6 +119,7 @@ impl<P: DeserializeOwned> NetConf<P> {
             valid_attachments: spec.valid_attachments,
             legacy_attachments: spec.legacy_attachments,
             plugin,
+            raw: value.clone(),
         })
     }
 }
@@ -128,6 +132,14 @@ impl<'de, P: DeserializeOwned> Deserialize<'de> for NetConf<P> {
 }
 
 impl<P> NetConf<P> {
+    /// Another set of keys of the same configuration, read like the plugin's own (Go's key
+    /// matching): what `#[serde(flatten)]` would do, which Go's rule cannot reach. For key
+    /// sets a library owns, e.g. berth-firewall's `MasqKeys`.
+    pub fn keys<T: DeserializeOwned>(&self) -> Result<T, CniError> {
+        gojson::from_value(&self.raw)
+            .map_err(|e| CniError::new(ErrorCode::Decode, format!("decode configuration: {e}")))
+    }
+
     /// A capability argument the runtime put in `runtimeConfig`, e.g. `portMappings` or `ips`.
     pub fn runtime_arg<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CniError> {
         typed_entry(&self.runtime_config, key, "runtimeConfig")

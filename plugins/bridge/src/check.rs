@@ -15,7 +15,9 @@ use berth_netlink::{
 use ipnetwork::IpNetwork;
 
 use crate::config::Config;
-use crate::masq::{Masq, MasqError, owner};
+use berth_firewall::{MasqError, Masquerading};
+
+use crate::owner::owner;
 use crate::setup::kernel_route;
 use crate::spoof::{Spoof, SpoofError};
 
@@ -296,7 +298,7 @@ pub fn check(
     if let (Some(backend), Some(_)) = (cfg.masquerade, &cfg.ipam) {
         let sources: Vec<IpNetwork> = prev.ips.iter().map(|ip| ip.address).collect();
         let owner = owner(cfg.network.as_str(), args);
-        if let Err(e) = Masq::open(backend).and_then(|m| m.check(&owner, &sources)) {
+        if let Err(e) = Masquerading::open(backend).and_then(|m| m.check(&owner, &sources)) {
             findings.push(Finding::Masquerade(e));
         }
     }

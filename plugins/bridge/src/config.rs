@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use berth_cni::{CniArgs, CniError, Dns, IfName, NetConf, NetworkName};
+use berth_firewall::{BackendKind, KeyError, MasqKeys};
 use berth_netlink::Mac;
 use serde::Deserialize;
 
@@ -24,10 +25,6 @@ pub struct BridgeConf {
     pub is_default_gateway: bool,
     #[serde(default)]
     pub force_address: bool,
-    #[serde(default)]
-    pub ip_masq: bool,
-    #[serde(default)]
-    pub ip_masq_backend: Option<MasqBackend>,
     /// 0 (the reference's "unset") means the kernel default.
     #[serde(default)]
     pub mtu: Option<u32>,
@@ -67,14 +64,6 @@ pub struct VlanTrunk {
     pub id: Option<i64>,
 }
 
-/// `ipMasqBackend`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MasqBackend {
-    Iptables,
-    Nftables,
-}
-
 /// Errors of the `config` module (invalid configuration, code 7, unless an argument says otherwise).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -107,6 +96,8 @@ pub enum ConfigError {
         source_key: &'static str,
         reason: &'static str,
     },
+    #[error("bridge: {0}")]
+    Masq(#[source] KeyError),
     #[error("bridge: cannot read {key}")]
     Arg {
         key: &'static str,
@@ -158,7 +149,7 @@ pub struct Config {
     pub is_default_gateway: bool,
     pub force_address: bool,
     /// `ipMasq`, with the requested backend (`None`: detect).
-    pub masquerade: Option<Option<MasqBackend>>,
+    pub masquerade: Option<Option<BackendKind>>,
     pub mtu: Option<u32>,
     pub hairpin: bool,
     pub promisc: bool,
@@ -182,7 +173,7 @@ pub struct Config {
 pub struct TeardownConfig {
     pub network: NetworkName,
     pub ipam: Option<String>,
-    pub masquerade: Option<Option<MasqBackend>>,
+    pub masquerade: Option<Option<BackendKind>>,
     pub mac_spoof_check: bool,
 }
 
@@ -198,7 +189,13 @@ impl TeardownConfig {
         TeardownConfig {
             network: conf.name.clone(),
             ipam: ipam_kind(conf),
-            masquerade: conf.plugin.ip_masq.then_some(conf.plugin.ip_masq_backend),
+            // Keys that do not read still mean "look for rules": removing what is not there
+            // costs a lookup, keeping what is there would leak.
+            masquerade: conf
+                .keys::<MasqKeys>()
+                .ok()
+                .map_or(Ok(Some(None)), |k| k.masquerade())
+                .unwrap_or(Some(None)),
             mac_spoof_check: conf.plugin.mac_spoof_chk,
         }
     }
@@ -223,13 +220,21 @@ impl Config {
         }
         let vlan = vlan_conf(wire)?;
         let mac = container_mac(conf, cni_args)?;
+        let masquerade = conf
+            .keys::<MasqKeys>()
+            .map_err(|source| ConfigError::Arg {
+                key: "ipMasq",
+                source,
+            })?
+            .masquerade()
+            .map_err(ConfigError::Masq)?;
         Ok(Config {
             network: conf.name.clone(),
             bridge,
             is_gateway: wire.is_gateway || wire.is_default_gateway,
             is_default_gateway: wire.is_default_gateway,
             force_address: wire.force_address,
-            masquerade: wire.ip_masq.then_some(wire.ip_masq_backend),
+            masquerade,
             mtu: wire.mtu.filter(|&m| m != 0),
             hairpin: wire.hairpin_mode,
             promisc: wire.promisc_mode,
@@ -405,7 +410,7 @@ mod tests {
         assert_eq!(c.bridge.as_str(), "br-x");
         assert!(c.is_gateway, "isDefaultGateway implies isGateway");
         assert!(c.force_address && c.hairpin && c.enable_dad && c.port_isolation);
-        assert_eq!(c.masquerade, Some(Some(MasqBackend::Nftables)));
+        assert_eq!(c.masquerade, Some(Some(BackendKind::Nftables)));
         assert_eq!(c.mtu, Some(1400));
         assert_eq!(c.vlan.access, Some(10));
         assert!(!c.vlan.preserve_default);

@@ -6,10 +6,10 @@ use berth_netlink::error_chain;
 
 use crate::check::CheckError;
 use crate::config::ConfigError;
-use crate::masq::MasqError;
 use crate::setup::{AddFailure, SetupError};
 use crate::spoof::SpoofError;
 use crate::teardown::{TeardownError, TeardownErrors};
+use berth_firewall::MasqError;
 
 impl From<ConfigError> for CniError {
     fn from(e: ConfigError) -> CniError {

@@ -12,8 +12,8 @@ pub mod addressing;
 pub mod check;
 pub mod config;
 mod error;
-pub mod masq;
 pub mod names;
+mod owner;
 pub mod setup;
 pub mod spoof;
 pub mod teardown;
@@ -68,7 +68,7 @@ impl Plugin for Bridge {
             delegate_status(ipam, args)?;
         }
         if let Some(backend) = cfg.masquerade {
-            masq::Masq::open(backend)
+            berth_firewall::Masquerading::open(backend)
                 .and_then(|m| m.status())
                 .map_err(|e| error::status_error(&e))?;
         }

@@ -23,8 +23,10 @@ use ipnetwork::IpNetwork;
 
 use crate::addressing::{Addressing, AddressingError};
 use crate::config::Config;
-use crate::masq::{Masq, MasqError, owner};
+use berth_firewall::{MasqError, Masquerading};
+
 use crate::names::vlan_gateway_peer_name;
+use crate::owner::owner;
 use crate::spoof::{Spoof, SpoofError};
 
 /// The steps of ADD, in order; a test failpoint makes ADD fail right after one of them.
@@ -275,7 +277,7 @@ struct Ctx<'a> {
     ctr_ns: Netns,
     host: Netlink,
     ctr: Netlink,
-    masq: Option<Masq>,
+    masq: Option<Masquerading>,
     spoof: Option<Spoof>,
     host_veth: HostLinkName,
     failpoint: Option<Step>,
@@ -310,7 +312,7 @@ pub fn add(
     // Detect the firewall before creating anything: a host without a usable backend fails
     // here, with nothing to undo.
     let masq = match (cfg.masquerade, &cfg.ipam) {
-        (Some(backend), Some(_)) => Some(Masq::open(backend).map_err(SetupError::from)?),
+        (Some(backend), Some(_)) => Some(Masquerading::open(backend).map_err(SetupError::from)?),
         _ => None,
     };
     let spoof = match cfg.mac_spoof_check {

@@ -1,7 +1,7 @@
 //! `macspoofchk`: the container may only send frames from its own MAC, enforced on its
 //! bridge port by berth-firewall's nftables bridge table (see `berth_firewall::MacSpoof`).
 //!
-//! Like [`crate::masq`], these functions spawn `nft` in the calling thread's namespace: call
+//! Like `ipMasq`'s, these functions spawn `nft` in the calling thread's namespace: call
 //! them from the plugin's own thread (the host's namespace).
 
 use berth_cni::Attachment;
@@ -99,7 +99,7 @@ impl Spoof {
     /// Removes the guards of every attachment of `network` not in `valid`.
     pub fn gc(&self, network: &str, valid: &[Attachment]) -> Result<(), SpoofError> {
         self.table
-            .gc(network, &crate::masq::valid_owners(network, valid))
+            .gc(network, &crate::owner::valid_owners(network, valid))
             .map(drop)
             .map_err(|source| SpoofError::Gc {
                 network: network.to_owned(),

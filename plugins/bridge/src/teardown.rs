@@ -11,7 +11,9 @@ use berth_cni::{Attachment, CmdArgs, CniError, HostLinkName, NetworkArgs};
 use berth_netlink::{Errno, LinkError, Netlink, Netns, NetnsError, OpenError, OwnedName};
 
 use crate::config::TeardownConfig;
-use crate::masq::{Masq, MasqError, owner};
+use berth_firewall::{MasqError, Masquerading};
+
+use crate::owner::{owner, valid_owners};
 use crate::spoof::{Spoof, SpoofError};
 
 /// One failed step of DEL or GC.
@@ -86,7 +88,7 @@ pub fn del(cfg: &TeardownConfig, args: &CmdArgs) -> Result<(), TeardownErrors> {
         let masq = match (cfg.masquerade, &cfg.ipam) {
             (Some(backend), Some(_)) => Some(scope.spawn(move || {
                 let owner = owner(cfg.network.as_str(), args);
-                Masq::open(backend)
+                Masquerading::open(backend)
                     .and_then(|m| m.del(&owner))
                     .map_err(TeardownError::from)
             })),
@@ -198,7 +200,12 @@ pub fn gc(
         }
     }
     if let Some(backend) = cfg.masquerade {
-        if let Err(e) = Masq::open(backend).and_then(|m| m.gc(cfg.network.as_str(), valid)) {
+        if let Err(e) = Masquerading::open(backend).and_then(|m| {
+            m.gc(
+                cfg.network.as_str(),
+                &valid_owners(cfg.network.as_str(), valid),
+            )
+        }) {
             errors.push(e.into());
         }
     }

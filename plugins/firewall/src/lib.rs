@@ -18,51 +18,24 @@ use berth_cni::{
     Attachment, CmdArgs, CniError, CniResult, ErrorCode, NetConf, NetworkArgs, Plugin,
 };
 use berth_firewall::{
-    BackendKind, DEFAULT_ADMIN_CHAIN, Firewall, FirewallError, ForwardAccept, Isolation, Owner,
-    check_admin_chain,
+    BackendKind, Firewall, FirewallError, ForwardAccept, Isolation, KeyError, Owner,
 };
-use serde::Deserialize;
 
 pub struct FirewallPlugin;
 
-/// The `firewall` keys of a network configuration.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FirewallConf {
-    /// `iptables` or `nftables` (`firewalld` is not supported); unset: what the host uses.
-    #[serde(default)]
-    pub backend: Option<String>,
-    /// `open` (default) or `same-bridge`.
-    #[serde(default)]
-    pub ingress_policy: Option<String>,
-    /// `none` (default) or `strict`: the same switch under the name Berth's docs use.
-    #[serde(default)]
-    pub isolation: Option<String>,
-    /// The chain jumped to before any accept rule (the host's own rules go there);
-    /// default `CNI-ADMIN`, as in the reference.
-    #[serde(default)]
-    pub iptables_admin_chain_name: Option<String>,
-}
+/// The `firewall` keys of a network configuration, as berth-firewall types them (`berth network
+/// reload` reads the same struct).
+pub type FirewallConf = berth_firewall::FirewallKeys;
 
 /// Errors of the plugin; [`From<FirewallPluginError> for CniError`] is the code table.
 #[derive(Debug, thiserror::Error)]
 pub enum FirewallPluginError {
-    #[error("firewall: unknown {key} {value:?} (expected {expected})")]
-    Value {
-        key: &'static str,
-        value: String,
-        expected: &'static str,
-    },
-    #[error("firewall: backend {backend:?} is not supported (use iptables or nftables)")]
-    UnsupportedBackend { backend: String },
-    #[error("firewall: ingressPolicy {policy:?} and isolation {isolation:?} disagree")]
-    Disagree { policy: String, isolation: String },
+    #[error("firewall: {0}")]
+    Keys(#[source] KeyError),
     #[error(
         "firewall: isolation needs the bridge: chain the firewall plugin after bridge (prevResult has no interface)"
     )]
     NoBridge,
-    #[error("firewall: invalid iptablesAdminChainName")]
-    AdminChain(#[source] berth_firewall::InputError),
     #[error("firewall: accept forwarded traffic of {owner}")]
     Forward {
         owner: String,
@@ -96,11 +69,10 @@ pub enum FirewallPluginError {
 impl From<FirewallPluginError> for CniError {
     fn from(e: FirewallPluginError) -> CniError {
         let code = match &e {
-            FirewallPluginError::Value { .. }
-            | FirewallPluginError::Disagree { .. }
-            | FirewallPluginError::NoBridge
-            | FirewallPluginError::AdminChain(_) => ErrorCode::InvalidConfig,
-            FirewallPluginError::UnsupportedBackend { .. } => ErrorCode::UnsupportedField,
+            FirewallPluginError::Keys(KeyError::Unsupported { .. }) => ErrorCode::UnsupportedField,
+            FirewallPluginError::Keys(_) | FirewallPluginError::NoBridge => {
+                ErrorCode::InvalidConfig
+            }
             FirewallPluginError::Detect(_) | FirewallPluginError::Status(_) => {
                 ErrorCode::NotAvailable
             }
@@ -125,67 +97,11 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn new(c: &FirewallConf) -> Result<Config, FirewallPluginError> {
-        let backend = match c.backend.as_deref() {
-            None | Some("") => None,
-            Some("iptables") => Some(BackendKind::Iptables),
-            Some("nftables") => Some(BackendKind::Nftables),
-            Some(other @ "firewalld") => {
-                return Err(FirewallPluginError::UnsupportedBackend {
-                    backend: other.to_owned(),
-                });
-            }
-            Some(other) => {
-                return Err(FirewallPluginError::Value {
-                    key: "backend",
-                    value: other.to_owned(),
-                    expected: "iptables or nftables",
-                });
-            }
-        };
-        let policy = match c.ingress_policy.as_deref() {
-            None | Some("") => None,
-            Some("open") => Some(false),
-            Some("same-bridge") => Some(true),
-            Some(other) => {
-                return Err(FirewallPluginError::Value {
-                    key: "ingressPolicy",
-                    value: other.to_owned(),
-                    expected: "open or same-bridge",
-                });
-            }
-        };
-        let isolation = match c.isolation.as_deref() {
-            None | Some("") => None,
-            Some("none") => Some(false),
-            Some("strict") => Some(true),
-            Some(other) => {
-                return Err(FirewallPluginError::Value {
-                    key: "isolation",
-                    value: other.to_owned(),
-                    expected: "none or strict",
-                });
-            }
-        };
-        let isolate = match (policy, isolation) {
-            (Some(a), Some(b)) if a != b => {
-                return Err(FirewallPluginError::Disagree {
-                    policy: c.ingress_policy.clone().unwrap_or_default(),
-                    isolation: c.isolation.clone().unwrap_or_default(),
-                });
-            }
-            (a, b) => a.or(b).unwrap_or(false),
-        };
-        let admin_chain = c
-            .iptables_admin_chain_name
-            .clone()
-            .filter(|c| !c.is_empty())
-            .unwrap_or_else(|| DEFAULT_ADMIN_CHAIN.to_owned());
-        check_admin_chain(&admin_chain).map_err(FirewallPluginError::AdminChain)?;
+    pub fn new(keys: &FirewallConf) -> Result<Config, FirewallPluginError> {
         Ok(Config {
-            backend,
-            isolate,
-            admin_chain,
+            backend: keys.backend().map_err(FirewallPluginError::Keys)?,
+            isolate: keys.isolate().map_err(FirewallPluginError::Keys)?,
+            admin_chain: keys.admin_chain().map_err(FirewallPluginError::Keys)?,
         })
     }
 }
@@ -387,11 +303,11 @@ mod tests {
         );
         assert!(matches!(
             c(r#"{"isolation": "strict", "ingressPolicy": "open"}"#),
-            Err(FirewallPluginError::Disagree { .. })
+            Err(FirewallPluginError::Keys(KeyError::Disagree { .. }))
         ));
         assert!(matches!(
             c(r#"{"isolation": "loose"}"#),
-            Err(FirewallPluginError::Value { .. })
+            Err(FirewallPluginError::Keys(KeyError::Value { .. }))
         ));
         let e: CniError = c(r#"{"backend": "firewalld"}"#).unwrap_err().into();
         assert_eq!(e.code, ErrorCode::UnsupportedField);

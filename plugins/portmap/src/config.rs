@@ -1,80 +1,16 @@
-//! The plugin's configuration: the reference `portmap` keys on the wire, the
-//! `runtimeConfig.portMappings` capability, and the validated [`Config`].
-
-use std::net::IpAddr;
+//! The plugin's configuration: the `portmap` keys and the `runtimeConfig.portMappings`
+//! capability as berth-firewall types them ([`PortmapConf`], [`WireMapping`]; `berth network
+//! reload` reads the same structs), and the validated [`Config`].
 
 use berth_cni::{CmdArgs, NetConf};
-use berth_firewall::{
-    BackendKind, DEFAULT_MARK_BIT, MAX_MARK_BIT, MarkSpec, Owner, PortMap, PortMapping,
-    conditions_look_like_iptables,
-};
-use serde::Deserialize;
+use berth_firewall::{BackendKind, Owner, PortMap};
 
 /// The `portmap` keys of a network configuration (beside the spec's well-known ones).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PortmapConf {
-    /// Masquerade hairpin and localhost connections; default true.
-    #[serde(default)]
-    pub snat: Option<bool>,
-    #[serde(default)]
-    pub masq_all: bool,
-    /// Signed on the wire so a negative bit gets a clear message rather than a decode error.
-    #[serde(default)]
-    pub mark_masq_bit: Option<i64>,
-    #[serde(default)]
-    pub external_set_mark_chain: Option<String>,
-    #[serde(default, rename = "conditionsV4")]
-    pub conditions_v4: Option<Vec<String>>,
-    #[serde(default, rename = "conditionsV6")]
-    pub conditions_v6: Option<Vec<String>>,
-    /// `iptables` or `nftables`; unset: what the options imply, else what the host uses.
-    #[serde(default)]
-    pub backend: Option<String>,
-}
-
-/// One `runtimeConfig.portMappings` entry (CONVENTIONS.md), plus port ranges as netavark
-/// names them (`range`) or as an end port (`hostPortEnd`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WireMapping {
-    #[serde(default)]
-    pub host_port: i64,
-    #[serde(default)]
-    pub container_port: i64,
-    #[serde(default)]
-    pub protocol: String,
-    #[serde(default, rename = "hostIP")]
-    pub host_ip: Option<String>,
-    #[serde(default)]
-    pub range: Option<i64>,
-    #[serde(default)]
-    pub host_port_end: Option<i64>,
-}
-
-/// Errors of the `config` module: all of them are the configuration's fault (code 7).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
-    #[error("cannot specify externalSetMarkChain and markMasqBit")]
-    MarkAndChain,
-    #[error("markMasqBit {bit} is out of range (0-{MAX_MARK_BIT})")]
-    MarkBit { bit: i64 },
-    #[error("unknown backend {backend:?} (expected iptables or nftables)")]
-    Backend { backend: String },
-    #[error("{requested} backend was requested but configuration contains {other}-specific options [{}]", .options.join(" "))]
-    WrongBackend {
-        requested: BackendKind,
-        other: BackendKind,
-        options: Vec<&'static str>,
-    },
-    #[error("configuration mixes iptables-specific options [{}] and nftables-specific options [{}]", .iptables.join(" "), .nftables.join(" "))]
-    MixedBackends {
-        iptables: Vec<&'static str>,
-        nftables: Vec<&'static str>,
-    },
-    #[error("port mapping {index}: hostIP {value:?} is not an IP address")]
-    HostIp { index: usize, value: String },
-}
+pub type PortmapConf = berth_firewall::PortmapKeys;
+/// One `runtimeConfig.portMappings` entry.
+pub type WireMapping = berth_firewall::WirePortMapping;
+/// Errors of the configuration: all of them are its fault (code 7).
+pub type ConfigError = berth_firewall::KeyError;
 
 /// The validated configuration of one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,114 +28,21 @@ impl Config {
         args: &CmdArgs,
         mappings: &[WireMapping],
     ) -> Result<Config, ConfigError> {
-        let p = &conf.plugin;
-        if p.mark_masq_bit.is_some() && p.external_set_mark_chain.is_some() {
-            return Err(ConfigError::MarkAndChain);
-        }
-        let mark = match (&p.external_set_mark_chain, p.mark_masq_bit) {
-            (Some(chain), _) => MarkSpec::ExternalChain(chain.clone()),
-            (None, Some(bit)) => MarkSpec::Bit(
-                u8::try_from(bit)
-                    .ok()
-                    .filter(|b| *b <= MAX_MARK_BIT)
-                    .ok_or(ConfigError::MarkBit { bit })?,
-            ),
-            (None, None) => MarkSpec::Bit(DEFAULT_MARK_BIT),
-        };
-        let backend = backend(p)?;
-        let mut parsed = Vec::with_capacity(mappings.len());
-        for (index, m) in mappings.iter().enumerate() {
-            let host_ip = match m.host_ip.as_deref() {
-                None | Some("") => None,
-                Some(text) => Some(text.parse::<IpAddr>().map_err(|_| ConfigError::HostIp {
-                    index,
-                    value: text.to_owned(),
-                })?),
-            };
-            parsed.push(PortMapping {
-                protocol: m.protocol.clone(),
-                host_port: m.host_port,
-                container_port: m.container_port,
-                range: m.range,
-                host_port_end: m.host_port_end,
-                host_ip,
-            });
-        }
+        let keys = &conf.plugin;
+        let owner = Owner::new(
+            conf.name.as_str(),
+            args.container_id.as_str(),
+            args.ifname.as_str(),
+        );
         let container_ips = conf
             .prev_result
             .as_ref()
             .map(|r| r.container_ips(args.ifname.as_str()))
             .unwrap_or_default();
         Ok(Config {
-            backend,
-            request: PortMap {
-                owner: Owner::new(
-                    conf.name.as_str(),
-                    args.container_id.as_str(),
-                    args.ifname.as_str(),
-                ),
-                mappings: parsed,
-                container_ips,
-                snat: p.snat.unwrap_or(true),
-                masq_all: p.masq_all,
-                mark,
-                conditions_v4: p.conditions_v4.clone().unwrap_or_default(),
-                conditions_v6: p.conditions_v6.clone().unwrap_or_default(),
-            },
+            backend: keys.backend()?,
+            request: keys.port_map(owner, mappings, container_ips)?,
         })
-    }
-}
-
-/// The backend the options call for. As in the reference: conditions starting with `-` or
-/// `!` are iptables arguments, others nft expressions; `externalSetMarkChain` is iptables.
-fn backend(p: &PortmapConf) -> Result<Option<BackendKind>, ConfigError> {
-    let mut ipt: Vec<&'static str> = Vec::new();
-    let mut nft: Vec<&'static str> = Vec::new();
-    if p.external_set_mark_chain.is_some() {
-        ipt.push("externalSetMarkChain");
-    }
-    for (key, conditions) in [
-        ("conditionsV4", &p.conditions_v4),
-        ("conditionsV6", &p.conditions_v6),
-    ] {
-        match conditions
-            .as_deref()
-            .and_then(conditions_look_like_iptables)
-        {
-            Some(true) => ipt.push(key),
-            Some(false) => nft.push(key),
-            None => {}
-        }
-    }
-    let requested = match p.backend.as_deref() {
-        None | Some("") => None,
-        Some("iptables") => Some(BackendKind::Iptables),
-        Some("nftables") => Some(BackendKind::Nftables),
-        Some(other) => {
-            return Err(ConfigError::Backend {
-                backend: other.to_owned(),
-            });
-        }
-    };
-    match requested {
-        Some(BackendKind::Iptables) if !nft.is_empty() => Err(ConfigError::WrongBackend {
-            requested: BackendKind::Iptables,
-            other: BackendKind::Nftables,
-            options: nft,
-        }),
-        Some(BackendKind::Nftables) if !ipt.is_empty() => Err(ConfigError::WrongBackend {
-            requested: BackendKind::Nftables,
-            other: BackendKind::Iptables,
-            options: ipt,
-        }),
-        Some(kind) => Ok(Some(kind)),
-        None if !ipt.is_empty() && !nft.is_empty() => Err(ConfigError::MixedBackends {
-            iptables: ipt,
-            nftables: nft,
-        }),
-        None if !ipt.is_empty() => Ok(Some(BackendKind::Iptables)),
-        None if !nft.is_empty() => Ok(Some(BackendKind::Nftables)),
-        None => Ok(None),
     }
 }
 
@@ -207,6 +50,7 @@ fn backend(p: &PortmapConf) -> Result<Option<BackendKind>, ConfigError> {
 mod tests {
     use super::*;
     use berth_cni::{Command, ContainerId, IfName};
+    use berth_firewall::MarkSpec;
     use serde_json::json;
 
     fn args() -> CmdArgs {
@@ -250,26 +94,25 @@ mod tests {
 
     #[test]
     fn backend_follows_the_options() {
-        let cases = [
+        let cases: [(serde_json::Value, Option<BackendKind>); 4] = [
             (
                 json!({"conditionsV4": ["-s", "10.0.0.0/8"]}),
-                Ok(Some(BackendKind::Iptables)),
+                Some(BackendKind::Iptables),
             ),
             (
                 json!({"conditionsV4": ["ip saddr 10.0.0.0/8"]}),
-                Ok(Some(BackendKind::Nftables)),
+                Some(BackendKind::Nftables),
             ),
-            (
-                json!({"backend": "nftables"}),
-                Ok(Some(BackendKind::Nftables)),
-            ),
+            (json!({"backend": "nftables"}), Some(BackendKind::Nftables)),
             (
                 json!({"externalSetMarkChain": "KUBE-MARK-MASQ"}),
-                Ok(Some(BackendKind::Iptables)),
+                Some(BackendKind::Iptables),
             ),
         ];
         for (extra, want) in cases {
-            let got = Config::new(&conf(extra.clone()), &args(), &[]).map(|c| c.backend);
+            let got = Config::new(&conf(extra.clone()), &args(), &[])
+                .unwrap()
+                .backend;
             assert_eq!(got, want, "{extra}");
         }
         let err = Config::new(
@@ -294,24 +137,24 @@ mod tests {
         );
         assert!(matches!(
             Config::new(&conf(json!({"backend": "firewalld"})), &args(), &[]),
-            Err(ConfigError::Backend { .. })
+            Err(ConfigError::Value { key: "backend", .. })
         ));
     }
 
     #[test]
     fn mark_options() {
-        assert_eq!(
+        assert!(matches!(
             Config::new(
                 &conf(json!({"markMasqBit": 14, "externalSetMarkChain": "X"})),
                 &args(),
                 &[]
             ),
             Err(ConfigError::MarkAndChain)
-        );
-        assert_eq!(
+        ));
+        assert!(matches!(
             Config::new(&conf(json!({"markMasqBit": 32})), &args(), &[]),
             Err(ConfigError::MarkBit { bit: 32 })
-        );
+        ));
         let c = Config::new(&conf(json!({"markMasqBit": 0})), &args(), &[]).unwrap();
         assert_eq!(c.request.mark, MarkSpec::Bit(0));
     }

@@ -28,6 +28,11 @@ impl<'a> Attachment<'a> {
         }
     }
 
+    /// The attachment's identity in the firewall (its masquerade rules).
+    pub fn owner(&self) -> berth_firewall::Owner {
+        berth_firewall::Owner::new(self.network, self.container_id, self.ifname)
+    }
+
     /// The host end's names and owner alias, shared with the bridge plugin.
     pub fn host_link(&self) -> HostLinkName {
         HostLinkName::of(self.network, self.container_id, self.ifname)

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use berth_cni::{Dns, IfName, NetConf};
-use berth_firewall::BackendKind;
+use berth_firewall::{BackendKind, MasqKeys};
 use ipnetwork::IpNetwork;
 use serde::Deserialize;
 
@@ -18,13 +18,9 @@ const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
 /// The plugin's own keys, flattened beside the spec's well-known ones in [`NetConf`].
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
+///
+/// Host mode's `ipMasq` and `ipMasqBackend` are berth-firewall's `MasqKeys`, read beside these.
 pub struct VethConf {
-    /// Host mode: masquerade traffic from the container's addresses leaving the host.
-    #[serde(default)]
-    pub ip_masq: bool,
-    /// `iptables` or `nftables`; unset: iptables if it works here, else nftables.
-    #[serde(default)]
-    pub ip_masq_backend: Option<BackendKind>,
     /// Both ends; `0` or absent keeps the kernel's default (1500), as in ptp.
     #[serde(default)]
     pub mtu: Option<u32>,
@@ -69,6 +65,8 @@ pub enum ConfigError {
     AddressesWithoutPeer,
     #[error("ipam.type is missing")]
     IpamWithoutType,
+    #[error("{reason}")]
+    Masq { reason: String },
     #[error("mtu {mtu} is out of range ({}..={})", MTU_RANGE.start(), MTU_RANGE.end())]
     Mtu { mtu: u32 },
     #[error("peer.netns {path:?} must be an absolute path")]
@@ -140,6 +138,13 @@ impl Config {
             Some(mtu) => return Err(ConfigError::Mtu { mtu }),
         };
         let dns = conf.dns.clone().filter(|d| !d.is_empty());
+        let masq_err = |reason: String| ConfigError::Masq { reason };
+        let masq = conf
+            .keys::<MasqKeys>()
+            .map_err(|e| masq_err(e.msg))?
+            .masquerade()
+            .map_err(|e| masq_err(e.to_string()))?
+            .map(|backend| Masq { backend });
         let mode = match &wire.peer {
             None => {
                 if !wire.addresses.is_empty() {
@@ -147,12 +152,10 @@ impl Config {
                 }
                 Mode::Host(Host {
                     ipam: ipam.ok_or(ConfigError::HostModeNeedsIpam)?,
-                    masq: wire.ip_masq.then_some(Masq {
-                        backend: wire.ip_masq_backend,
-                    }),
+                    masq,
                 })
             }
-            Some(peer) => Mode::Peer(validate_peer(wire, peer, ipam)?),
+            Some(peer) => Mode::Peer(validate_peer(wire, peer, ipam, masq.is_some())?),
         };
         Ok(Config { mtu, dns, mode })
     }
@@ -170,8 +173,9 @@ fn validate_peer(
     wire: &VethConf,
     peer: &PeerConf,
     ipam: Option<String>,
+    ip_masq: bool,
 ) -> Result<Peer, ConfigError> {
-    if wire.ip_masq {
+    if ip_masq {
         return Err(ConfigError::Combined {
             first: "peer",
             second: "ipMasq",
@@ -360,9 +364,14 @@ mod tests {
         for bad in [
             json!({"cniVersion": "1.0.0", "name": "n", "peer": {"netns": "/x", "ifname": "a/b"}}),
             json!({"cniVersion": "1.0.0", "name": "n", "addresses": ["nope"]}),
-            json!({"cniVersion": "1.0.0", "name": "n", "ipMasqBackend": "pf"}),
         ] {
             assert!(parse_conf::<VethConf>(bad.to_string().as_bytes()).is_err());
         }
+        // berth-firewall's MasqKeys are read beside the plugin's own keys, at validation.
+        let pf = json!({"cniVersion": "1.0.0", "name": "n", "ipMasq": true, "ipMasqBackend": "pf",
+            "ipam": {"type": "host-local"}});
+        let conf = parse_conf::<VethConf>(pf.to_string().as_bytes()).unwrap();
+        let err = Config::from_netconf(&conf).unwrap_err();
+        assert!(err.to_string().contains("ipMasqBackend \"pf\""), "{err}");
     }
 }

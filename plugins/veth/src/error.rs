@@ -7,10 +7,10 @@ use crate::check::CheckError;
 use crate::config::ConfigError;
 use crate::forwarding::ForwardingError;
 use crate::ipam::IpamError;
-use crate::masq::MasqError;
 use crate::ns::{NsError, Role};
 use crate::pair::PairError;
 use crate::step::Step;
+use berth_firewall::MasqError;
 
 /// Everything a verb can fail with: each module's error, plus the verbs' own cases.
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use berth_cni::{CniResult, HostLinkName, IpConfig};
+use berth_firewall::Masquerading;
 use berth_netlink::{OwnedName, Rollback};
 use ipnetwork::IpNetwork;
 
@@ -15,7 +16,7 @@ use crate::ns::{self, Role};
 use crate::pair::{self, EndSpec, PairError};
 use crate::routing::{self, Assigned};
 use crate::step::Step;
-use crate::{Call, forwarding, ipam, masq, result};
+use crate::{Call, forwarding, ipam, result};
 
 /// The sources to masquerade: the container's addresses with their subnet prefix, so traffic
 /// inside the subnet keeps its source address (ptp's `SetupIPMasq(&ipc.Address, …)`).
@@ -30,7 +31,10 @@ pub fn add(call: &Call<'_>, netns: &Path, mode: &Host) -> Result<CniResult, Veth
     let ctr = ns::open(netns, Role::Container)?;
     let host = ns::host()?;
     // Checked before anything is created, so a broken backend costs no IPAM round trip.
-    let firewall = mode.masq.map(masq::firewall).transpose()?;
+    let firewall = mode
+        .masq
+        .map(|m| Masquerading::open(m.backend))
+        .transpose()?;
 
     // Declared after everything its undo steps borrow, so it is dropped (and undoes) first.
     let mut rollback = Rollback::new();
@@ -92,8 +96,8 @@ pub fn add(call: &Call<'_>, netns: &Path, mode: &Host) -> Result<CniResult, Veth
     call.reached(Step::HostRoutes)?;
 
     if let Some(fw) = &firewall {
-        masq::add(fw, &att, masq_sources(&assigned))?;
-        rollback.push("delete the masquerade rules", move || masq::del(fw, &att));
+        fw.add(&att.owner(), &masq_sources(&assigned))?;
+        rollback.push("delete the masquerade rules", move || fw.del(&att.owner()));
     }
     call.reached(Step::Masquerade)?;
 
@@ -164,8 +168,8 @@ pub fn del(call: &Call<'_>, mode: &Host) -> Result<(), VethError> {
         let masq = mode.masq.map(|m| {
             let att = &att;
             scope.spawn(move || {
-                masq::firewall(m)
-                    .and_then(|fw| masq::del(&fw, att))
+                Masquerading::open(m.backend)
+                    .and_then(|fw| fw.del(&att.owner()))
                     .map_err(VethError::from)
             })
         });
@@ -251,8 +255,8 @@ pub fn check(call: &Call<'_>, netns: &Path, mode: &Host) -> Result<(), VethError
         assigned.iter().map(|a| a.address.ip()),
     )));
     if let Some(m) = mode.masq {
-        if let Err(e) =
-            masq::firewall(m).and_then(|fw| masq::check(&fw, &att, masq_sources(&assigned)))
+        if let Err(e) = Masquerading::open(m.backend)
+            .and_then(|fw| fw.check(&att.owner(), &masq_sources(&assigned)))
         {
             problems.push(berth_netlink::error_chain(&e));
         }

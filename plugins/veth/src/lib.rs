@@ -4,7 +4,7 @@
 //! - [`config`]: the keys and their validation; `routing`: the address and route layout of
 //!   each end (ptp's, for host mode).
 //! - `host` and `peer`: one mode each, with `add`, `del` and `check` side by side.
-//! - `pair`: the veth pair; `ns`: namespaces; `ipam`: delegation; `masq`: `ipMasq`;
+//! - `pair`: the veth pair; `ns`: namespaces; `ipam`: delegation; `ipMasq` through berth-firewall's `Masquerading`;
 //!   `forwarding`: the host's sysctls; `check`: CHECK's bookkeeping; `attachment`: the names
 //!   derived from (network, container, ifname); `step`: ADD's steps, for failpoints.
 //! - [`error`]: the plugin's error and the one mapping to CNI codes.
@@ -18,7 +18,6 @@ pub mod error;
 mod forwarding;
 mod host;
 mod ipam;
-mod masq;
 mod ns;
 mod pair;
 mod peer;
@@ -132,8 +131,8 @@ impl Plugin for Veth {
             ipam::status(kind, args).map_err(VethError::from)?;
         }
         if let Mode::Host(Host { masq: Some(m), .. }) = config.mode {
-            masq::firewall(m)
-                .and_then(|fw| masq::status(&fw))
+            berth_firewall::Masquerading::open(m.backend)
+                .and_then(|fw| fw.status())
                 .map_err(VethError::from)?;
         }
         Ok(())
@@ -155,12 +154,14 @@ impl Plugin for Veth {
             }
         }
         if let Mode::Host(Host { masq: Some(m), .. }) = config.mode {
-            let keep: Vec<(String, String)> = valid
-                .iter()
-                .map(|a| (a.container_id.to_string(), a.ifname.to_string()))
-                .collect();
-            if let Err(e) =
-                masq::firewall(m).and_then(|fw| masq::gc(&fw, conf.name.as_str(), &keep))
+            let keep = berth_firewall::Owner::of_network(
+                conf.name.as_str(),
+                valid
+                    .iter()
+                    .map(|a| (a.container_id.as_str(), a.ifname.as_str())),
+            );
+            if let Err(e) = berth_firewall::Masquerading::open(m.backend)
+                .and_then(|fw| fw.gc(conf.name.as_str(), &keep))
             {
                 errors.push(e.into());
             }

@@ -9,7 +9,8 @@
 //! plugin is run: a DEL + ADD would hand out other addresses, and CHECK only reports. Nothing
 //! else changes: links, addresses and routes survive a firewall flush.
 //!
-//! The plugins whose rules are re-derived, with the keys they read (the same defaults):
+//! The plugins whose rules are re-derived, with the keys they read — berth-firewall's typed
+//! key sets, the very structs the plugins read, so the defaults cannot drift apart:
 //! - `bridge`: `ipMasq` (with `ipam`), `ipMasqBackend`: masquerade of the result's addresses;
 //! - `veth` (host mode, no `peer`): `ipMasq`, `ipMasqBackend`: the same;
 //! - `portmap`: the `portMappings` capability argument, `snat`, `masqAll`, `markMasqBit`,
@@ -21,17 +22,13 @@
 //! Each of these plugins passes its `prevResult` through (or, for `bridge`/`veth`, makes it),
 //! so the cached final result is what each of them saw. Other plugin types own no rules.
 
-use std::net::IpAddr;
-
 use berth_cni::invoke::CachedAttachment;
 use berth_cni::{CniResult, NetConfList, gojson};
 use berth_firewall::{
-    BackendKind, DEFAULT_ADMIN_CHAIN, DEFAULT_MARK_BIT, Desired, Firewall, FirewallError,
-    ForwardAccept, Isolation, MarkSpec, Masquerade, Owner, PortMap, PortMapping,
-    conditions_look_like_iptables,
+    BackendKind, Desired, Firewall, FirewallError, FirewallKeys, KeyError, MasqKeys, Owner,
+    PortmapKeys, WirePortMapping,
 };
-use ipnetwork::IpNetwork;
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::names::ContainerName;
@@ -63,12 +60,11 @@ pub enum ReloadError {
         #[source]
         source: Box<berth_cni::CniError>,
     },
-    #[error("plugin {plugin} of network {network}: invalid {key} {value}")]
+    #[error("plugin {plugin} of network {network}: {reason}")]
     Key {
         network: String,
-        plugin: &'static str,
-        key: &'static str,
-        value: String,
+        plugin: String,
+        reason: String,
     },
     #[error("no usable {} firewall backend", backend_name(*.backend))]
     Detect {
@@ -192,7 +188,9 @@ fn add_rule(batches: &mut Vec<Batch>, backend: Option<BackendKind>, rule: Desire
     }
 }
 
-/// The rules one cached attachment implies, each with the backend its plugin asks for.
+/// The rules one cached attachment implies, each with the backend its plugin asks for: each
+/// plugin's keys read with the same typed structs (berth-firewall's `MasqKeys`,
+/// `PortmapKeys`, `FirewallKeys`) and the same defaults as the plugin itself reads them.
 pub fn desired(
     container: &ContainerName,
     cached: &CachedAttachment,
@@ -213,29 +211,45 @@ pub fn desired(
         None => CniResult::default(),
     };
     let owner = Owner::new(&network, cached.container_id.as_str(), &ifname);
+    let container_ips = result.container_ips(&ifname);
     let mut rules = Vec::new();
-    for plugin in &list.plugins {
-        let keys = PluginKeys {
+    for entry in &list.plugins {
+        let plugin = Plugin {
             network: &network,
-            plugin,
+            entry,
         };
-        match gojson::get(plugin, "type").and_then(Value::as_str) {
-            Some("bridge") if keys.flag("ipMasq") && gojson::get(plugin, "ipam").is_some() => {
-                rules.push(masquerade(&keys, "bridge", &owner, &result)?);
-            }
-            // Host mode only: a link between two containers has no host side.
-            Some("veth") if keys.flag("ipMasq") && gojson::get(plugin, "peer").is_none() => {
-                rules.push(masquerade(&keys, "veth", &owner, &result)?);
-            }
+        let masquerade = |kind: &str| -> Result<_, ReloadError> {
+            let keys: MasqKeys = plugin.keys(kind)?;
+            let sources = result.ips.iter().map(|ip| ip.address).collect();
+            keys.desired(&owner, sources)
+                .map_err(|e| plugin.invalid(kind, e))
+        };
+        match plugin.kind() {
+            // bridge's ipMasq needs addresses from its IPAM.
+            Some("bridge") if plugin.has("ipam") => rules.extend(masquerade("bridge")?),
+            // veth's only in host mode: a link between two containers has no host side.
+            Some("veth") if !plugin.has("peer") => rules.extend(masquerade("veth")?),
             Some("portmap") => {
-                if let Some(rule) = port_map(&keys, &owner, &result, &cached.capability_args)? {
-                    rules.push(rule);
+                if let Some(wire) = plugin.port_mappings(&cached.capability_args)? {
+                    let keys: PortmapKeys = plugin.keys("portmap")?;
+                    let backend = keys.backend().map_err(|e| plugin.invalid("portmap", e))?;
+                    let pm = keys
+                        .port_map(owner.clone(), &wire, container_ips.clone())
+                        .map_err(|e| plugin.invalid("portmap", e))?;
+                    rules.push((backend, Desired::PortMap(pm)));
                 }
             }
             Some("firewall") => {
-                rules.push(forward_accept(&keys, &owner, &result)?);
-                if let Some(rule) = isolation(&keys, &network, &result)? {
-                    rules.push(rule);
+                let keys: FirewallKeys = plugin.keys("firewall")?;
+                let invalid = |e| plugin.invalid("firewall", e);
+                let backend = keys.backend().map_err(invalid)?;
+                let addresses = container_ips.iter().map(|n| n.ip()).collect();
+                let forward = keys.forward(owner.clone(), addresses).map_err(invalid)?;
+                rules.push((backend, Desired::Forward(forward)));
+                // The network's bridge: the result's first interface, as the plugin reads it.
+                if let Some(bridge) = result.interfaces.first().filter(|i| !i.name.is_empty()) {
+                    let isolation = keys.isolation(&network, &bridge.name).map_err(invalid)?;
+                    rules.extend(isolation.map(|i| (backend, Desired::Isolation(i))));
                 }
             }
             _ => {}
@@ -244,244 +258,69 @@ pub fn desired(
     Ok(rules)
 }
 
-/// One plugin's configuration, read as the plugin reads it.
-struct PluginKeys<'a> {
+/// One plugin entry of a cached configuration list.
+struct Plugin<'a> {
     network: &'a str,
-    plugin: &'a Map<String, Value>,
+    entry: &'a Map<String, Value>,
 }
 
-impl PluginKeys<'_> {
-    fn flag(&self, key: &str) -> bool {
-        gojson::get(self.plugin, key)
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
+impl Plugin<'_> {
+    fn kind(&self) -> Option<&str> {
+        gojson::get(self.entry, "type").and_then(Value::as_str)
     }
 
-    fn text(&self, key: &str) -> Option<&str> {
-        gojson::get(self.plugin, key)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
+    fn has(&self, key: &str) -> bool {
+        gojson::get(self.entry, key).is_some_and(|v| !v.is_null())
     }
 
-    fn invalid(&self, plugin: &'static str, key: &'static str) -> ReloadError {
+    /// A typed key set of the entry, read as the plugin reads it (Go's key matching).
+    fn keys<T: DeserializeOwned>(&self, plugin: &str) -> Result<T, ReloadError> {
+        gojson::from_value(&Value::Object(self.entry.clone())).map_err(|e| ReloadError::Key {
+            network: self.network.to_owned(),
+            plugin: plugin.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn invalid(&self, plugin: &str, e: KeyError) -> ReloadError {
         ReloadError::Key {
             network: self.network.to_owned(),
-            plugin,
-            key,
-            value: gojson::get(self.plugin, key)
-                .map(ToString::to_string)
-                .unwrap_or_default(),
+            plugin: plugin.to_owned(),
+            reason: e.to_string(),
         }
     }
 
-    /// `iptables`, `nftables` or unset (what the host uses).
-    fn backend(
+    /// The `portMappings` capability argument, when the entry declares the capability (the
+    /// capability names are map keys: exact, as libcni reads them) and mappings were passed.
+    fn port_mappings(
         &self,
-        plugin: &'static str,
-        key: &'static str,
-    ) -> Result<Option<BackendKind>, ReloadError> {
-        match self.text(key) {
-            None => Ok(None),
-            Some("iptables") => Ok(Some(BackendKind::Iptables)),
-            Some("nftables") => Ok(Some(BackendKind::Nftables)),
-            Some(_) => Err(self.invalid(plugin, key)),
-        }
-    }
-
-    fn strings(&self, plugin: &'static str, key: &'static str) -> Result<Vec<String>, ReloadError> {
-        match gojson::get(self.plugin, key) {
-            None | Some(Value::Null) => Ok(Vec::new()),
-            Some(v) => gojson::from_value::<Vec<String>>(v).map_err(|_| self.invalid(plugin, key)),
-        }
-    }
-}
-
-/// `ipMasq` of bridge and veth: every address of the result, with its subnet prefix.
-fn masquerade(
-    keys: &PluginKeys<'_>,
-    plugin: &'static str,
-    owner: &Owner,
-    result: &CniResult,
-) -> Result<(Option<BackendKind>, Desired), ReloadError> {
-    let backend = keys.backend(plugin, "ipMasqBackend")?;
-    let sources: Vec<IpNetwork> = result.ips.iter().map(|ip| ip.address).collect();
-    Ok((
-        backend,
-        Desired::Masquerade(Masquerade {
-            owner: owner.clone(),
-            sources,
-        }),
-    ))
-}
-
-/// firewall: forwarded traffic of the container's addresses accepted behind the admin chain.
-fn forward_accept(
-    keys: &PluginKeys<'_>,
-    owner: &Owner,
-    result: &CniResult,
-) -> Result<(Option<BackendKind>, Desired), ReloadError> {
-    let backend = keys.backend("firewall", "backend")?;
-    let admin_chain = keys
-        .text("iptablesAdminChainName")
-        .filter(|c| !c.is_empty())
-        .unwrap_or(DEFAULT_ADMIN_CHAIN)
-        .to_owned();
-    Ok((
-        backend,
-        Desired::Forward(ForwardAccept {
-            owner: owner.clone(),
-            addresses: result
-                .container_ips(&owner.ifname)
-                .iter()
-                .map(|n| n.ip())
-                .collect(),
-            admin_chain,
-        }),
-    ))
-}
-
-/// One `portMappings` entry as the runtime passed it (portmap's wire form).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireMapping {
-    #[serde(default)]
-    host_port: i64,
-    #[serde(default)]
-    container_port: i64,
-    #[serde(default)]
-    protocol: String,
-    #[serde(default, rename = "hostIP")]
-    host_ip: Option<String>,
-    #[serde(default)]
-    range: Option<i64>,
-    #[serde(default)]
-    host_port_end: Option<i64>,
-}
-
-/// portmap: the mappings of the `portMappings` capability (when the plugin declares it), to
-/// the result's addresses on the attachment's interface.
-fn port_map(
-    keys: &PluginKeys<'_>,
-    owner: &Owner,
-    result: &CniResult,
-    capability_args: &Map<String, Value>,
-) -> Result<Option<(Option<BackendKind>, Desired)>, ReloadError> {
-    // Capability names are map keys: exact, as libcni reads them.
-    let declared = gojson::get(keys.plugin, "capabilities")
-        .and_then(|c| c.get("portMappings"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let Some(wire) = capability_args.get("portMappings").filter(|_| declared) else {
-        return Ok(None);
-    };
-    let wire = gojson::from_value::<Vec<WireMapping>>(wire).map_err(|_| ReloadError::Key {
-        network: keys.network.to_owned(),
-        plugin: "portmap",
-        key: "portMappings",
-        value: wire.to_string(),
-    })?;
-    if wire.is_empty() {
-        return Ok(None);
-    }
-    let mut mappings = Vec::with_capacity(wire.len());
-    for m in wire {
-        let host_ip = match m.host_ip.as_deref() {
-            None | Some("") => None,
-            Some(text) => Some(text.parse::<IpAddr>().map_err(|_| ReloadError::Key {
-                network: keys.network.to_owned(),
-                plugin: "portmap",
-                key: "portMappings hostIP",
-                value: text.to_owned(),
-            })?),
+        capability_args: &Map<String, Value>,
+    ) -> Result<Option<Vec<WirePortMapping>>, ReloadError> {
+        let declared = gojson::get(self.entry, "capabilities")
+            .and_then(|c| c.get("portMappings"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let Some(wire) = capability_args.get("portMappings").filter(|_| declared) else {
+            return Ok(None);
         };
-        mappings.push(PortMapping {
-            protocol: m.protocol,
-            host_port: m.host_port,
-            container_port: m.container_port,
-            range: m.range,
-            host_port_end: m.host_port_end,
-            host_ip,
-        });
+        let wire: Vec<WirePortMapping> =
+            gojson::from_value(wire).map_err(|e| ReloadError::Key {
+                network: self.network.to_owned(),
+                plugin: "portmap".to_owned(),
+                reason: format!("portMappings: {e}"),
+            })?;
+        Ok((!wire.is_empty()).then_some(wire))
     }
-    let chain = keys.text("externalSetMarkChain").map(str::to_owned);
-    let mark = match (chain, gojson::get(keys.plugin, "markMasqBit")) {
-        (Some(chain), _) => MarkSpec::ExternalChain(chain),
-        (None, None) => MarkSpec::Bit(DEFAULT_MARK_BIT),
-        (None, Some(bit)) => MarkSpec::Bit(
-            bit.as_u64()
-                .and_then(|b| u8::try_from(b).ok())
-                .ok_or_else(|| keys.invalid("portmap", "markMasqBit"))?,
-        ),
-    };
-    let conditions_v4 = keys.strings("portmap", "conditionsV4")?;
-    let conditions_v6 = keys.strings("portmap", "conditionsV6")?;
-    // As portmap decides: the explicit backend, else what the options imply.
-    let backend = match keys.backend("portmap", "backend")? {
-        Some(kind) => Some(kind),
-        None if matches!(mark, MarkSpec::ExternalChain(_)) => Some(BackendKind::Iptables),
-        None => [&conditions_v4, &conditions_v6]
-            .into_iter()
-            .find_map(|c| conditions_look_like_iptables(c))
-            .map(|ipt| {
-                if ipt {
-                    BackendKind::Iptables
-                } else {
-                    BackendKind::Nftables
-                }
-            }),
-    };
-    Ok(Some((
-        backend,
-        Desired::PortMap(PortMap {
-            owner: owner.clone(),
-            mappings,
-            container_ips: result.container_ips(&owner.ifname),
-            snat: gojson::get(keys.plugin, "snat")
-                .and_then(Value::as_bool)
-                .unwrap_or(true),
-            masq_all: keys.flag("masqAll"),
-            mark,
-            conditions_v4,
-            conditions_v6,
-        }),
-    )))
-}
-
-/// firewall: isolation of the network's bridge (the result's first interface).
-fn isolation(
-    keys: &PluginKeys<'_>,
-    network: &str,
-    result: &CniResult,
-) -> Result<Option<(Option<BackendKind>, Desired)>, ReloadError> {
-    let policy = match keys.text("ingressPolicy") {
-        None | Some("open") => false,
-        Some("same-bridge") => true,
-        Some(_) => return Err(keys.invalid("firewall", "ingressPolicy")),
-    };
-    let strict = match keys.text("isolation") {
-        None | Some("none") => false,
-        Some("strict") => true,
-        Some(_) => return Err(keys.invalid("firewall", "isolation")),
-    };
-    if !(policy || strict) {
-        return Ok(None);
-    }
-    let Some(bridge) = result.interfaces.first().filter(|i| !i.name.is_empty()) else {
-        return Ok(None);
-    };
-    let backend = keys.backend("firewall", "backend")?;
-    Ok(Some((
-        backend,
-        Desired::Isolation(Isolation {
-            network: network.to_owned(),
-            bridge: bridge.name.clone(),
-        }),
-    )))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_firewall::{
+        DEFAULT_ADMIN_CHAIN, DEFAULT_MARK_BIT, ForwardAccept, Isolation, MarkSpec, Masquerade,
+        PortMap, PortMapping,
+    };
+    use ipnetwork::IpNetwork;
     use serde_json::json;
 
     fn cached(conflist: Value, capability_args: Value, result: Value) -> CachedAttachment {
@@ -623,7 +462,7 @@ mod tests {
         let err = desired(&name, &cached(bad, json!({}), result())).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "plugin bridge of network lab: invalid ipMasqBackend \"pf\""
+            "plugin bridge of network lab: unknown ipMasqBackend \"pf\" (expected iptables or nftables)"
         );
     }
 }

@@ -1,21 +1,20 @@
-//! `ipMasq`: source NAT of the container's traffic leaving the host, through berth-firewall.
+//! `ipMasq` as `bridge` and `veth` (host mode) do it: the firewall `ipMasqBackend` asks for,
+//! and one attachment's masquerade rules, with errors that say `ipMasq`. One helper for both
+//! plugins.
 //!
-//! The firewall acts on the calling thread's namespace and spawns `iptables`/`nft` from it, so
-//! these functions must run on the plugin's own thread (the host's namespace), never inside
-//! `Netns::run`.
+//! The firewall acts on the calling thread's namespace (see the crate docs): call these from
+//! the plugin's own thread, the host's namespace.
 
-use berth_cni::{Attachment, CmdArgs};
 use ipnetwork::IpNetwork;
 
-use crate::config::MasqBackend;
-use berth_firewall::{BackendKind, Firewall, FirewallError, Masquerade, Owner};
+use crate::{BackendKind, Firewall, FirewallError, Masquerade, Owner};
 
-/// Errors of the `masq` module.
+/// Errors of the `masquerading` module.
 #[derive(Debug, thiserror::Error)]
 pub enum MasqError {
-    #[error("ipMasq: no usable firewall backend{}", requested_text(*.requested))]
+    #[error("ipMasq: no usable firewall backend (ipMasqBackend {})", requested_text(*.requested))]
     Detect {
-        requested: Option<MasqBackend>,
+        requested: Option<BackendKind>,
         #[source]
         source: Box<FirewallError>,
     },
@@ -26,7 +25,7 @@ pub enum MasqError {
         #[source]
         source: Box<FirewallError>,
     },
-    #[error("ipMasq: delete masquerade rules of {owner}")]
+    #[error("ipMasq: delete the masquerade rules of {owner}")]
     Del {
         owner: String,
         #[source]
@@ -49,11 +48,26 @@ pub enum MasqError {
     Status(#[source] Box<FirewallError>),
 }
 
-fn requested_text(requested: Option<MasqBackend>) -> &'static str {
-    match requested {
-        Some(MasqBackend::Iptables) => " (ipMasqBackend iptables requested)",
-        Some(MasqBackend::Nftables) => " (ipMasqBackend nftables requested)",
-        None => "",
+impl MasqError {
+    /// The backend is missing or unusable (CNI code 50), rather than a rule operation failing.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, MasqError::Detect { .. } | MasqError::Status(_))
+    }
+
+    /// The request itself was refused (a bad owner or address): nothing was applied.
+    pub fn is_input(&self) -> bool {
+        match self {
+            MasqError::Add { source, .. } | MasqError::Check { source, .. } => source.is_input(),
+            _ => false,
+        }
+    }
+}
+
+fn requested_text(backend: Option<BackendKind>) -> &'static str {
+    match backend {
+        None => "unset: iptables, else nftables",
+        Some(BackendKind::Iptables) => "iptables",
+        Some(BackendKind::Nftables) => "nftables",
     }
 }
 
@@ -65,45 +79,26 @@ fn list(sources: &[IpNetwork]) -> String {
         .join(", ")
 }
 
-fn describe(owner: &Owner) -> String {
-    format!("{}/{}/{}", owner.network, owner.container_id, owner.ifname)
-}
-
-/// The attachment's identity in the firewall: the spec's (network, container id, ifname).
-pub fn owner(network: &str, args: &CmdArgs) -> Owner {
-    Owner::new(network, args.container_id.as_str(), args.ifname.as_str())
-}
-
-/// The owners of `network`'s attachments in a GC's valid list.
-pub fn valid_owners(network: &str, valid: &[Attachment]) -> Vec<Owner> {
-    Owner::of_network(
-        network,
-        valid
-            .iter()
-            .map(|a| (a.container_id.as_str(), a.ifname.as_str())),
-    )
-}
-
-/// The masquerade rules of one attachment.
-pub struct Masq {
+/// The masquerade rules of a plugin's attachments, on the backend it asked for.
+#[derive(Debug)]
+pub struct Masquerading {
     firewall: Firewall,
 }
 
-impl Masq {
-    /// Detects the backend (or takes the requested one).
-    pub fn open(requested: Option<MasqBackend>) -> Result<Masq, MasqError> {
-        let kind = requested.map(|b| match b {
-            MasqBackend::Iptables => BackendKind::Iptables,
-            MasqBackend::Nftables => BackendKind::Nftables,
-        });
-        Firewall::detect(kind)
-            .map(|firewall| Masq { firewall })
+impl Masquerading {
+    /// Detects the backend, or takes the requested one. Done before anything is created, so
+    /// a host without a usable backend fails with nothing to undo.
+    pub fn open(requested: Option<BackendKind>) -> Result<Masquerading, MasqError> {
+        Firewall::detect(requested)
+            .map(|firewall| Masquerading { firewall })
             .map_err(|source| MasqError::Detect {
                 requested,
                 source: Box::new(source),
             })
     }
 
+    /// Masquerades traffic from `sources` (the container's addresses with their subnet
+    /// prefix: traffic within the subnet keeps its source). Idempotent.
     pub fn add(&self, owner: &Owner, sources: &[IpNetwork]) -> Result<(), MasqError> {
         self.firewall
             .add_masquerade(&Masquerade {
@@ -111,7 +106,7 @@ impl Masq {
                 sources: sources.to_vec(),
             })
             .map_err(|source| MasqError::Add {
-                owner: describe(owner),
+                owner: owner.to_string(),
                 sources: list(sources),
                 source: Box::new(source),
             })
@@ -122,7 +117,7 @@ impl Masq {
         self.firewall
             .del_masquerade(owner)
             .map_err(|source| MasqError::Del {
-                owner: describe(owner),
+                owner: owner.to_string(),
                 source: Box::new(source),
             })
     }
@@ -134,16 +129,16 @@ impl Masq {
                 sources: sources.to_vec(),
             })
             .map_err(|source| MasqError::Check {
-                owner: describe(owner),
+                owner: owner.to_string(),
                 sources: list(sources),
                 source: Box::new(source),
             })
     }
 
-    /// Removes the rules of every attachment of `network` not in `valid`.
-    pub fn gc(&self, network: &str, valid: &[Attachment]) -> Result<(), MasqError> {
+    /// Removes the rules of every attachment of `network` not in `keep` (GC's valid list).
+    pub fn gc(&self, network: &str, keep: &[Owner]) -> Result<(), MasqError> {
         self.firewall
-            .gc_masquerade(network, &valid_owners(network, valid))
+            .gc_masquerade(network, keep)
             .map(drop)
             .map_err(|source| MasqError::Gc {
                 network: network.to_owned(),

@@ -15,7 +15,7 @@ use crate::model::{InputError, MAX_COMMENT, check_word, hashed_name};
 /// `berth-isolation <network> <bridge>`.
 const COMMENT_WORD: &str = "berth-isolation";
 
-/// Isolation of one network's bridge (the input of [`crate::Firewall::add_isolation`]).
+/// Isolation of one network's bridge (a [`crate::Desired`] of [`crate::Firewall::apply`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Isolation {
     pub network: String,

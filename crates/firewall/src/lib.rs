@@ -12,13 +12,14 @@
 //! everything. See the backends' module docs for the layouts.
 //!
 //! ```no_run
-//! use berth_firewall::{Firewall, Masquerade, Owner};
+//! use berth_firewall::{Desired, Firewall, Masquerade, Owner, Removal};
 //!
 //! # fn demo() -> Result<(), berth_firewall::FirewallError> {
 //! let fw = Firewall::detect(None)?; // iptables if it works here, else nftables
-//! let owner = Owner { network: "mynet".into(), container_id: "abc".into(), ifname: "eth0".into() };
-//! fw.add_masquerade(&Masquerade { owner: owner.clone(), sources: vec!["10.88.0.5/16".parse().unwrap()] })?;
-//! fw.del_masquerade(&owner)?;
+//! let owner = Owner::new("mynet", "abc", "eth0");
+//! let sources = vec!["10.88.0.5/16".parse().unwrap()];
+//! fw.apply(&Desired::Masquerade(Masquerade { owner: owner.clone(), sources }))?;
+//! fw.remove(Removal::Masquerade(&owner))?;
 //! # Ok(())
 //! # }
 //! ```
@@ -195,33 +196,106 @@ enum Plan {
     Forward(ForwardPlan),
 }
 
-/// What each backend does with the rule model.
+impl Plan {
+    /// Validates `d`; `None` when it asks for no rule at all (no port mapping, no address).
+    fn new(d: &Desired) -> Result<Option<Plan>, FirewallError> {
+        Ok(match d {
+            Desired::Masquerade(m) => Some(Plan::Masquerade(MasqPlan::new(m)?)),
+            Desired::PortMap(pm) => Some(PortPlan::new(pm)?)
+                .filter(|p| !p.is_empty())
+                .map(Plan::Ports),
+            Desired::Isolation(i) => Some(Plan::Isolation(IsoPlan::new(i)?)),
+            Desired::Forward(f) => Some(ForwardPlan::new(f)?)
+                .filter(|p| !p.addresses.is_empty())
+                .map(Plan::Forward),
+        })
+    }
+}
+
+/// What [`Firewall::remove`] removes: one owner's rules of one kind, or a network's
+/// isolation (which belongs to the network: its GC removes it once no attachment is left).
+#[derive(Debug, Clone, Copy)]
+pub enum Removal<'a> {
+    Masquerade(&'a Owner),
+    /// `request`, the request ADD got (the runtime passes it again), lets the backend delete
+    /// without listing; an invalid or stale one only costs a listing.
+    Ports {
+        owner: &'a Owner,
+        request: Option<&'a PortMap>,
+    },
+    /// `request` as for [`Removal::Ports`] (from `prevResult`).
+    Forward {
+        owner: &'a Owner,
+        request: Option<&'a ForwardAccept>,
+    },
+    Isolation {
+        network: &'a str,
+    },
+}
+
+/// The kinds of per-owner rules [`Firewall::gc`] collects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleKind {
+    Masquerade,
+    Ports,
+    Forward,
+}
+
+/// A validated [`Removal`].
+#[derive(Debug)]
+enum Target<'a> {
+    Masquerade(Tag),
+    Ports(Tag, Option<PortPlan>),
+    Forward(Tag, Option<ForwardPlan>),
+    Isolation(&'a str),
+}
+
+impl<'a> Target<'a> {
+    /// `None` for an owner no rule can carry: ADD refuses such an owner before writing
+    /// anything, so there is nothing to remove (and DEL must not fail on what ADD accepted).
+    fn new(r: Removal<'a>) -> Result<Option<Target<'a>>, FirewallError> {
+        Ok(match r {
+            Removal::Masquerade(owner) => Tag::for_teardown(owner).map(Target::Masquerade),
+            Removal::Ports { owner, request } => Tag::for_teardown(owner).map(|tag| {
+                let known = request
+                    .filter(|pm| pm.owner == *owner)
+                    .and_then(|pm| PortPlan::new(pm).ok())
+                    .filter(|p| !p.is_empty());
+                Target::Ports(tag, known)
+            }),
+            Removal::Forward { owner, request } => Tag::for_teardown(owner).map(|tag| {
+                let known = request
+                    .filter(|f| f.owner == *owner)
+                    .and_then(|f| ForwardPlan::new(f).ok())
+                    .filter(|p| !p.addresses.is_empty());
+                Target::Forward(tag, known)
+            }),
+            Removal::Isolation { network } => {
+                model::check_network(network)?;
+                Some(Target::Isolation(network))
+            }
+        })
+    }
+}
+
+/// What each backend does with the rule model: a few verbs over validated plans.
 trait Backend: Send + Sync + std::fmt::Debug {
     fn kind(&self) -> BackendKind;
     fn iptables_variant(&self) -> Option<IptablesVariant>;
     fn status(&self) -> Result<(), FirewallError>;
-    fn add_masquerade(&self, plan: &MasqPlan) -> Result<(), FirewallError>;
-    fn del_masquerade(&self, tag: &Tag) -> Result<(), FirewallError>;
-    fn check_masquerade(&self, plan: &MasqPlan) -> Result<(), FirewallError>;
-    fn gc_masquerade(
+    /// Writes the plan's rules; idempotent, an owner's rules of that kind are replaced.
+    fn apply(&self, plan: &Plan) -> Result<(), FirewallError>;
+    /// Error naming what is missing unless the plan's rules are all in place.
+    fn check(&self, plan: &Plan) -> Result<(), FirewallError>;
+    /// Idempotent: nothing to remove is success.
+    fn remove(&self, target: &Target<'_>) -> Result<(), FirewallError>;
+    /// Removes the `kind` rules of every owner of `network` not in `keep`; returns them.
+    fn gc(
         &self,
+        kind: RuleKind,
         network: &str,
         keep: &HashSet<Tag>,
     ) -> Result<Vec<Owner>, FirewallError>;
-    fn add_ports(&self, plan: &PortPlan) -> Result<(), FirewallError>;
-    /// `plan`, when the request is known, lets DEL delete without listing.
-    fn del_ports(&self, tag: &Tag, plan: Option<&PortPlan>) -> Result<(), FirewallError>;
-    fn check_ports(&self, plan: &PortPlan) -> Result<(), FirewallError>;
-    fn gc_ports(&self, network: &str, keep: &HashSet<Tag>) -> Result<Vec<Owner>, FirewallError>;
-    fn add_isolation(&self, plan: &IsoPlan) -> Result<(), FirewallError>;
-    fn check_isolation(&self, plan: &IsoPlan) -> Result<(), FirewallError>;
-    /// Removes the network's isolation when `remove`; true if there was some.
-    fn gc_isolation(&self, network: &str, remove: bool) -> Result<bool, FirewallError>;
-    fn add_forward(&self, plan: &ForwardPlan) -> Result<(), FirewallError>;
-    /// `plan`, when the request is known, lets DEL delete without listing.
-    fn del_forward(&self, tag: &Tag, plan: Option<&ForwardPlan>) -> Result<(), FirewallError>;
-    fn check_forward(&self, plan: &ForwardPlan) -> Result<(), FirewallError>;
-    fn gc_forward(&self, network: &str, keep: &HashSet<Tag>) -> Result<Vec<Owner>, FirewallError>;
     fn reconcile(&self, desired: &[Plan]) -> Result<ReconcileReport, FirewallError>;
 }
 
@@ -267,155 +341,52 @@ impl Firewall {
         self.backend.iptables_variant()
     }
 
-    /// Idempotent: applying twice leaves one copy of each rule. Replaces the owner's rules
-    /// in each family `m` has sources in (an address the owner no longer has loses its rule);
-    /// only DEL removes the rules of a family `m` does not mention.
-    pub fn add_masquerade(&self, m: &Masquerade) -> Result<(), FirewallError> {
-        self.backend.add_masquerade(&MasqPlan::new(m)?)
+    /// Checks `d` completely without touching anything: every error [`Firewall::apply`]
+    /// could report about the input.
+    pub fn validate(d: &Desired) -> Result<(), FirewallError> {
+        Plan::new(d).map(drop)
     }
 
-    /// Idempotent: nothing to delete is success, also for an owner no rule can carry.
-    pub fn del_masquerade(&self, owner: &Owner) -> Result<(), FirewallError> {
-        match Tag::for_teardown(owner) {
-            Some(tag) => self.backend.del_masquerade(&tag),
+    /// Writes `d`'s rules. Validates everything first (nothing is applied on bad input), then
+    /// applies one batch per family (iptables) or one transaction (nftables). Idempotent: a
+    /// repeated call replaces the owner's rules of that kind — a masquerade source or a port
+    /// the owner no longer has loses its rule; a host port another owner holds is taken over
+    /// (last ADD wins).
+    pub fn apply(&self, d: &Desired) -> Result<(), FirewallError> {
+        match Plan::new(d)? {
+            Some(plan) => self.backend.apply(&plan),
             None => Ok(()),
         }
     }
 
-    /// Error naming what is missing if the rules for `m` are not all present
+    /// Error naming what is missing if `d`'s rules are not all in place
     /// ([`FirewallError::is_missing`]).
-    pub fn check_masquerade(&self, m: &Masquerade) -> Result<(), FirewallError> {
-        self.backend.check_masquerade(&MasqPlan::new(m)?)
+    pub fn check(&self, d: &Desired) -> Result<(), FirewallError> {
+        match Plan::new(d)? {
+            Some(plan) => self.backend.check(&plan),
+            None => Ok(()),
+        }
     }
 
-    /// Removes the masquerade rules of every owner of `network` not in `keep`; returns the
-    /// removed owners. Owners are recovered from the rule comments.
-    pub fn gc_masquerade(
+    /// Removes exactly what `r` names. Idempotent: nothing to remove is success, also for an
+    /// owner no rule can carry.
+    pub fn remove(&self, r: Removal<'_>) -> Result<(), FirewallError> {
+        match Target::new(r)? {
+            Some(target) => self.backend.remove(&target),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes the `kind` rules of every owner of `network` not in `keep`; returns the
+    /// removed owners, recovered from the rule comments.
+    pub fn gc(
         &self,
+        kind: RuleKind,
         network: &str,
         keep: &[Owner],
     ) -> Result<Vec<Owner>, FirewallError> {
         model::check_network(network)?;
-        self.backend.gc_masquerade(network, &tags(keep)?)
-    }
-
-    /// Checks a port mapping request completely without touching anything: every error
-    /// [`Firewall::add_port_mappings`] could report about the input.
-    pub fn validate_port_mappings(pm: &PortMap) -> Result<(), FirewallError> {
-        PortPlan::new(pm).map(drop)
-    }
-
-    /// Publishes `pm`'s ports. Validates everything first (nothing is applied on bad
-    /// input), then applies one batch per family. Idempotent; a repeated ADD replaces the
-    /// owner's mappings. A host port another owner holds is taken over (last ADD wins).
-    pub fn add_port_mappings(&self, pm: &PortMap) -> Result<(), FirewallError> {
-        let plan = PortPlan::new(pm)?;
-        if plan.is_empty() {
-            return Ok(());
-        }
-        self.backend.add_ports(&plan)
-    }
-
-    /// Removes exactly `owner`'s port mappings. `request` (the same request ADD got, when
-    /// the runtime passes it again) lets the backend delete without listing anything; an
-    /// invalid or stale one only costs a listing. Idempotent.
-    pub fn del_port_mappings(
-        &self,
-        owner: &Owner,
-        request: Option<&PortMap>,
-    ) -> Result<(), FirewallError> {
-        let Some(tag) = Tag::for_teardown(owner) else {
-            return Ok(());
-        };
-        let plan = request
-            .filter(|pm| pm.owner == *owner)
-            .and_then(|pm| PortPlan::new(pm).ok())
-            .filter(|p| !p.is_empty());
-        self.backend.del_ports(&tag, plan.as_ref())
-    }
-
-    /// Error naming what is missing if `pm`'s rules are not all in place.
-    pub fn check_port_mappings(&self, pm: &PortMap) -> Result<(), FirewallError> {
-        let plan = PortPlan::new(pm)?;
-        if plan.is_empty() {
-            return Ok(());
-        }
-        self.backend.check_ports(&plan)
-    }
-
-    /// Removes the port mappings of every owner of `network` not in `keep`.
-    pub fn gc_port_mappings(
-        &self,
-        network: &str,
-        keep: &[Owner],
-    ) -> Result<Vec<Owner>, FirewallError> {
-        model::check_network(network)?;
-        self.backend.gc_ports(network, &tags(keep)?)
-    }
-
-    /// Isolates the network's bridge from the other isolated bridges (idempotent; usually
-    /// one fixed-size read when the network is already isolated).
-    pub fn add_isolation(&self, iso: &Isolation) -> Result<(), FirewallError> {
-        self.backend.add_isolation(&IsoPlan::new(iso)?)
-    }
-
-    pub fn check_isolation(&self, iso: &Isolation) -> Result<(), FirewallError> {
-        self.backend.check_isolation(&IsoPlan::new(iso)?)
-    }
-
-    /// Isolation belongs to the network, not to one attachment: it goes when GC finds no
-    /// attachment left (`attachments_left == false`). Returns whether something was removed.
-    pub fn gc_isolation(
-        &self,
-        network: &str,
-        attachments_left: bool,
-    ) -> Result<bool, FirewallError> {
-        model::check_network(network)?;
-        self.backend.gc_isolation(network, !attachments_left)
-    }
-
-    /// Accepts the forwarded traffic of `f`'s addresses (replies to them, all they send),
-    /// behind its admin chain, ahead of a host `FORWARD` policy of DROP. Idempotent; replaces
-    /// the owner's addresses. iptables only: the nftables backend does nothing (see
-    /// [`forward`](crate::ForwardAccept)).
-    pub fn add_forward(&self, f: &ForwardAccept) -> Result<(), FirewallError> {
-        let plan = ForwardPlan::new(f)?;
-        if plan.addresses.is_empty() {
-            return Ok(());
-        }
-        self.backend.add_forward(&plan)
-    }
-
-    /// Removes exactly `owner`'s accept rules. `request` (what ADD got, e.g. from
-    /// `prevResult`) lets the backend delete without listing; a stale one only costs a
-    /// listing. Idempotent: nothing to delete is success.
-    pub fn del_forward(
-        &self,
-        owner: &Owner,
-        request: Option<&ForwardAccept>,
-    ) -> Result<(), FirewallError> {
-        let Some(tag) = Tag::for_teardown(owner) else {
-            return Ok(());
-        };
-        let plan = request
-            .filter(|f| f.owner == *owner)
-            .and_then(|f| ForwardPlan::new(f).ok())
-            .filter(|p| !p.addresses.is_empty());
-        self.backend.del_forward(&tag, plan.as_ref())
-    }
-
-    pub fn check_forward(&self, f: &ForwardAccept) -> Result<(), FirewallError> {
-        let plan = ForwardPlan::new(f)?;
-        if plan.addresses.is_empty() {
-            return Ok(());
-        }
-        self.backend.check_forward(&plan)
-    }
-
-    /// Removes the accept rules of every owner of `network` not in `keep`.
-    pub fn gc_forward(&self, network: &str, keep: &[Owner]) -> Result<Vec<Owner>, FirewallError> {
-        model::check_network(network)?;
-        self.backend.gc_forward(network, &tags(keep)?)
+        self.backend.gc(kind, network, &tags(keep))
     }
 
     /// Puts every rule of `desired` back where it is missing or wrong, shared chains
@@ -425,18 +396,7 @@ impl Firewall {
     pub fn reconcile(&self, desired: &[Desired]) -> Result<ReconcileReport, FirewallError> {
         let mut plans = Vec::with_capacity(desired.len());
         for d in desired {
-            plans.push(match d {
-                Desired::Masquerade(m) => Plan::Masquerade(MasqPlan::new(m)?),
-                Desired::PortMap(pm) => {
-                    let plan = PortPlan::new(pm)?;
-                    if plan.is_empty() {
-                        continue;
-                    }
-                    Plan::Ports(plan)
-                }
-                Desired::Isolation(i) => Plan::Isolation(IsoPlan::new(i)?),
-                Desired::Forward(f) => Plan::Forward(ForwardPlan::new(f)?),
-            });
+            plans.extend(Plan::new(d)?);
         }
         if plans.is_empty() {
             return Ok(ReconcileReport::default());
@@ -458,8 +418,8 @@ pub fn udp_ports(pm: &PortMap) -> Result<Vec<(Family, PortRange)>, FirewallError
 }
 
 /// The tags of the owners GC keeps; an owner no rule can carry has nothing to keep.
-fn tags(owners: &[Owner]) -> Result<HashSet<Tag>, FirewallError> {
-    Ok(owners.iter().filter_map(Tag::for_teardown).collect())
+fn tags(owners: &[Owner]) -> HashSet<Tag> {
+    owners.iter().filter_map(Tag::for_teardown).collect()
 }
 
 #[cfg(test)]

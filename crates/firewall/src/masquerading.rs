@@ -7,7 +7,7 @@
 
 use ipnetwork::IpNetwork;
 
-use crate::{BackendKind, Firewall, FirewallError, Masquerade, Owner};
+use crate::{BackendKind, Desired, Firewall, FirewallError, Masquerade, Owner, Removal, RuleKind};
 
 /// Errors of the `masquerading` module.
 #[derive(Debug, thiserror::Error)]
@@ -101,10 +101,10 @@ impl Masquerading {
     /// prefix: traffic within the subnet keeps its source). Idempotent.
     pub fn add(&self, owner: &Owner, sources: &[IpNetwork]) -> Result<(), MasqError> {
         self.firewall
-            .add_masquerade(&Masquerade {
+            .apply(&Desired::Masquerade(Masquerade {
                 owner: owner.clone(),
                 sources: sources.to_vec(),
-            })
+            }))
             .map_err(|source| MasqError::Add {
                 owner: owner.to_string(),
                 sources: list(sources),
@@ -115,7 +115,7 @@ impl Masquerading {
     /// Idempotent: an attachment without rules is fine.
     pub fn del(&self, owner: &Owner) -> Result<(), MasqError> {
         self.firewall
-            .del_masquerade(owner)
+            .remove(Removal::Masquerade(owner))
             .map_err(|source| MasqError::Del {
                 owner: owner.to_string(),
                 source: Box::new(source),
@@ -124,10 +124,10 @@ impl Masquerading {
 
     pub fn check(&self, owner: &Owner, sources: &[IpNetwork]) -> Result<(), MasqError> {
         self.firewall
-            .check_masquerade(&Masquerade {
+            .check(&Desired::Masquerade(Masquerade {
                 owner: owner.clone(),
                 sources: sources.to_vec(),
-            })
+            }))
             .map_err(|source| MasqError::Check {
                 owner: owner.to_string(),
                 sources: list(sources),
@@ -138,7 +138,7 @@ impl Masquerading {
     /// Removes the rules of every attachment of `network` not in `keep` (GC's valid list).
     pub fn gc(&self, network: &str, keep: &[Owner]) -> Result<(), MasqError> {
         self.firewall
-            .gc_masquerade(network, keep)
+            .gc(RuleKind::Masquerade, network, keep)
             .map(drop)
             .map_err(|source| MasqError::Gc {
                 network: network.to_owned(),

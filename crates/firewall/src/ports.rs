@@ -173,7 +173,7 @@ pub enum MarkSpec {
     ExternalChain(String),
 }
 
-/// One attachment's published ports (the input of [`crate::Firewall::add_port_mappings`]).
+/// One attachment's published ports (a [`crate::Desired`] of [`crate::Firewall::apply`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortMap {
     pub owner: Owner,

@@ -9,7 +9,10 @@ use std::net::IpAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use berth_firewall::{BackendKind, Firewall, FirewallError, IptablesVariant, Masquerade, Owner};
+use berth_firewall::{
+    BackendKind, Desired, Firewall, FirewallError, IptablesVariant, Masquerade, Owner, Removal,
+    RuleKind,
+};
 use common::{BACKENDS, World, addr_in, owner, sh};
 use ipnetwork::IpNetwork;
 use netns_fixtures::{TestNetns, require_root, test_subnet_v4, test_subnet_v6};
@@ -23,19 +26,20 @@ trait Masq {
 
 impl Masq for World {
     fn add(&self, m: &Masquerade) -> Result<(), FirewallError> {
-        self.on(|fw| fw.add_masquerade(m))
+        self.on(|fw| fw.apply(&Desired::Masquerade((*m).clone())))
     }
 
     fn del(&self, o: &Owner) -> Result<(), FirewallError> {
-        self.on(|fw| fw.del_masquerade(o))
+        self.on(|fw| fw.remove(Removal::Masquerade(o)))
     }
 
     fn check(&self, m: &Masquerade) -> Result<(), FirewallError> {
-        self.on(|fw| fw.check_masquerade(m))
+        self.on(|fw| fw.check(&Desired::Masquerade((*m).clone())))
     }
 
     fn gc(&self, network: &str, keep: &[Owner]) -> Vec<Owner> {
-        self.on(|fw| fw.gc_masquerade(network, keep)).unwrap()
+        self.on(|fw| fw.gc(RuleKind::Masquerade, network, keep))
+            .unwrap()
     }
 }
 
@@ -389,7 +393,7 @@ fn invalid_owners_are_refused_before_touching_rules() {
         // No rule can carry such an owner, so DEL has nothing to do (issue 11, finding 3: DEL
         // must accept what ADD accepted, and ADD with nothing to write never checks owners).
         w.del(&owner("n", "c\"", "eth0")).unwrap();
-        let gc = w.ns.run(|| w.fw.gc_masquerade("", &[])).unwrap();
+        let gc = w.ns.run(|| w.fw.gc(RuleKind::Masquerade, "", &[])).unwrap();
         assert!(matches!(gc, Err(FirewallError::Input(_))));
         let empty = Masquerade {
             owner: owner("n", "c", "eth0"),
@@ -442,9 +446,9 @@ fn legacy_variant_uses_the_legacy_binaries() {
         let fw = Firewall::detect(None).unwrap();
         assert_eq!(fw.iptables_variant(), Some(IptablesVariant::Legacy));
         let m = dual_stack(owner("net-a", "ctr-1", "eth0"), 5);
-        fw.add_masquerade(&m).unwrap();
-        fw.add_masquerade(&m).unwrap();
-        fw.check_masquerade(&m).unwrap();
+        fw.apply(&Desired::Masquerade(m.clone())).unwrap();
+        fw.apply(&Desired::Masquerade(m.clone())).unwrap();
+        fw.check(&Desired::Masquerade(m.clone())).unwrap();
         for tool in ["iptables-legacy-save", "ip6tables-legacy-save"] {
             let rules = save(tool);
             assert_eq!(
@@ -457,7 +461,7 @@ fn legacy_variant_uses_the_legacy_binaries() {
         for tool in ["iptables-nft-save", "ip6tables-nft-save"] {
             assert!(!save(tool).contains("BERTH"), "{tool} has our rules");
         }
-        fw.del_masquerade(&m.owner).unwrap();
+        fw.remove(Removal::Masquerade(&m.owner)).unwrap();
         for tool in ["iptables-legacy-save", "ip6tables-legacy-save"] {
             let rules = save(tool);
             assert!(
@@ -605,9 +609,15 @@ fn masquerade_carries_real_traffic() {
             "{kind:?}: reached {} without masquerade",
             t.target
         );
-        t.host.run(|| fw.add_masquerade(&m)).unwrap().unwrap();
+        t.host
+            .run(|| fw.apply(&Desired::Masquerade(m.clone())))
+            .unwrap()
+            .unwrap();
         assert!(t.ping(), "{kind:?}: no reply with masquerade");
-        t.host.run(|| fw.del_masquerade(&m.owner)).unwrap().unwrap();
+        t.host
+            .run(|| fw.remove(Removal::Masquerade(&m.owner)))
+            .unwrap()
+            .unwrap();
         t.flush_conntrack();
         assert!(!t.ping(), "{kind:?}: reached {} after del", t.target);
         // The internet namespace never had a route back.

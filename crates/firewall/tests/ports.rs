@@ -15,7 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use berth_firewall::{
     BackendKind, DEFAULT_MARK_BIT, Desired, Firewall, MarkSpec, Masquerade, PortMap, PortMapping,
-    conntrack, udp_ports,
+    Removal, RuleKind, conntrack, udp_ports,
 };
 use common::{BACKENDS, World, addr_in, owner, serve, sh};
 use ipnetwork::IpNetwork;
@@ -186,12 +186,19 @@ impl Topology {
     }
 
     fn add(&self, pm: &PortMap) {
-        self.w.on(|fw| fw.add_port_mappings(pm)).unwrap();
+        self.w
+            .on(|fw| fw.apply(&Desired::PortMap((*pm).clone())))
+            .unwrap();
     }
 
     fn del(&self, pm: &PortMap, with_request: bool) {
         self.w
-            .on(|fw| fw.del_port_mappings(&pm.owner, with_request.then_some(pm)))
+            .on(|fw| {
+                fw.remove(Removal::Ports {
+                    owner: &pm.owner,
+                    request: with_request.then_some(pm),
+                })
+            })
             .unwrap();
     }
 }
@@ -233,7 +240,8 @@ fn published_ports_reach_the_container_from_everywhere() {
             "{kind:?}: before"
         );
         t.add(&pm);
-        t.w.on(|fw| fw.check_port_mappings(&pm)).unwrap();
+        t.w.on(|fw| fw.check(&Desired::PortMap(pm.clone())))
+            .unwrap();
 
         // From another machine, IPv4 and IPv6, TCP and UDP.
         assert_eq!(
@@ -344,7 +352,7 @@ fn published_ports_reach_the_container_from_everywhere() {
         t.del(&pm, false);
         t.w.assert_clean(&format!("{kind:?} after repeated del"));
         assert!(
-            t.w.on(|fw| fw.check_port_mappings(&pm))
+            t.w.on(|fw| fw.check(&Desired::PortMap(pm.clone())))
                 .unwrap_err()
                 .is_missing()
         );
@@ -378,7 +386,8 @@ fn a_repeated_add_replaces_the_mappings() {
         let second = t.request(vec![mapping("tcp", 8082, 80)]);
         t.add(&first);
         t.add(&second);
-        t.w.on(|fw| fw.check_port_mappings(&second)).unwrap();
+        t.w.on(|fw| fw.check(&Desired::PortMap(second.clone())))
+            .unwrap();
         for (port, open) in [(8080, false), (8081, false), (8082, true)] {
             assert_eq!(
                 tcp_get(&t.client, sa(t.host_ip, port)).is_some(),
@@ -440,7 +449,7 @@ fn del_of_one_owner_leaves_another_owners_port() {
         t.add(&a);
         t.add(&b);
         t.del(&a, true);
-        t.w.on(|fw| fw.check_port_mappings(&b)).unwrap();
+        t.w.on(|fw| fw.check(&Desired::PortMap(b.clone()))).unwrap();
         assert_eq!(
             tcp_get(&t.client, sa(t.host_ip, 8080)).as_deref(),
             Some("ctr1"),
@@ -466,8 +475,14 @@ fn gc_removes_exactly_the_owners_not_kept() {
         other.owner = owner("net-b", "ctr-0", "eth0");
         t.add(&other);
         let mut removed =
-            t.w.on(|fw| fw.gc_port_mappings("net-a", std::slice::from_ref(&reqs[1].owner)))
-                .unwrap();
+            t.w.on(|fw| {
+                fw.gc(
+                    RuleKind::Ports,
+                    "net-a",
+                    std::slice::from_ref(&reqs[1].owner),
+                )
+            })
+            .unwrap();
         removed.sort_by(|a, b| a.container_id.cmp(&b.container_id));
         assert_eq!(
             removed,
@@ -488,8 +503,8 @@ fn gc_removes_exactly_the_owners_not_kept() {
                 pm.owner.container_id
             );
         }
-        t.w.on(|fw| fw.gc_port_mappings("net-a", &[])).unwrap();
-        t.w.on(|fw| fw.gc_port_mappings("net-b", &[])).unwrap();
+        t.w.on(|fw| fw.gc(RuleKind::Ports, "net-a", &[])).unwrap();
+        t.w.on(|fw| fw.gc(RuleKind::Ports, "net-b", &[])).unwrap();
         t.w.assert_clean(&format!("{kind:?}"));
     }
 }
@@ -506,7 +521,8 @@ fn reconcile_restores_everything_after_a_flush() {
             sources: vec![t.ctr1_ip],
         };
         t.add(&pm);
-        t.w.on(|fw| fw.add_masquerade(&masq)).unwrap();
+        t.w.on(|fw| fw.apply(&Desired::Masquerade(masq.clone())))
+            .unwrap();
         // The backend's own view: iptables-nft's tables also appear in `nft list ruleset`,
         // with counters.
         let view = |lines: Vec<String>| -> Vec<String> {
@@ -543,8 +559,10 @@ fn reconcile_restores_everything_after_a_flush() {
         let report = t.w.on(|fw| fw.reconcile(&desired)).unwrap();
         assert!(report.skeleton_repaired, "{kind:?}: {report:?}");
         assert!(!report.repaired.is_empty(), "{kind:?}: {report:?}");
-        t.w.on(|fw| fw.check_port_mappings(&pm)).unwrap();
-        t.w.on(|fw| fw.check_masquerade(&masq)).unwrap();
+        t.w.on(|fw| fw.check(&Desired::PortMap(pm.clone())))
+            .unwrap();
+        t.w.on(|fw| fw.check(&Desired::Masquerade(masq.clone())))
+            .unwrap();
         assert_eq!(
             tcp_get(&t.client, sa(t.host_ip, 8080)).as_deref(),
             Some("ctr1"),
@@ -555,7 +573,8 @@ fn reconcile_restores_everything_after_a_flush() {
         let again = t.w.on(|fw| fw.reconcile(&desired)).unwrap();
         assert_eq!(again, Default::default(), "{kind:?}: second reconcile");
         t.del(&pm, true);
-        t.w.on(|fw| fw.del_masquerade(&masq.owner)).unwrap();
+        t.w.on(|fw| fw.remove(Removal::Masquerade(&masq.owner)))
+            .unwrap();
         t.w.assert_clean(&format!("{kind:?}"));
     }
 }
@@ -573,7 +592,8 @@ fn nft_conditions_through_replace_reconcile_and_gc() {
     t.add(&pm);
     let open = |ns: &TestNetns| tcp_get(ns, sa(t.host_ip, 8080)).is_some();
     assert!(open(&t.client) && !open(&t.far));
-    t.w.on(|fw| fw.check_port_mappings(&pm)).unwrap();
+    t.w.on(|fw| fw.check(&Desired::PortMap(pm.clone())))
+        .unwrap();
     let chain_lines = || {
         t.w.ruleset()
             .into_iter()
@@ -604,7 +624,7 @@ fn nft_conditions_through_replace_reconcile_and_gc() {
             .unwrap();
     assert_eq!(again, Default::default(), "second reconcile");
 
-    let removed = t.w.on(|fw| fw.gc_port_mappings("net-a", &[])).unwrap();
+    let removed = t.w.on(|fw| fw.gc(RuleKind::Ports, "net-a", &[])).unwrap();
     assert_eq!(removed, [pm.owner.clone()]);
     assert_eq!(chain_lines(), 0, "{:#?}", t.w.ruleset());
     assert!(!open(&t.client));
@@ -641,9 +661,11 @@ fn bad_requests_apply_nothing() {
                 mappings: vec![mapping("tcp", 8080, 80), bad.clone()],
                 ..base.clone()
             };
-            let err = w.on(|fw| fw.add_port_mappings(&pm)).unwrap_err();
+            let err = w
+                .on(|fw| fw.apply(&Desired::PortMap(pm.clone())))
+                .unwrap_err();
             assert!(err.is_input(), "{kind:?} {bad}: {err}");
-            assert!(Firewall::validate_port_mappings(&pm).is_err());
+            assert!(Firewall::validate(&Desired::PortMap(pm.clone())).is_err());
             w.assert_clean(&format!("{kind:?} {bad}"));
         }
     }
@@ -690,13 +712,25 @@ fn flatness() {
                     f();
                     start.elapsed()
                 };
-                t[0].push(time(&|| w.on(|fw| fw.add_masquerade(&m)).unwrap()));
-                t[1].push(time(&|| w.on(|fw| fw.add_port_mappings(&pm)).unwrap()));
-                t[2].push(time(&|| {
-                    w.on(|fw| fw.del_port_mappings(&pm.owner, Some(&pm)))
+                t[0].push(time(&|| {
+                    w.on(|fw| fw.apply(&Desired::Masquerade(m.clone())))
                         .unwrap()
                 }));
-                t[3].push(time(&|| w.on(|fw| fw.del_masquerade(&m.owner)).unwrap()));
+                t[1].push(time(&|| {
+                    w.on(|fw| fw.apply(&Desired::PortMap(pm.clone()))).unwrap()
+                }));
+                t[2].push(time(&|| {
+                    w.on(|fw| {
+                        fw.remove(Removal::Ports {
+                            owner: &pm.owner,
+                            request: Some(&pm),
+                        })
+                    })
+                    .unwrap()
+                }));
+                t[3].push(time(&|| {
+                    w.on(|fw| fw.remove(Removal::Masquerade(&m.owner))).unwrap()
+                }));
             }
             t.map(|mut v| {
                 v.sort();
@@ -705,13 +739,15 @@ fn flatness() {
         };
         // Warm up the skeleton.
         let (pm, m) = request(25_000);
-        w.on(|fw| fw.add_port_mappings(&pm)).unwrap();
-        w.on(|fw| fw.add_masquerade(&m)).unwrap();
+        w.on(|fw| fw.apply(&Desired::PortMap(pm.clone()))).unwrap();
+        w.on(|fw| fw.apply(&Desired::Masquerade(m.clone())))
+            .unwrap();
         let at_one = measure(30_000);
         for n in 0..1000 {
             let (pm, m) = request(n);
-            w.on(|fw| fw.add_masquerade(&m)).unwrap();
-            w.on(|fw| fw.add_port_mappings(&pm)).unwrap();
+            w.on(|fw| fw.apply(&Desired::Masquerade(m.clone())))
+                .unwrap();
+            w.on(|fw| fw.apply(&Desired::PortMap(pm.clone()))).unwrap();
         }
         let at_1000 = measure(40_000);
         for (i, op) in ["add masquerade", "add ports", "del ports", "del masquerade"]
@@ -736,8 +772,8 @@ fn owners_with_different_mark_bits_coexist() {
         b.mark = MarkSpec::Bit(14);
         t.add(&a);
         t.add(&b);
-        t.w.on(|fw| fw.check_port_mappings(&a)).unwrap();
-        t.w.on(|fw| fw.check_port_mappings(&b)).unwrap();
+        t.w.on(|fw| fw.check(&Desired::PortMap(a.clone()))).unwrap();
+        t.w.on(|fw| fw.check(&Desired::PortMap(b.clone()))).unwrap();
         // Hairpin works for both: each mark is set and masqueraded.
         assert_eq!(
             tcp_get(&t.ctr2, sa(t.host_ip, 8080)).as_deref(),

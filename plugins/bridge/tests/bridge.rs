@@ -500,7 +500,10 @@ fn ip_masq_lets_the_container_reach_the_internet_and_not_without() {
                 ifname: "eth0".to_owned(),
             };
             env.host
-                .run(|| berth_firewall::Firewall::detect(None)?.del_masquerade(&owner))
+                .run(|| {
+                    berth_firewall::Firewall::detect(None)?
+                        .remove(berth_firewall::Removal::Masquerade(&owner))
+                })
                 .unwrap()
                 .unwrap();
             let out = call_in(&env.host, env.ctr.path(), "CHECK", id, &full);

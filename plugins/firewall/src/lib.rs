@@ -18,7 +18,8 @@ use berth_cni::{
     Attachment, CmdArgs, CniError, CniResult, ErrorCode, NetConf, NetworkArgs, Plugin,
 };
 use berth_firewall::{
-    BackendKind, Firewall, FirewallError, ForwardAccept, Isolation, KeyError, Owner,
+    BackendKind, Desired, Firewall, FirewallError, ForwardAccept, Isolation, KeyError, Owner,
+    Removal, RuleKind,
 };
 
 pub struct FirewallPlugin;
@@ -174,17 +175,21 @@ impl Plugin for FirewallPlugin {
             None
         };
         let fwd = forward(args, conf, &cfg, &prev);
-        fw.add_forward(&fwd).map_err(forward_err(&fwd.owner))?;
+        fw.apply(&Desired::Forward(fwd.clone()))
+            .map_err(forward_err(&fwd.owner))?;
         if let Some(iso) = iso {
             let added = fw
-                .add_isolation(&iso)
+                .apply(&Desired::Isolation(iso.clone()))
                 .map_err(|source| FirewallPluginError::Add {
                     network: iso.network.clone(),
                     source: Box::new(source),
                 });
             if let Err(e) = added {
                 // Roll back: a failed ADD leaves nothing of this attachment.
-                let _ = fw.del_forward(&fwd.owner, Some(&fwd));
+                let _ = fw.remove(Removal::Forward {
+                    owner: &fwd.owner,
+                    request: Some(&fwd),
+                });
                 return Err(e.into());
             }
         }
@@ -201,8 +206,11 @@ impl Plugin for FirewallPlugin {
             .prev_result
             .as_ref()
             .map(|prev| forward(args, conf, &cfg, prev));
-        fw.del_forward(&owner, request.as_ref())
-            .map_err(forward_err(&owner))?;
+        fw.remove(Removal::Forward {
+            owner: &owner,
+            request: request.as_ref(),
+        })
+        .map_err(forward_err(&owner))?;
         Ok(())
     }
 
@@ -210,12 +218,13 @@ impl Plugin for FirewallPlugin {
         let prev = conf.prev_result()?;
         let (cfg, fw) = setup(conf)?;
         let fwd = forward(args, conf, &cfg, prev);
-        fw.check_forward(&fwd).map_err(forward_err(&fwd.owner))?;
+        fw.check(&Desired::Forward(fwd.clone()))
+            .map_err(forward_err(&fwd.owner))?;
         if !cfg.isolate {
             return Ok(());
         }
         let iso = isolation(conf, prev)?;
-        fw.check_isolation(&iso)
+        fw.check(&Desired::Isolation(iso.clone()))
             .map_err(|source| FirewallPluginError::Check {
                 network: iso.network.clone(),
                 source: Box::new(source),
@@ -247,16 +256,18 @@ impl Plugin for FirewallPlugin {
                 .iter()
                 .map(|a| (a.container_id.as_str(), a.ifname.as_str())),
         );
-        fw.gc_forward(&network, &keep)
+        fw.gc(RuleKind::Forward, &network, &keep)
             .map_err(|source| FirewallPluginError::Gc {
                 network: network.clone(),
                 source: Box::new(source),
             })?;
-        fw.gc_isolation(&network, !valid.is_empty())
-            .map_err(|source| FirewallPluginError::Gc {
-                network,
-                source: Box::new(source),
-            })?;
+        if valid.is_empty() {
+            fw.remove(Removal::Isolation { network: &network })
+                .map_err(|source| FirewallPluginError::Gc {
+                    network: network.clone(),
+                    source: Box::new(source),
+                })?;
+        }
         Ok(())
     }
 }

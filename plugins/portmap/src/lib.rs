@@ -17,7 +17,7 @@ mod error;
 mod localnet;
 
 use berth_cni::{Attachment, CmdArgs, CniError, CniResult, NetConf, NetworkArgs, Plugin};
-use berth_firewall::{Firewall, Owner, conntrack, udp_ports};
+use berth_firewall::{Desired, Firewall, Owner, Removal, RuleKind, conntrack, udp_ports};
 
 pub use config::{Config, ConfigError, PortmapConf, WireMapping};
 pub use error::PortmapError;
@@ -57,7 +57,8 @@ impl Plugin for Portmap {
             return Ok(prev);
         }
         let pm = &cfg.request;
-        Firewall::validate_port_mappings(pm).map_err(|e| invalid(&cfg, e))?;
+        let desired = Desired::PortMap(pm.clone());
+        Firewall::validate(&desired).map_err(|e| invalid(&cfg, e))?;
         let fw = firewall(&cfg)?;
         if let Some(ip) = localnet::needed(pm) {
             localnet::enable_towards(ip).map_err(|source| PortmapError::Localnet {
@@ -65,7 +66,7 @@ impl Plugin for Portmap {
                 source: Box::new(source),
             })?;
         }
-        fw.add_port_mappings(pm).map_err(|source| {
+        fw.apply(&desired).map_err(|source| {
             if source.is_input() {
                 invalid(&cfg, source)
             } else {
@@ -92,7 +93,10 @@ impl Plugin for Portmap {
         // A request the rules can be derived from spares a listing; without one (no
         // mappings, no prevResult) the backend finds the owner's rules itself.
         let request = (!pm.mappings.is_empty() && !pm.container_ips.is_empty()).then_some(pm);
-        fw.del_port_mappings(&pm.owner, request)
+        fw.remove(Removal::Ports {
+            owner: &pm.owner,
+            request,
+        })
             .map_err(|source| PortmapError::Del {
                 owner: pm.owner.to_string(),
                 source: Box::new(source),
@@ -106,9 +110,10 @@ impl Plugin for Portmap {
         if cfg.request.mappings.is_empty() {
             return Ok(());
         }
-        Firewall::validate_port_mappings(&cfg.request).map_err(|e| invalid(&cfg, e))?;
+        let desired = Desired::PortMap(cfg.request.clone());
+        Firewall::validate(&desired).map_err(|e| invalid(&cfg, e))?;
         let fw = firewall(&cfg)?;
-        fw.check_port_mappings(&cfg.request).map_err(|source| {
+        fw.check(&desired).map_err(|source| {
             if source.is_input() {
                 invalid(&cfg, source)
             } else {
@@ -148,7 +153,7 @@ impl Plugin for Portmap {
                 .iter()
                 .map(|a| (a.container_id.as_str(), a.ifname.as_str())),
         );
-        fw.gc_port_mappings(&network, &keep)
+        fw.gc(RuleKind::Ports, &network, &keep)
             .map_err(|source| PortmapError::Gc {
                 network,
                 source: Box::new(source),

@@ -37,7 +37,7 @@ use crate::isolation::IsoPlan;
 use crate::model::{Family, MasqPlan, Tag};
 use crate::ports::{MarkSpec, PortPlan};
 use crate::runner::{Program, RunError};
-use crate::{Backend, BackendKind, FirewallError, Owner, Plan, ReconcileReport};
+use crate::{Backend, BackendKind, FirewallError, Owner, Plan, ReconcileReport, RuleKind, Target};
 
 /// Prefix of the per-owner masquerade chains; the owner hash follows.
 pub const CHAIN_PREFIX: &str = "BERTH-MASQ-";
@@ -561,6 +561,118 @@ impl Backend for Iptables {
         Ok(())
     }
 
+    fn apply(&self, plan: &Plan) -> Result<(), FirewallError> {
+        match plan {
+            Plan::Masquerade(p) => self.add_masquerade(p),
+            Plan::Ports(p) => self.add_ports(p),
+            Plan::Isolation(p) => self.add_isolation(p),
+            Plan::Forward(p) => self.add_forward(p),
+        }
+    }
+
+    fn check(&self, plan: &Plan) -> Result<(), FirewallError> {
+        match plan {
+            Plan::Masquerade(p) => self.check_masquerade(p),
+            Plan::Ports(p) => self.check_ports(p),
+            Plan::Isolation(p) => self.check_isolation(p),
+            Plan::Forward(p) => self.check_forward(p),
+        }
+    }
+
+    fn remove(&self, target: &Target<'_>) -> Result<(), FirewallError> {
+        match target {
+            Target::Masquerade(tag) => self.del_masquerade(tag),
+            Target::Ports(tag, known) => self.del_ports(tag, known.as_ref()),
+            Target::Forward(tag, known) => self.del_forward(tag, known.as_ref()),
+            Target::Isolation(network) => self.gc_isolation(network, true).map(drop),
+        }
+    }
+
+    fn gc(
+        &self,
+        kind: RuleKind,
+        network: &str,
+        keep: &HashSet<Tag>,
+    ) -> Result<Vec<Owner>, FirewallError> {
+        match kind {
+            RuleKind::Masquerade => self.gc_masquerade(network, keep),
+            RuleKind::Ports => self.gc_ports(network, keep),
+            RuleKind::Forward => self.gc_forward(network, keep),
+        }
+    }
+
+    fn reconcile(&self, desired: &[Plan]) -> Result<ReconcileReport, FirewallError> {
+        let mut report = ReconcileReport::default();
+        let ports: Vec<&PortPlan> = desired
+            .iter()
+            .filter_map(|d| match d {
+                Plan::Ports(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        let nat_skeleton = layout::nat_skeleton(&nat_bits(&ports));
+        let admins = admin_chains(desired);
+        for family in Family::ALL {
+            let tools = self.tools(family);
+            let mut nat_owned = Vec::new();
+            let mut filter_owned = Vec::new();
+            for d in desired {
+                match d {
+                    Plan::Masquerade(m) => nat_owned.extend(
+                        m.families
+                            .iter()
+                            .filter(|f| f.family == family)
+                            .map(|f| layout::masq_owned(f, &m.tag)),
+                    ),
+                    Plan::Ports(p) => nat_owned.extend(
+                        p.families
+                            .iter()
+                            .filter(|f| f.family == family)
+                            .map(|f| layout::dnat_owned(f, &p.tag, &p.mark)),
+                    ),
+                    Plan::Isolation(i) => filter_owned.push(layout::iso_owned(i)),
+                    Plan::Forward(f) => {
+                        let o = layout::forward_owned(family, &f.addresses, &f.tag);
+                        if !o.entries.is_empty() {
+                            filter_owned.push(o);
+                        }
+                    }
+                }
+            }
+            let filter_skeleton = layout::filter_skeleton(&admins);
+            for (table, owned, skeleton) in [
+                ("nat", &nat_owned, &nat_skeleton),
+                ("filter", &filter_owned, &filter_skeleton),
+            ] {
+                if owned.is_empty() {
+                    continue;
+                }
+                let (repaired, skeleton_fixed) = tools
+                    .converge(table, |listing| {
+                        let mut batch = skeleton_batch(listing, skeleton);
+                        let fixed = !batch.is_empty();
+                        let mut repaired = Vec::new();
+                        for o in owned.iter() {
+                            let b = replace_batch(listing, o);
+                            if !b.is_empty() {
+                                repaired.push(format!("{} ({family})", o.what));
+                                batch.extend(b);
+                            }
+                        }
+                        (batch, (repaired, fixed))
+                    })
+                    .map_err(|e| e.apply(tools, "reconcile"))?;
+                report.repaired.extend(repaired);
+                report.skeleton_repaired |= skeleton_fixed;
+            }
+        }
+        report.repaired.sort();
+        report.repaired.dedup();
+        Ok(report)
+    }
+}
+
+impl Iptables {
     fn add_masquerade(&self, plan: &MasqPlan) -> Result<(), FirewallError> {
         let skeleton = layout::nat_skeleton(&[]);
         for fm in &plan.families {
@@ -747,76 +859,6 @@ impl Backend for Iptables {
 
     fn gc_forward(&self, network: &str, keep: &HashSet<Tag>) -> Result<Vec<Owner>, FirewallError> {
         self.gc_kind(&layout::FWD, network, keep)
-    }
-
-    fn reconcile(&self, desired: &[Plan]) -> Result<ReconcileReport, FirewallError> {
-        let mut report = ReconcileReport::default();
-        let ports: Vec<&PortPlan> = desired
-            .iter()
-            .filter_map(|d| match d {
-                Plan::Ports(p) => Some(p),
-                _ => None,
-            })
-            .collect();
-        let nat_skeleton = layout::nat_skeleton(&nat_bits(&ports));
-        let admins = admin_chains(desired);
-        for family in Family::ALL {
-            let tools = self.tools(family);
-            let mut nat_owned = Vec::new();
-            let mut filter_owned = Vec::new();
-            for d in desired {
-                match d {
-                    Plan::Masquerade(m) => nat_owned.extend(
-                        m.families
-                            .iter()
-                            .filter(|f| f.family == family)
-                            .map(|f| layout::masq_owned(f, &m.tag)),
-                    ),
-                    Plan::Ports(p) => nat_owned.extend(
-                        p.families
-                            .iter()
-                            .filter(|f| f.family == family)
-                            .map(|f| layout::dnat_owned(f, &p.tag, &p.mark)),
-                    ),
-                    Plan::Isolation(i) => filter_owned.push(layout::iso_owned(i)),
-                    Plan::Forward(f) => {
-                        let o = layout::forward_owned(family, &f.addresses, &f.tag);
-                        if !o.entries.is_empty() {
-                            filter_owned.push(o);
-                        }
-                    }
-                }
-            }
-            let filter_skeleton = layout::filter_skeleton(&admins);
-            for (table, owned, skeleton) in [
-                ("nat", &nat_owned, &nat_skeleton),
-                ("filter", &filter_owned, &filter_skeleton),
-            ] {
-                if owned.is_empty() {
-                    continue;
-                }
-                let (repaired, skeleton_fixed) = tools
-                    .converge(table, |listing| {
-                        let mut batch = skeleton_batch(listing, skeleton);
-                        let fixed = !batch.is_empty();
-                        let mut repaired = Vec::new();
-                        for o in owned.iter() {
-                            let b = replace_batch(listing, o);
-                            if !b.is_empty() {
-                                repaired.push(format!("{} ({family})", o.what));
-                                batch.extend(b);
-                            }
-                        }
-                        (batch, (repaired, fixed))
-                    })
-                    .map_err(|e| e.apply(tools, "reconcile"))?;
-                report.repaired.extend(repaired);
-                report.skeleton_repaired |= skeleton_fixed;
-            }
-        }
-        report.repaired.sort();
-        report.repaired.dedup();
-        Ok(report)
     }
 }
 

@@ -35,7 +35,10 @@ use crate::isolation::IsoPlan;
 use crate::model::{Family, FamilyMasq, MasqPlan, Tag};
 use crate::ports::{MarkSpec, PortPlan};
 use crate::runner::{Program, RunError};
-use crate::{Backend, BackendKind, FirewallError, IptablesVariant, Owner, Plan, ReconcileReport};
+use crate::{
+    Backend, BackendKind, FirewallError, IptablesVariant, Owner, Plan, ReconcileReport, RuleKind,
+    Target,
+};
 
 /// Listings + transactions per call before giving up on a table that keeps changing.
 const ATTEMPTS: usize = 3;
@@ -575,6 +578,100 @@ impl Backend for Nftables {
         Ok(())
     }
 
+    fn apply(&self, plan: &Plan) -> Result<(), FirewallError> {
+        match plan {
+            Plan::Masquerade(p) => self.add_masquerade(p),
+            Plan::Ports(p) => self.add_ports(p),
+            Plan::Isolation(p) => self.add_isolation(p),
+            Plan::Forward(p) => self.add_forward(p),
+        }
+    }
+
+    fn check(&self, plan: &Plan) -> Result<(), FirewallError> {
+        match plan {
+            Plan::Masquerade(p) => self.check_masquerade(p),
+            Plan::Ports(p) => self.check_ports(p),
+            Plan::Isolation(p) => self.check_isolation(p),
+            Plan::Forward(p) => self.check_forward(p),
+        }
+    }
+
+    fn remove(&self, target: &Target<'_>) -> Result<(), FirewallError> {
+        match target {
+            Target::Masquerade(tag) => self.del_masquerade(tag),
+            Target::Ports(tag, known) => self.del_ports(tag, known.as_ref()),
+            Target::Forward(tag, known) => self.del_forward(tag, known.as_ref()),
+            Target::Isolation(network) => self.gc_isolation(network, true).map(drop),
+        }
+    }
+
+    fn gc(
+        &self,
+        kind: RuleKind,
+        network: &str,
+        keep: &HashSet<Tag>,
+    ) -> Result<Vec<Owner>, FirewallError> {
+        match kind {
+            RuleKind::Masquerade => self.gc_masquerade(network, keep),
+            RuleKind::Ports => self.gc_ports(network, keep),
+            RuleKind::Forward => self.gc_forward(network, keep),
+        }
+    }
+
+    fn reconcile(&self, desired: &[Plan]) -> Result<ReconcileReport, FirewallError> {
+        let ports: Vec<&PortPlan> = desired
+            .iter()
+            .filter_map(|d| match d {
+                Plan::Ports(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        let mut skeleton = ports_skeleton(&ports)?;
+        let masq: Vec<&FamilyMasq> = desired
+            .iter()
+            .filter_map(|d| match d {
+                Plan::Masquerade(m) => Some(&m.families),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        skeleton.merge(Skeleton::nat(&[], &layout::exempt_prefixes(masq)));
+        if desired.iter().any(|d| matches!(d, Plan::Isolation(_))) {
+            skeleton.merge(Skeleton::filter());
+        }
+        let mut owned = Vec::new();
+        for d in desired {
+            owned.push(match d {
+                Plan::Masquerade(m) => layout::masq_owned(&m.families, &m.tag),
+                Plan::Ports(p) => ports_owned(p)?,
+                Plan::Isolation(i) => layout::iso_owned(i),
+                Plan::Forward(_) => continue,
+            });
+        }
+        let report = self.converge(
+            |table| {
+                let mut tx = skeleton_tx(table, &skeleton);
+                let mut report = ReconcileReport {
+                    skeleton_repaired: !tx.is_empty(),
+                    ..ReconcileReport::default()
+                };
+                for o in &owned {
+                    // Only what is missing or wrong: stale elements are GC's business.
+                    let t = replace_tx(table, o, &|_| false);
+                    if !t.is_empty() {
+                        report.repaired.push(o.what.clone());
+                        tx.extend(t);
+                    }
+                }
+                (tx, report)
+            },
+            apply_err("reconcile"),
+        )?;
+        Ok(report)
+    }
+}
+
+impl Nftables {
     fn add_masquerade(&self, plan: &MasqPlan) -> Result<(), FirewallError> {
         let owned = layout::masq_owned(&plan.families, &plan.tag);
         // ADD replaces the owner's sources in the families it mentions; those of other
@@ -787,58 +884,6 @@ impl Backend for Nftables {
 
     fn gc_forward(&self, _: &str, _: &HashSet<Tag>) -> Result<Vec<Owner>, FirewallError> {
         Ok(Vec::new())
-    }
-
-    fn reconcile(&self, desired: &[Plan]) -> Result<ReconcileReport, FirewallError> {
-        let ports: Vec<&PortPlan> = desired
-            .iter()
-            .filter_map(|d| match d {
-                Plan::Ports(p) => Some(p),
-                _ => None,
-            })
-            .collect();
-        let mut skeleton = ports_skeleton(&ports)?;
-        let masq: Vec<&FamilyMasq> = desired
-            .iter()
-            .filter_map(|d| match d {
-                Plan::Masquerade(m) => Some(&m.families),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        skeleton.merge(Skeleton::nat(&[], &layout::exempt_prefixes(masq)));
-        if desired.iter().any(|d| matches!(d, Plan::Isolation(_))) {
-            skeleton.merge(Skeleton::filter());
-        }
-        let mut owned = Vec::new();
-        for d in desired {
-            owned.push(match d {
-                Plan::Masquerade(m) => layout::masq_owned(&m.families, &m.tag),
-                Plan::Ports(p) => ports_owned(p)?,
-                Plan::Isolation(i) => layout::iso_owned(i),
-                Plan::Forward(_) => continue,
-            });
-        }
-        let report = self.converge(
-            |table| {
-                let mut tx = skeleton_tx(table, &skeleton);
-                let mut report = ReconcileReport {
-                    skeleton_repaired: !tx.is_empty(),
-                    ..ReconcileReport::default()
-                };
-                for o in &owned {
-                    // Only what is missing or wrong: stale elements are GC's business.
-                    let t = replace_tx(table, o, &|_| false);
-                    if !t.is_empty() {
-                        report.repaired.push(o.what.clone());
-                        tx.extend(t);
-                    }
-                }
-                (tx, report)
-            },
-            apply_err("reconcile"),
-        )?;
-        Ok(report)
     }
 }
 

@@ -8,12 +8,12 @@ use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 
 use berth_cni::NetworkName;
+use berth_image::{DEFAULT_PATH, Image, ImageName};
 use serde::{Deserialize, Serialize};
 
 use crate::caps::{CapSet, CapsError};
 use crate::cgroups::{CpuQuota, Resources};
-use crate::image::Image;
-use crate::names::{ContainerId, ContainerName, ImageName, NameError};
+use crate::names::{ContainerId, ContainerName, NameError};
 use crate::network::DEFAULT_NETWORK;
 use crate::network::definition::{DefinitionError, parse_network_name};
 use crate::network::ports::{self, PortError, PortMapping};
@@ -24,6 +24,8 @@ use crate::userns::{UserNamespace, UsernsError, UsernsRequest};
 pub enum ConfigError {
     #[error(transparent)]
     Name(#[from] NameError),
+    #[error(transparent)]
+    ImageName(#[from] berth_image::NameError),
     #[error("--cap-add/--cap-drop")]
     Caps(#[from] CapsError),
     #[error(
@@ -226,8 +228,6 @@ pub struct ContainerConfig {
     pub userns: Option<UserNamespace>,
 }
 
-/// `$PATH` when neither the image nor `-e` sets one (docker's default).
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The cgroup parent when `--cgroup-parent` is not given.
 pub const DEFAULT_CGROUP_PARENT: &str = "berth";
 

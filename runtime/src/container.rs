@@ -30,15 +30,15 @@ use std::collections::BTreeSet;
 
 use berth_cni::invoke::CniConfig;
 use berth_cni::{Dns, NetConfList};
+use berth_image::{ImageError, ImageName, ImageStore};
 use serde_json::{Map, Value};
 
 use crate::cgroups::{self, CgroupError, CgroupErrors, Layout};
 use crate::clock;
 use crate::config::{ConfigError, ContainerConfig, NetworkMode, RunRequest, Volume};
-use crate::image::{ImageError, ImageStore};
 use crate::init::{InitConfig, InitUserns};
 use crate::logs::{LogError, LogWriter, Stream};
-use crate::names::{ContainerId, ContainerName, ImageName, NameError};
+use crate::names::{ContainerId, ContainerName, NameError};
 use crate::namespaces::{self, NamespaceError};
 use crate::network::hosts::{self, HostsError};
 use crate::network::ports::{self, PortError};
@@ -61,6 +61,8 @@ pub enum ContainerError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Name(#[from] NameError),
+    #[error(transparent)]
+    ImageName(#[from] berth_image::NameError),
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]

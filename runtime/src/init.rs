@@ -435,7 +435,7 @@ fn become_command(config: &CommandSpec<'_>, sync_fd: RawFd) -> Result<Infallible
         .env
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or(crate::config::DEFAULT_PATH);
+        .unwrap_or(berth_image::DEFAULT_PATH);
     let program = find_executable(&command, path_env)?;
     let c_program = cstring(program.as_os_str(), "the command path")?;
     let c_args = config

@@ -4,14 +4,12 @@
 //! The library does the work; the `berth` binary is a thin clap front end. Modules, in the
 //! order a `berth run` uses them:
 //! - [`config`]: `berth run` flags → validated [`config::RunSpec`] → [`config::ContainerConfig`];
-//! - [`names`]: container ids and names, image names;
-//! - [`image`], [`layer`]: the image store, the offline busybox image, tarball / docker-save /
-//!   OCI import;
+//! - [`names`]: container ids and names (images: `berth_image`);
 //! - [`state`]: the state roots, the lock, container records; [`clock`]: timestamps;
 //! - [`network`]: network definitions, the default network, CNI attach/detach/GC, `-p`,
 //!   the name files (`/etc/hosts`, …);
 //! - [`container`]: create, start, finish, release; [`removal`]: `rm`, and the disposal
-//!   `--rm` and `system prune` share; [`mounts`]: deleting trees with mount points in them;
+//!   `--rm` and `system prune` share;
 //!   [`listing`]: `ps`, `inspect`;
 //! - [`monitor`]: `run -d` and the monitor process; [`logs`]: the container log;
 //! - [`exec`], [`stop`], [`start`] (also `restart`), [`attach`], [`prune`]: the other
@@ -19,7 +17,7 @@
 //! - [`process`]: clone3 of the init, the handshake, signal forwarding, the pty;
 //! - [`init`]: the container side (`berth init`, PID 1 until it execs the command, and
 //!   `berth exec-init`), both run from a [`sealed`] copy of the binary;
-//! - [`namespaces`], [`userns`], [`rootfs`], [`resolve`], [`cgroups`], [`caps`], [`seccomp`]:
+//! - [`namespaces`], [`userns`], [`rootfs`], [`cgroups`], [`caps`], [`seccomp`]:
 //!   isolation.
 
 pub mod attach;
@@ -30,20 +28,16 @@ pub mod config;
 pub mod container;
 pub mod exec;
 pub mod fork;
-pub mod image;
 pub mod init;
-pub mod layer;
 pub mod listing;
 pub mod logs;
 pub mod monitor;
-pub mod mounts;
 pub mod names;
 pub mod namespaces;
 pub mod network;
 pub mod process;
 pub mod prune;
 pub mod removal;
-pub mod resolve;
 pub mod rootfs;
 pub mod sealed;
 pub mod seccomp;

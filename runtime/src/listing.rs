@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use berth_image::ImageStore;
 use serde::Serialize;
 
 use crate::cgroups::Layout;
 use crate::clock;
 use crate::container::ContainerError;
-use crate::image::ImageStore;
 use crate::names::ContainerId;
 use crate::state::{ContainerRecord, Status, Store};
 

@@ -8,13 +8,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use berth_image::{ImageName, ImageStore};
 use berth_runtime::attach::{self, AttachEnd, Since};
 use berth_runtime::config::RunRequest;
 use berth_runtime::container::{self, ContainerError};
 use berth_runtime::exec::ExecRequest;
-use berth_runtime::image::ImageStore;
 use berth_runtime::listing::{self, ContainerSummary};
-use berth_runtime::names::ImageName;
 use berth_runtime::network::definition::NetworkRequest;
 use berth_runtime::network::{self, DefaultNetwork, Networks, reload};
 use berth_runtime::state::Store;

@@ -1,4 +1,4 @@
-//! Validated names: container ids, container names and image names.
+//! Validated names: container ids and container names (image names are berth-image's).
 //!
 //! Parse, don't validate: everything past the CLI edge holds one of these newtypes, so deeper
 //! code (paths under the state root, cgroup directories, overlay options) can rely on them
@@ -19,21 +19,17 @@ pub enum NameError {
         "invalid container name {name:?}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most {MAX_NAME} characters"
     )]
     ContainerName { name: String },
-    #[error(
-        "invalid image name {name:?}: use [a-z0-9][a-z0-9_.-]*, at most {MAX_NAME} characters (tags other than :latest arrive with registry support)"
-    )]
-    ImageName { name: String },
     #[error("read random bytes from /dev/urandom")]
     Random(#[source] io::Error),
 }
 
-/// Longest container or image name accepted.
+/// Longest container name accepted.
 pub const MAX_NAME: usize = 128;
 /// Length of the short form of a container id (as docker and podman print it).
 pub const SHORT_ID: usize = 12;
 
 /// `n` random bytes from the kernel.
-pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], NameError> {
+fn random_bytes<const N: usize>() -> Result<[u8; N], NameError> {
     let mut buf = [0u8; N];
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut buf))
@@ -41,7 +37,7 @@ pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], NameError> {
     Ok(buf)
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
+fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -163,61 +159,6 @@ impl fmt::Display for ContainerName {
     }
 }
 
-/// A local image name: `[a-z0-9][a-z0-9_.-]*`. A `:latest` suffix is accepted and dropped;
-/// other tags and registry paths arrive with registry support (phase 2). The name is a
-/// directory under `<root>/images` and part of overlayfs' `lowerdir=` option, so it can
-/// contain neither `/` nor `:` nor `,`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct ImageName(String);
-
-impl ImageName {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<&str> for ImageName {
-    type Error = NameError;
-    fn try_from(name: &str) -> Result<Self, NameError> {
-        let bare = name.strip_suffix(":latest").unwrap_or(name);
-        let mut bytes = bare.bytes();
-        let valid = bare.len() <= MAX_NAME
-            && bytes
-                .next()
-                .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            && bytes.all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
-            });
-        if valid {
-            Ok(ImageName(bare.to_owned()))
-        } else {
-            Err(NameError::ImageName {
-                name: name.to_owned(),
-            })
-        }
-    }
-}
-
-impl TryFrom<String> for ImageName {
-    type Error = NameError;
-    fn try_from(name: String) -> Result<Self, NameError> {
-        ImageName::try_from(name.as_str())
-    }
-}
-
-impl From<ImageName> for String {
-    fn from(name: ImageName) -> String {
-        name.0
-    }
-}
-
-impl fmt::Display for ImageName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,32 +193,8 @@ mod tests {
     }
 
     #[test]
-    fn image_names_are_safe_path_and_overlay_components() {
-        assert_eq!(
-            ImageName::try_from("busybox:latest").unwrap().as_str(),
-            "busybox"
-        );
-        for ok in ["busybox", "alpine3.20", "my-image_1"] {
-            assert!(ImageName::try_from(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            "Busybox",
-            "a/b",
-            "..",
-            ".x",
-            "a:b",
-            "a,b",
-            "alpine:3",
-            "docker.io/x",
-        ] {
-            assert!(ImageName::try_from(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn serde_validates() {
-        assert!(serde_json::from_str::<ImageName>("\"a/b\"").is_err());
+        assert!(serde_json::from_str::<ContainerName>("\"a/b\"").is_err());
         let name: ContainerName = serde_json::from_str("\"web\"").unwrap();
         assert_eq!(serde_json::to_string(&name).unwrap(), "\"web\"");
     }

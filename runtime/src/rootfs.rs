@@ -28,7 +28,7 @@ use nix::unistd::{chdir, fchdir, pivot_root};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Volume;
-use crate::resolve::{ResolveError, secure_join};
+use berth_image::resolve::{ResolveError, secure_join};
 
 /// Errors of the `rootfs` module: one variant per step.
 #[derive(Debug, thiserror::Error)]

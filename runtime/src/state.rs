@@ -54,8 +54,8 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ContainerConfig;
-use crate::mounts::{self, MountsError};
 use crate::names::{ContainerId, ContainerName, NameError};
+use berth_image::mounts::{self, MountsError};
 
 /// Errors of the `state` module.
 #[derive(Debug, thiserror::Error)]

@@ -32,8 +32,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use crate::mounts::unescape_mountinfo;
 use crate::names::ContainerId;
+use berth_image::mounts::unescape_mountinfo;
 
 pub use v1::V1Manager;
 pub use v2::V2Manager;

@@ -77,7 +77,7 @@ pub fn delete_tree(dir: &Path) -> Result<(), MountsError> {
 }
 
 /// Mountinfo escapes space, tab, newline and backslash as `\ooo`.
-pub(crate) fn unescape_mountinfo(field: &str) -> String {
+pub fn unescape_mountinfo(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

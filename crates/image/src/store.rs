@@ -22,10 +22,9 @@ use std::process::Command;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use crate::clock;
-use crate::config::DEFAULT_PATH;
 use crate::layer::{self, LayerError, Mode};
-use crate::names::{ImageName, NameError, hex, random_bytes};
+use crate::name::ImageName;
+use crate::{mounts, time};
 
 /// Errors of the `image` module.
 #[derive(Debug, thiserror::Error)]
@@ -82,9 +81,12 @@ pub enum ImageError {
     },
     #[error("import {archive}: {problem}")]
     Format { archive: PathBuf, problem: String },
-    #[error(transparent)]
-    Name(#[from] NameError),
+    #[error("read random bytes from /dev/urandom")]
+    Random(#[source] io::Error),
 }
+
+/// `$PATH` when neither the image nor `-e` sets one (docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The default image, built from the host's busybox.
 pub const DEFAULT_IMAGE: &str = "busybox";
@@ -143,7 +145,7 @@ impl Drop for Staging {
 }
 
 impl ImageStore {
-    /// The store in `dir` (`<root>/images`, created by [`crate::state::Store::open`]).
+    /// The store in `dir` (`<root>/images`, which the runtime creates with its state).
     pub fn new(dir: PathBuf) -> ImageStore {
         ImageStore { dir }
     }
@@ -189,8 +191,8 @@ impl ImageStore {
         };
         for entry in entries.filter_map(Result::ok) {
             if entry.file_name().to_string_lossy().starts_with(".tmp-") {
-                if let Err(e) = crate::mounts::delete_tree(&entry.path()) {
-                    eprintln!("berth: {}", crate::container::error_chain(&e));
+                if let Err(e) = mounts::delete_tree(&entry.path()) {
+                    eprintln!("berth: {}", error_chain(&e));
                 }
             }
         }
@@ -225,9 +227,7 @@ impl ImageStore {
     }
 
     fn staging(&self, name: &ImageName) -> Result<Staging, ImageError> {
-        let dir = self
-            .dir
-            .join(format!(".tmp-{name}-{}", hex(&random_bytes::<6>()?)));
+        let dir = self.dir.join(format!(".tmp-{name}-{}", random_suffix()?));
         fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
@@ -369,7 +369,7 @@ impl ImageStore {
                 "etc/group",
                 "root:x:0:\ndaemon:x:1:\nbin:x:2:\nsys:x:3:\nadm:x:4:\ntty:x:5:\nwheel:x:10:\nnogroup:x:65534:\n",
             ),
-            // Placeholders: phase 2 bind-mounts generated ones over them.
+            // Placeholders: the runtime bind-mounts generated ones over them.
             ("etc/hosts", ""),
             ("etc/resolv.conf", ""),
             ("etc/hostname", ""),
@@ -384,7 +384,7 @@ impl ImageStore {
 
         let image = Image {
             name: name.clone(),
-            created: clock::now_rfc3339(),
+            created: time::now_rfc3339(),
             cmd: vec!["sh".into()],
             entrypoint: Vec::new(),
             env: vec![format!("PATH={DEFAULT_PATH}")],
@@ -423,7 +423,7 @@ impl ImageStore {
 
         let mut image = Image {
             name: name.clone(),
-            created: clock::now_rfc3339(),
+            created: time::now_rfc3339(),
             cmd: Vec::new(),
             entrypoint: Vec::new(),
             env: vec![format!("PATH={DEFAULT_PATH}")],
@@ -510,7 +510,7 @@ impl ImageStore {
         let doomed = Staging {
             dir: self
                 .dir
-                .join(format!(".tmp-rm-{name}-{}", hex(&random_bytes::<6>()?))),
+                .join(format!(".tmp-rm-{name}-{}", random_suffix()?)),
             committed: false,
         };
         fs::rename(self.image_dir(name), &doomed.dir).map_err(|source| ImageError::Build {
@@ -522,6 +522,27 @@ impl ImageStore {
         drop(doomed);
         Ok(())
     }
+}
+
+/// 12 random hex digits: staging directories of concurrent builds never collide.
+fn random_suffix() -> Result<String, ImageError> {
+    let mut buf = [0u8; 6];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map_err(ImageError::Random)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// `err: cause: cause`, on one line.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// Total size of the regular files under `dir` (symlinks not followed).

@@ -7,146 +7,24 @@
 //!    which takes its addresses, routes and sysctls with it);
 //! 3. sysctls, addresses, up, routes, and the wait for IPv6 duplicate address detection.
 
-use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use berth_cni::{CniResult, Interface, IpConfig};
 use berth_netlink::{
-    AddrError, Errno, IpFamily, Link, LinkError, MacvlanSpec, Netlink, Netns, NetnsError, Rollback,
-    RouteError, RouteScope, SysctlError, format_mac, ipnetwork::IpNetwork, sysctl,
+    Errno, IpFamily, Link, MacvlanSpec, Netlink, Netns, Rollback, RouteScope, format_mac,
+    ipnetwork::IpNetwork, sysctl,
 };
 
-use crate::error::MacvlanError;
+use crate::error::{AddError, MacvlanError};
 use crate::ipam::{self, IpamError};
 use crate::master::place;
+use crate::step::Step;
 use crate::{Call, master, ns};
 
 /// How long to wait for IPv6 duplicate address detection (the reference's `SettleAddresses`).
 const DAD_TIMEOUT: Duration = Duration::from_secs(10);
 const DAD_POLL: Duration = Duration::from_millis(50);
-
-/// The steps of ADD, in order, named so a test can make ADD fail right after any of them
-/// (`Macvlan { failpoint }`) and check that the rollback leaves nothing behind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Step {
-    /// IPAM ADD returned addresses (undo: IPAM DEL).
-    Ipam,
-    /// The macvlan exists in the container, down (undo: delete it).
-    CreateLink,
-    /// arp_notify, ndisc_notify, IPv6 enabled when needed (die with the link).
-    Sysctls,
-    Addresses,
-    LinkUp,
-    Routes,
-    /// IPv6 duplicate address detection finished.
-    Dad,
-}
-
-impl Step {
-    /// With `ipam`, in order.
-    pub const LAYER3: [Step; 7] = [
-        Step::Ipam,
-        Step::CreateLink,
-        Step::Sysctls,
-        Step::Addresses,
-        Step::LinkUp,
-        Step::Routes,
-        Step::Dad,
-    ];
-    /// Without `ipam`: the link only goes up.
-    pub const LAYER2: [Step; 2] = [Step::CreateLink, Step::LinkUp];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Step::Ipam => "ipam",
-            Step::CreateLink => "create-link",
-            Step::Sysctls => "sysctls",
-            Step::Addresses => "addresses",
-            Step::LinkUp => "link-up",
-            Step::Routes => "routes",
-            Step::Dad => "dad",
-        }
-    }
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Errors of the `add` module (code 999, as every failure of the reference's ADD).
-#[derive(Debug, thiserror::Error)]
-pub enum AddError {
-    #[error("failed to create macvlan {name} on master {master} in {netns}{hint}")]
-    Create {
-        name: String,
-        master: String,
-        netns: String,
-        /// What the kernel's errno usually means here.
-        hint: &'static str,
-        #[source]
-        source: Box<LinkError>,
-    },
-    #[error("an interface named {name} already exists in {netns}")]
-    NameTaken { name: String, netns: String },
-    #[error("macvlan {name} vanished from {netns} right after being created")]
-    Vanished { name: String, netns: String },
-    #[error("look up {name}")]
-    Lookup {
-        name: String,
-        #[source]
-        source: Box<LinkError>,
-    },
-    #[error("enter {netns} to write the sysctls of {ifname}")]
-    EnterNetns {
-        netns: String,
-        ifname: String,
-        #[source]
-        source: Box<NetnsError>,
-    },
-    #[error("failed to enable IPv6 for interface {dev} ({key})")]
-    EnableIpv6 {
-        dev: String,
-        key: String,
-        #[source]
-        source: Box<SysctlError>,
-    },
-    #[error("failed to add IP addr {address} to {ifname}")]
-    Addr {
-        address: IpNetwork,
-        ifname: String,
-        #[source]
-        source: Box<AddrError>,
-    },
-    #[error("failed to set {ifname} up")]
-    Up {
-        ifname: String,
-        #[source]
-        source: Box<LinkError>,
-    },
-    #[error("failed to add route {route} on {ifname}")]
-    Route {
-        route: String,
-        ifname: String,
-        #[source]
-        source: Box<RouteError>,
-    },
-    #[error("list the addresses of {ifname}")]
-    ListAddrs {
-        ifname: String,
-        #[source]
-        source: Box<AddrError>,
-    },
-    #[error(
-        "IPv6 duplicate address detection: {address} on {ifname} is already in use on the network"
-    )]
-    Duplicate { address: IpNetwork, ifname: String },
-    /// A test asked ADD to fail here (`Macvlan { failpoint }`).
-    #[error("failpoint: ADD stopped after step {0}")]
-    Failpoint(Step),
-}
 
 impl Call<'_> {
     /// The failpoint: fail right after `step` if asked to.

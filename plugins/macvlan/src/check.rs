@@ -6,24 +6,9 @@ use berth_cni::{CniResult, Interface};
 use berth_netlink::{IpFamily, Link, Netlink, error_chain, format_mac};
 
 use crate::config::mode_name;
-use crate::error::MacvlanError;
+use crate::error::{CheckError, MacvlanError};
 use crate::master::place;
 use crate::{Call, ipam, master, ns};
-
-/// What CHECK found wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("CHECK found {}: {}", plural(.problems.len()), .problems.join("; "))]
-pub struct CheckError {
-    pub problems: Vec<String>,
-}
-
-fn plural(n: usize) -> String {
-    if n == 1 {
-        "1 problem".to_owned()
-    } else {
-        format!("{n} problems")
-    }
-}
 
 pub fn check(call: &Call<'_>) -> Result<(), MacvlanError> {
     let config = call.config;

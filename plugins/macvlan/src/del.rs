@@ -3,22 +3,9 @@
 //! collected and reported together after every step ran.
 
 use berth_cni::CmdArgs;
-use berth_netlink::LinkError;
 
-use crate::error::MacvlanError;
+use crate::error::{DelError, MacvlanError};
 use crate::{ipam, ns};
-
-/// Errors of the `del` module.
-#[derive(Debug, thiserror::Error)]
-pub enum DelError {
-    #[error("delete macvlan {ifname} in {netns}")]
-    Link {
-        ifname: String,
-        netns: String,
-        #[source]
-        source: Box<LinkError>,
-    },
-}
 
 pub fn del(args: &CmdArgs, ipam_kind: Option<&str>) -> Result<(), MacvlanError> {
     let mut errors = Vec::new();

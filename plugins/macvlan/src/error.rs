@@ -9,15 +9,14 @@
 //! version errors (6, 1, 7) come before any of this.
 
 use berth_cni::{CniError, ErrorCode};
-use berth_netlink::error_chain;
+use berth_netlink::ipnetwork::IpNetwork;
+use berth_netlink::{AddrError, LinkError, NetnsError, RouteError, SysctlError, error_chain};
 
-use crate::add::AddError;
-use crate::check::CheckError;
 use crate::config::ConfigError;
-use crate::del::DelError;
 use crate::ipam::IpamError;
 use crate::master::MasterError;
 use crate::ns::NsError;
+use crate::step::Step;
 
 /// Everything a verb can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +85,108 @@ impl From<MacvlanError> for CniError {
             _ => CniError::from_error(code, &err),
         }
     }
+}
+
+// The verbs' own errors live here, beside the code table, so that the verbs depend on this
+// module and never the other way round.
+
+/// Errors of the `add` module (code 999, as every failure of the reference's ADD).
+#[derive(Debug, thiserror::Error)]
+pub enum AddError {
+    #[error("failed to create macvlan {name} on master {master} in {netns}{hint}")]
+    Create {
+        name: String,
+        master: String,
+        netns: String,
+        /// What the kernel's errno usually means here.
+        hint: &'static str,
+        #[source]
+        source: Box<LinkError>,
+    },
+    #[error("an interface named {name} already exists in {netns}")]
+    NameTaken { name: String, netns: String },
+    #[error("macvlan {name} vanished from {netns} right after being created")]
+    Vanished { name: String, netns: String },
+    #[error("look up {name}")]
+    Lookup {
+        name: String,
+        #[source]
+        source: Box<LinkError>,
+    },
+    #[error("enter {netns} to write the sysctls of {ifname}")]
+    EnterNetns {
+        netns: String,
+        ifname: String,
+        #[source]
+        source: Box<NetnsError>,
+    },
+    #[error("failed to enable IPv6 for interface {dev} ({key})")]
+    EnableIpv6 {
+        dev: String,
+        key: String,
+        #[source]
+        source: Box<SysctlError>,
+    },
+    #[error("failed to add IP addr {address} to {ifname}")]
+    Addr {
+        address: IpNetwork,
+        ifname: String,
+        #[source]
+        source: Box<AddrError>,
+    },
+    #[error("failed to set {ifname} up")]
+    Up {
+        ifname: String,
+        #[source]
+        source: Box<LinkError>,
+    },
+    #[error("failed to add route {route} on {ifname}")]
+    Route {
+        route: String,
+        ifname: String,
+        #[source]
+        source: Box<RouteError>,
+    },
+    #[error("list the addresses of {ifname}")]
+    ListAddrs {
+        ifname: String,
+        #[source]
+        source: Box<AddrError>,
+    },
+    #[error(
+        "IPv6 duplicate address detection: {address} on {ifname} is already in use on the network"
+    )]
+    Duplicate { address: IpNetwork, ifname: String },
+    /// A test asked ADD to fail here (`Macvlan { failpoint }`).
+    #[error("failpoint: ADD stopped after step {0}")]
+    Failpoint(Step),
+}
+
+/// What CHECK found wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("CHECK found {}: {}", plural(.problems.len()), .problems.join("; "))]
+pub struct CheckError {
+    pub problems: Vec<String>,
+}
+
+fn plural(n: usize) -> String {
+    if n == 1 {
+        "1 problem".to_owned()
+    } else {
+        format!("{n} problems")
+    }
+}
+
+/// Errors of the `del` module.
+#[derive(Debug, thiserror::Error)]
+pub enum DelError {
+    #[error("delete macvlan {ifname} in {netns}")]
+    Link {
+        ifname: String,
+        netns: String,
+        #[source]
+        source: Box<LinkError>,
+    },
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod error;
 mod ipam;
 mod master;
 mod ns;
+mod step;
 
 use std::path::Path;
 
@@ -23,9 +24,9 @@ use berth_cni::{
     Attachment, CmdArgs, CniError, CniResult, ErrorCode, NetConf, NetworkArgs, Plugin,
 };
 
-pub use crate::add::Step;
 use crate::config::{Config, MacvlanConf, ipam_kind, master_name};
 use crate::error::MacvlanError;
+pub use crate::step::Step;
 
 /// The plugin. `failpoint` makes ADD fail right after that step (tests only; `main` uses
 /// `Macvlan::default()`).

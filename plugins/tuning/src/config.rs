@@ -13,7 +13,7 @@ use berth_netlink::Mac;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use crate::sysctl::{self, SysctlKeyError};
+use crate::sysctl::{self, Sysctl, SysctlKeyError};
 
 /// Where the original interface values are kept between ADD and DEL: the reference's default,
 /// so that a host can switch implementations with containers running.
@@ -112,15 +112,6 @@ pub enum ConfigError {
     TxQLen { value: i64, from: &'static str },
     #[error(transparent)]
     SysctlKey(#[from] SysctlKeyError),
-}
-
-/// One sysctl to write: the key as configured, the path under `/proc/sys` it resolved to (dots
-/// turned into `/`, `IFNAME` substituted, checked to stay under `net/`), and the value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sysctl {
-    pub key: String,
-    pub path: String,
-    pub value: String,
 }
 
 /// The interface attributes to change. Empty (the default) means the interface is not touched

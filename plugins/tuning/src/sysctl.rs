@@ -6,7 +6,15 @@
 
 use berth_netlink::{Errno, Netns, NetnsError, SysctlError, error_chain, sysctl};
 
-use crate::config::Sysctl;
+/// One sysctl to write: the key as configured, the path under `/proc/sys` it resolved to (dots
+/// turned into `/`, `IFNAME` substituted, checked to stay under `net/`), and the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sysctl {
+    pub key: String,
+    pub path: String,
+    pub value: String,
+}
+
 
 /// Errors of resolving a configured key (nothing has been touched yet).
 #[derive(Debug, thiserror::Error)]

@@ -9,15 +9,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use berth_image::{ImageName, ImageStore};
-use berth_runtime::attach::{self, AttachEnd, Since};
-use berth_runtime::config::RunRequest;
-use berth_runtime::container::{self, ContainerError};
-use berth_runtime::exec::ExecRequest;
-use berth_runtime::listing::{self, ContainerSummary};
+use berth_runtime::commands::attach::{self, AttachEnd, Since};
+use berth_runtime::commands::exec::ExecRequest;
+use berth_runtime::commands::ps::{self, ContainerSummary};
+use berth_runtime::commands::{monitor, prune, rm, start, stop};
+use berth_runtime::lifecycle::container::{self, ContainerError};
+use berth_runtime::lifecycle::request::RunRequest;
 use berth_runtime::network::definition::NetworkRequest;
 use berth_runtime::network::{self, DefaultNetwork, Networks, reload};
 use berth_runtime::state::Store;
-use berth_runtime::{logs, monitor, prune, removal, start, stop};
+use berth_runtime::state::log;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -354,9 +355,11 @@ struct ExecArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Init { config_fd, sync_fd } => berth_runtime::init::main(config_fd, sync_fd),
+        Command::Init { config_fd, sync_fd } => {
+            berth_runtime::sandbox::init::main(config_fd, sync_fd)
+        }
         Command::ExecInit { config_fd, sync_fd } => {
-            berth_runtime::init::exec_main(config_fd, sync_fd)
+            berth_runtime::sandbox::init::exec_main(config_fd, sync_fd)
         }
         _ => {}
     }
@@ -428,7 +431,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
                 workdir: args.workdir,
             };
             let container = request.container.clone();
-            match berth_runtime::exec::exec(&store, request) {
+            match berth_runtime::commands::exec::exec(&store, request) {
                 Ok(code) => Ok(exit_code(code)),
                 Err(e) => {
                     let code = u8::try_from(e.exit_code()).unwrap_or(125);
@@ -440,7 +443,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             }
         }
         Command::Ps { all, json } => {
-            let list = listing::list(&store, all)?;
+            let list = ps::list(&store, all)?;
             if json {
                 print_json(&list)?;
             } else {
@@ -489,20 +492,20 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             })
         }
         Command::Rm { force, containers } => for_each(&containers, "remove", |query| {
-            removal::remove(&store, &networks, query, force)
+            rm::remove(&store, &networks, query, force)
         }),
         Command::Logs {
             follow,
             timestamps,
             container,
         } => {
-            logs::show(&store, &container, follow, timestamps)
+            log::show(&store, &container, follow, timestamps)
                 .with_context(|| format!("logs of {container}"))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { container } => {
-            let inspection = listing::inspect(&store, &container)
-                .with_context(|| format!("inspect {container}"))?;
+            let inspection =
+                ps::inspect(&store, &container).with_context(|| format!("inspect {container}"))?;
             print_json(&inspection)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -671,7 +674,7 @@ fn image(store: &Store, command: ImageCommand) -> Result<ExitCode, Failure> {
                     println!(
                         "{:<24} {:<22} {:>10}  {}",
                         i.image.name.as_str(),
-                        berth_runtime::clock::ago(&i.image.created),
+                        berth_runtime::state::clock::ago(&i.image.created),
                         human_size(i.size),
                         i.image.source
                     );
@@ -829,7 +832,7 @@ fn print_ps(list: &[ContainerSummary]) {
             c.id.short(),
             c.image,
             format!("\"{command}\""),
-            berth_runtime::clock::ago(&c.created),
+            berth_runtime::state::clock::ago(&c.created),
             c.status_text,
             c.ports.join(", "),
             c.name

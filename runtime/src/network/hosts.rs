@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use berth_cni::Dns;
 
-use crate::config::NetworkMode;
+use crate::lifecycle::request::NetworkMode;
 use crate::names::ContainerId;
 use crate::state::{ContainerRecord, StateError, Store, StoreLock};
 

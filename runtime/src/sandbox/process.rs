@@ -34,10 +34,10 @@ use nix::sys::termios::{self, SetArg, Termios};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{Pid, pipe2};
 
-use crate::fork::{Forked, clone_fork};
-use crate::init::InitFailure;
-use crate::logs::Stream;
-use crate::sealed::{self, SealedError, SealedExe};
+use crate::sandbox::fork::{Forked, clone_fork};
+use crate::sandbox::init::InitFailure;
+use crate::sandbox::sealed::{self, SealedError, SealedExe};
+use crate::state::log::Stream;
 use crate::timing;
 
 /// Errors of the `process` module.
@@ -229,7 +229,7 @@ pub struct InitProcess {
 }
 
 impl InitProcess {
-    /// Starts `berth init` (this executable, re-exec'ed from a sealed copy: crate::sealed) as
+    /// Starts `berth init` (this executable, re-exec'ed from a sealed copy: crate::sandbox::sealed) as
     /// PID 1 of a new pid namespace, or `berth exec-init` (see [`SpawnOptions`]). The child
     /// waits for [`send_config`](Self::send_config).
     pub fn spawn(options: SpawnOptions) -> Result<InitProcess, ProcessError> {
@@ -245,7 +245,7 @@ impl InitProcess {
         .map_err(ProcessError::Pipe)?;
 
         // Everything the child touches is prepared here: after clone3 it may not allocate.
-        // The program is a sealed copy of this binary, never the host's file (crate::sealed).
+        // The program is a sealed copy of this binary, never the host's file (crate::sandbox::sealed).
         let exe = timing::step("sealed copy", SealedExe::of_self).map_err(ProcessError::Sealed)?;
         // INVARIANT: these literals and decimal numbers contain no NUL byte.
         let cstr = |s: String| CString::new(s).expect("no NUL in init arguments");

@@ -42,8 +42,8 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{Pid, pipe2};
 use serde::{Deserialize, Serialize};
 
-use crate::fork::{Forked, clone_fork};
-use crate::process;
+use crate::sandbox::fork::{Forked, clone_fork};
+use crate::sandbox::process;
 use crate::state::{ProcessRef, process_start_time};
 
 /// Ids per container with `--userns=auto` (podman's and docker's usual size).

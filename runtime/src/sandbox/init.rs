@@ -20,11 +20,11 @@
 //! Order of the steps (each one needs the previous):
 //! 1. reset signal mask and dispositions (the runtime blocks signals it forwards; Rust
 //!    ignores SIGPIPE), ask for SIGKILL if the runtime dies, read the configuration;
-//! 2. namespaces ([`crate::namespaces`]): join the netns, unshare mount/uts/ipc/cgroup
+//! 2. namespaces ([`crate::sandbox::namespaces`]): join the netns, unshare mount/uts/ipc/cgroup
 //!    (with a user namespace: join the holder's uts/ipc, unshare the mount namespace only);
 //! 3. hostname;
-//! 4. rootfs ([`crate::rootfs`]): overlay, /proc, /dev, /sys, volumes, masks, pivot_root,
-//!    then `--read-only`; with a user namespace ([`crate::userns`]) everything up to here
+//! 4. rootfs ([`crate::sandbox::rootfs`]): overlay, /proc, /dev, /sys, volumes, masks, pivot_root,
+//!    then `--read-only`; with a user namespace ([`crate::sandbox::userns`]) everything up to here
 //!    is done as host root, then the pty is allocated (`-t`), the user namespace entered
 //!    (uid and gid 0 inside) and a cgroup namespace unshared in it;
 //! 5. with `-t` the pty (allocated in the container's devpts), session and controlling
@@ -37,7 +37,7 @@
 //! **`berth exec-init`** is the same helper for `berth exec`: the runtime has joined the
 //! container's pid namespace for its children and clone3s without `CLONE_NEWPID`, so the
 //! helper starts inside it; it moves into the container's cgroup before the "go", then joins
-//! the remaining namespaces of PID 1 ([`crate::namespaces::join_container`]) and continues
+//! the remaining namespaces of PID 1 ([`crate::sandbox::namespaces::join_container`]) and continues
 //! with steps 5–8 under the container's capabilities, seccomp policy, environment and
 //! working directory.
 
@@ -58,10 +58,10 @@ use nix::sys::stat::{Mode, umask};
 use nix::unistd::{chdir, execve, sethostname, setsid};
 use serde::{Deserialize, Serialize};
 
-use crate::caps::{self, CapSet, CapsError};
-use crate::namespaces::{self, NamespaceError};
-use crate::rootfs::{self, MappedRoot, RootfsError, RootfsSpec};
-use crate::seccomp::{self, SeccompError, SeccompPolicy};
+use crate::sandbox::caps::{self, CapSet, CapsError};
+use crate::sandbox::namespaces::{self, NamespaceError};
+use crate::sandbox::rootfs::{self, MappedRoot, RootfsError, RootfsSpec};
+use crate::sandbox::seccomp::{self, SeccompError, SeccompPolicy};
 use crate::state::ProcessRef;
 
 /// Everything the init needs, sent by the runtime over the config pipe.
@@ -81,7 +81,7 @@ pub struct InitConfig {
     /// slave stdin/stdout/stderr, `/dev/console` and the controlling terminal, and send the
     /// master to the runtime.
     pub tty: Option<(u16, u16)>,
-    /// With a user namespace: how to enter it (see [`crate::userns`]).
+    /// With a user namespace: how to enter it (see [`crate::sandbox::userns`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub userns: Option<InitUserns>,
 }
@@ -288,8 +288,8 @@ fn setup_and_exec(config_fd: RawFd, sync_fd: RawFd) -> Result<Infallible, InitEr
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     let config = read_config(config_fd)?;
 
-    // 2. Namespaces, in their fixed order (see crate::namespaces; with a user namespace,
-    // crate::userns: the holder's are joined, the user namespace is entered at the end).
+    // 2. Namespaces, in their fixed order (see crate::sandbox::namespaces; with a user namespace,
+    // crate::sandbox::userns: the holder's are joined, the user namespace is entered at the end).
     let userns = config
         .userns
         .as_ref()

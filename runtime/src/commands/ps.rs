@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use berth_image::ImageStore;
 use serde::Serialize;
 
-use crate::cgroups::Layout;
-use crate::clock;
-use crate::container::ContainerError;
+use crate::lifecycle::container::ContainerError;
 use crate::names::ContainerId;
+use crate::sandbox::cgroups::Layout;
+use crate::state::clock;
 use crate::state::{ContainerRecord, Status, Store};
 
 /// A line of `berth ps`.

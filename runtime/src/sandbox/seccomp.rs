@@ -17,7 +17,7 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 
-use crate::caps::{CapSet, Capability};
+use crate::sandbox::caps::{CapSet, Capability};
 
 /// Errors of the `seccomp` module.
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,7 @@
 //!    sends after the move). `unshare(CLONE_NEWNS)` needs fs attributes not shared with other
 //!    threads: true in a single-threaded process.
 //!
-//! With a user namespace ([`crate::userns`]) the order differs: the netns, UTS and IPC
+//! With a user namespace ([`crate::sandbox::userns`]) the order differs: the netns, UTS and IPC
 //! namespaces are the holder's (made in the user namespace), only the mount namespace is
 //! unshared at step 2, and the user namespace is entered last, after the root filesystem is
 //! ready, followed by a new cgroup namespace ([`Holder`]). `berth exec` joins the
@@ -138,7 +138,7 @@ const EXEC_ORDER: [(&str, CloneFlags); 5] = [
 /// In `berth exec-init` (single-threaded, so joining the mount and user namespaces is
 /// allowed): joins the namespaces of the container's PID 1, if `pid` still is that process.
 /// With `userns`, its user namespace comes last, once host root has joined the rest (its
-/// mount namespace belongs to the host's user namespace, see [`crate::userns`]).
+/// mount namespace belongs to the host's user namespace, see [`crate::sandbox::userns`]).
 pub fn join_container(pid: i32, start_time: u64, userns: bool) -> Result<(), NamespaceError> {
     let open = |kind: &str| {
         let path = PathBuf::from(format!("/proc/{pid}/ns/{kind}"));
@@ -170,7 +170,7 @@ pub fn create_netns(path: &Path) -> Result<(), NamespaceError> {
 }
 
 /// Makes the network namespace at `source` (`/proc/<pid>/ns/net` of a user namespace's
-/// holder, see [`crate::userns`]) the file `path` (which must not exist), with `lo` up.
+/// holder, see [`crate::sandbox::userns`]) the file `path` (which must not exist), with `lo` up.
 /// On failure nothing is left behind.
 pub fn adopt_netns(path: &Path, source: &Path) -> Result<(), NamespaceError> {
     make_netns_file(path, NetnsSource::Existing(source))
@@ -326,7 +326,7 @@ pub fn unshare_mount() -> Result<(), NamespaceError> {
     unshare(CloneFlags::CLONE_NEWNS).map_err(NamespaceError::UnshareMount)
 }
 
-/// The namespaces of a user namespace's holder ([`crate::userns::Holder`]), opened by the
+/// The namespaces of a user namespace's holder ([`crate::sandbox::userns::Holder`]), opened by the
 /// init while it is host root: the user namespace to enter last, and the UTS and IPC
 /// namespaces made in it.
 #[derive(Debug)]

@@ -27,7 +27,7 @@ use nix::sys::statvfs::{FsFlags, statvfs};
 use nix::unistd::{chdir, fchdir, pivot_root};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Volume;
+use crate::lifecycle::request::Volume;
 use berth_image::resolve::{ResolveError, secure_join};
 
 /// Errors of the `rootfs` module: one variant per step.
@@ -144,7 +144,7 @@ pub struct RootfsSpec {
 
 /// The container's root as the host sees it, when the container has a user namespace: the
 /// image is mounted idmapped with that namespace, and what the init creates on the
-/// container's behalf belongs to its root (see [`crate::userns`]).
+/// container's behalf belongs to its root (see [`crate::sandbox::userns`]).
 #[derive(Debug)]
 pub struct MappedRoot<'a> {
     /// The container's user namespace.

@@ -28,7 +28,7 @@
 //!   `.container.json.<pid>.tmp`), and whoever next writes it sweeps a killed writer's
 //!   temporaries;
 //! - removal first marks the record [`Status::Removing`] and releases what the container holds
-//!   on the host (see `crate::removal`), then renames the directory to `containers/.rm-<id>`
+//!   on the host (see `crate::commands::rm`), then renames the directory to `containers/.rm-<id>`
 //!   ([`Store::remove`]) and only then deletes it: up to the rename the record is there for
 //!   `rm -f` and `system prune` to finish the job, after it nothing of the container is left
 //!   but files;
@@ -53,7 +53,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use crate::config::ContainerConfig;
+use crate::lifecycle::request::ContainerConfig;
 use crate::names::{ContainerId, ContainerName, NameError};
 use berth_image::mounts::{self, MountsError};
 
@@ -413,7 +413,7 @@ impl Store {
         self.runroot.join("netns").join(id.as_str())
     }
 
-    /// The container's output log (CRI format, [`crate::logs`]).
+    /// The container's output log (CRI format, [`crate::state::log`]).
     pub fn log_path(&self, id: &ContainerId) -> PathBuf {
         self.container_dir(id).join("ctr.log")
     }

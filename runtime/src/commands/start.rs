@@ -15,15 +15,15 @@
 
 use std::time::Duration;
 
-use crate::cgroups::{self, Layout};
-use crate::container::{self, ContainerError};
-use crate::logs;
-use crate::monitor::{self, Launch};
+use crate::commands::monitor::{self, Launch};
+use crate::commands::stop;
+use crate::lifecycle::container::{self, ContainerError};
 use crate::names::{ContainerId, ContainerName};
 use crate::network::Networks;
 use crate::network::ports;
+use crate::sandbox::cgroups::{self, Layout};
+use crate::state::log;
 use crate::state::{ProcessRef, StateError, Status, Store};
-use crate::stop;
 
 /// A container that was started again.
 #[derive(Debug, Clone)]
@@ -101,7 +101,7 @@ pub fn start(
             .filter(|r| r.id != id && r.is_active())
             .map(|r| (r.name.as_str(), r.config.ports.as_slice())),
     )?;
-    let log_offset = logs::log_end(&store.log_path(&id))?;
+    let log_offset = log::log_end(&store.log_path(&id))?;
     let Some(record) =
         store.update_state_locked(&lock, &id, |s| s.begin_run(ProcessRef::current()))?
     else {

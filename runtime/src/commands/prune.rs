@@ -13,11 +13,11 @@ use std::fs;
 
 use berth_cni::{Attachment, ContainerId as CniContainerId, IfName};
 
-use crate::container::{self, ContainerError};
+use crate::commands::rm;
+use crate::lifecycle::container::{self, ContainerError};
 use crate::names::ContainerId;
-use crate::namespaces;
 use crate::network::Networks;
-use crate::removal;
+use crate::sandbox::namespaces;
 use crate::state::Store;
 
 /// What `system prune` did.
@@ -55,7 +55,7 @@ pub fn prune(store: &Store, networks: &Networks) -> Pruned {
         pruned.errors.extend(errors);
     }
     for id in &scan.remnants {
-        match removal::remove_remnant(store, networks, id) {
+        match rm::remove_remnant(store, networks, id) {
             Ok(()) => pruned.removed.push(id.to_string()),
             Err(e) => pruned.errors.push(e),
         }

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::container::{self, ContainerError};
+use crate::lifecycle::container::{self, ContainerError};
 use crate::names::ContainerId;
 use crate::network::Networks;
-use crate::process;
+use crate::sandbox::process;
 use crate::state::{Status, Store};
 
 /// `KILL`, `SIGKILL`, `kill` or `9`.

@@ -9,7 +9,7 @@
 //! line on that pipe (`{"ok":true}` or the error and the exit code `run` should return),
 //! and closes it; the CLI prints the id, or the error, and exits. From then on the monitor:
 //! - reads the container's stdout and stderr (pipes; with `-t` the pty master) and appends
-//!   them to `ctr.log` ([`crate::logs`]); with `-i` the container's stdin is a FIFO the
+//!   them to `ctr.log` ([`crate::state::log`]); with `-i` the container's stdin is a FIFO the
 //!   monitor holds open, so a shell waiting for input keeps running (like `docker run -di`)
 //!   and `berth attach` can feed it (`StdinFifo`);
 //! - waits for PID 1 (its pidfd), records the exit status and time, releases the cgroup,
@@ -32,12 +32,12 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::stat::Mode;
 use serde::{Deserialize, Serialize};
 
-use crate::config::RunRequest;
-use crate::container::{self, ContainerError, Started};
-use crate::logs::{LogWriter, Stream};
+use crate::lifecycle::container::{self, ContainerError, Started};
+use crate::lifecycle::request::RunRequest;
 use crate::names::ContainerId;
 use crate::network::Networks;
-use crate::process::{self, SpawnOptions, StdioMode};
+use crate::sandbox::process::{self, SpawnOptions, StdioMode};
+use crate::state::log::{LogWriter, Stream};
 use crate::state::{ContainerRecord, ProcessRef, Store};
 
 /// The monitor's one-line report to `berth run -d`.

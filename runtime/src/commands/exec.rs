@@ -3,7 +3,7 @@
 //! It must end up in every namespace of the container's PID 1, in its cgroup, with its
 //! capabilities, `no_new_privs`, seccomp policy, environment and working directory:
 //! 0. this process re-executes itself from a sealed copy of the binary
-//!    ([`crate::sealed::reexec_sealed`]), so that nothing it starts inside the container can
+//!    ([`crate::sandbox::sealed::reexec_sealed`]), so that nothing it starts inside the container can
 //!    reach the host's `berth` binary;
 //! 1. the pid namespace cannot be entered by the process itself (`setns(CLONE_NEWPID)` only
 //!    applies to children), so this process joins it *for its children* first;
@@ -11,24 +11,24 @@
 //!    the container's pid namespace, as its own session;
 //! 3. the runtime moves it into the container's cgroup, then sends its configuration;
 //! 4. the helper, single-threaded after exec, joins cgroup, ipc, uts, net and mount
-//!    namespaces of PID 1 ([`crate::namespaces::join_container`]) and becomes the command
+//!    namespaces of PID 1 ([`crate::sandbox::namespaces::join_container`]) and becomes the command
 //!    exactly like the init (`find` → 126/127, rlimits, lock-down, `execve`);
 //! 5. this process forwards signals, relays the pty, and returns the exit code.
 //!
 //! With a user namespace, the helper joins it last, once it has joined the others as host
 //! root (the container's mount namespace belongs to the host's user namespace, see
-//! [`crate::userns`]), and becomes its root.
+//! [`crate::sandbox::userns`]), and becomes its root.
 
 use std::fs::File;
 use std::path::PathBuf;
 
 use nix::sched::{CloneFlags, setns};
 
-use crate::cgroups::Layout;
-use crate::config::{self, ConfigError, is_clean_absolute};
-use crate::container::{ContainerError, signal_pid1};
-use crate::init::ExecConfig;
-use crate::process::{self, InitProcess, Relay, SignalForwarder, SpawnOptions, StdioMode};
+use crate::lifecycle::container::{ContainerError, signal_pid1};
+use crate::lifecycle::request::{self, ConfigError, is_clean_absolute};
+use crate::sandbox::cgroups::Layout;
+use crate::sandbox::init::ExecConfig;
+use crate::sandbox::process::{self, InitProcess, Relay, SignalForwarder, SpawnOptions, StdioMode};
 use crate::state::{Status, Store, process_start_time};
 
 /// The flags of `berth exec`, as typed.
@@ -54,7 +54,7 @@ pub enum ExecError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Sealed(crate::sealed::SealedError),
+    Sealed(crate::sandbox::sealed::SealedError),
     #[error("join the pid namespace of container {name}")]
     JoinPidNs {
         name: String,
@@ -83,8 +83,8 @@ pub fn exec(store: &Store, request: ExecRequest) -> Result<i32, ContainerError> 
         .filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
         .collect();
     for input in &request.env {
-        if let Some((key, value)) = config::parse_env(input, &host_env)? {
-            config::set_env(&mut env, key, value);
+        if let Some((key, value)) = request::parse_env(input, &host_env)? {
+            request::set_env(&mut env, key, value);
         }
     }
     if request.tty && !env.iter().any(|(k, _)| k == "TERM") {
@@ -103,8 +103,9 @@ pub fn exec(store: &Store, request: ExecRequest) -> Result<i32, ContainerError> 
     }
 
     // 0. From here on this process makes children inside the container: it must not run the
-    // host's binary itself (crate::sealed). Re-executed, it starts over and comes back here.
-    crate::sealed::reexec_sealed().map_err(|e| ContainerError::Exec(ExecError::Sealed(e)))?;
+    // host's binary itself (crate::sandbox::sealed). Re-executed, it starts over and comes back here.
+    crate::sandbox::sealed::reexec_sealed()
+        .map_err(|e| ContainerError::Exec(ExecError::Sealed(e)))?;
 
     // 1. The pid namespace, for our children. Pinned by a pidfd of PID 1 (signal 0 checks
     // it exists) and checked by start time once the namespace file is open.

@@ -16,7 +16,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::clock;
+use crate::state::clock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -292,7 +292,7 @@ pub fn show(
     query: &str,
     follow: bool,
     timestamps: bool,
-) -> Result<(), crate::container::ContainerError> {
+) -> Result<(), crate::lifecycle::container::ContainerError> {
     let record = store.find(query)?;
     let path = store.log_path(&record.id);
     let mut printer = LogPrinter::new(io::stdout().lock(), io::stderr().lock(), timestamps);

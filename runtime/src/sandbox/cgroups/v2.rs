@@ -134,7 +134,7 @@ impl Cgroup for V2Manager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cgroups::CpuQuota;
+    use crate::sandbox::cgroups::CpuQuota;
     use std::fs;
 
     fn manager(root: &std::path::Path, controllers: &[&str]) -> (V2Manager, ContainerId) {

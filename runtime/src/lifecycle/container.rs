@@ -14,10 +14,10 @@
 //!    `running` with PID 1's pid and start time.
 //! 3. supervision: in the foreground by `berth run` itself ([`run`]: signals forwarded,
 //!    output shown and logged, pty relayed), or by the monitor of a detached container
-//!    ([`crate::monitor`]: output logged).
+//!    ([`crate::commands::monitor`]: output logged).
 //! 4. [`finish`]: record the exit, then [`release`] (cgroup, CNI DEL, peers' hosts files,
 //!    netns: also after a failed start), or with `--rm` remove the container altogether
-//!    ([`dispose`], see [`crate::removal`]).
+//!    ([`dispose`], see [`crate::commands::rm`]).
 
 use std::fs;
 use std::io;
@@ -33,26 +33,26 @@ use berth_cni::{Dns, NetConfList};
 use berth_image::{ImageError, ImageName, ImageStore};
 use serde_json::{Map, Value};
 
-use crate::cgroups::{self, CgroupError, CgroupErrors, Layout};
-use crate::clock;
-use crate::config::{ConfigError, ContainerConfig, NetworkMode, RunRequest, Volume};
-use crate::init::{InitConfig, InitUserns};
-use crate::logs::{LogError, LogWriter, Stream};
+use crate::lifecycle::request::{ConfigError, ContainerConfig, NetworkMode, RunRequest, Volume};
 use crate::names::{ContainerId, ContainerName, NameError};
-use crate::namespaces::{self, NamespaceError};
 use crate::network::hosts::{self, HostsError};
 use crate::network::ports::{self, PortError};
 use crate::network::{AttachRequest, NetworkError, Networks};
-use crate::process::{
+use crate::sandbox::cgroups::{self, CgroupError, CgroupErrors, Layout};
+use crate::sandbox::init::{InitConfig, InitUserns};
+use crate::sandbox::namespaces::{self, NamespaceError};
+use crate::sandbox::process::{
     self, InitProcess, ProcessError, Relay, SignalForwarder, SpawnOptions, StdioMode, Terminal,
 };
-use crate::rootfs::RootfsSpec;
+use crate::sandbox::rootfs::RootfsSpec;
+use crate::sandbox::userns::{self, Holder, UsernsError, UsernsRequest};
+use crate::state::clock;
+use crate::state::log::{LogError, LogWriter, Stream};
 use crate::state::{
     AttachmentState, ContainerRecord, ContainerState, ProcessRef, StateError, Status, Store,
     process_start_time,
 };
 use crate::timing;
-use crate::userns::{self, Holder, UsernsError, UsernsRequest};
 
 /// Errors of the `container` module.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +76,7 @@ pub enum ContainerError {
     #[error(transparent)]
     Log(#[from] LogError),
     #[error(transparent)]
-    Exec(#[from] crate::exec::ExecError),
+    Exec(#[from] crate::commands::exec::ExecError),
     #[error(transparent)]
     Userns(#[from] UsernsError),
     #[error("detect the cgroup layout")]
@@ -460,7 +460,7 @@ pub fn start(
     let merged = mkdir(dir.join("merged"))?;
 
     // With a user namespace, its holder makes the network, UTS and IPC namespaces in it
-    // (crate::userns); it lives until the init has joined them.
+    // (crate::sandbox::userns); it lives until the init has joined them.
     let userns = config
         .userns
         .as_ref()
@@ -781,7 +781,7 @@ pub fn release(store: &Store, networks: &Networks, id: &ContainerId) -> Vec<Cont
 }
 
 /// Removes a container that runs no more: marks it removing, releases it, deletes it, in the
-/// order [`crate::removal`] explains. A record gone meanwhile is success. Returns every
+/// order [`crate::commands::rm`] explains. A record gone meanwhile is success. Returns every
 /// failure; the record then stays, marked removing, for the next `rm -f` or `system prune`.
 pub fn dispose(store: &Store, networks: &Networks, id: &ContainerId) -> Vec<ContainerError> {
     let marked = store.update_state(id, |s| {

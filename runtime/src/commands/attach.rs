@@ -9,7 +9,7 @@
 //! copied the last output to the log, so everything is printed before attach returns.
 //!
 //! Input: a `-i` container under a monitor reads its stdin from a FIFO the monitor keeps
-//! open (see [`crate::monitor`]); attach copies its own stdin into it. End of file on
+//! open (see [`crate::commands::monitor`]); attach copies its own stdin into it. End of file on
 //! attach's stdin closes only attach's end: the container's stdin stays open, as after
 //! `docker attach` without `--stdin-once`. Ctrl-C (SIGINT), SIGTERM and SIGHUP detach: the
 //! container keeps running, and nothing is forwarded to it. The terminal is not switched to
@@ -23,10 +23,10 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
 
-use crate::container::ContainerError;
-use crate::logs::{self, LogPrinter, LogTail};
+use crate::lifecycle::container::ContainerError;
 use crate::names::ContainerId;
-use crate::process::{self, SignalForwarder};
+use crate::sandbox::process::{self, SignalForwarder};
+use crate::state::log::{self, LogPrinter, LogTail};
 use crate::state::{ContainerRecord, Status, Store};
 
 /// How an attach ended.
@@ -67,7 +67,7 @@ pub fn attach(
         .map_err(ContainerError::Signals)?;
     let path = store.log_path(&id);
     let offset = match since {
-        Since::Now => logs::log_end(&path)?,
+        Since::Now => log::log_end(&path)?,
         Since::Offset(offset) => offset,
     };
     let mut tail = LogTail::new(&path, offset);

@@ -11,13 +11,13 @@ use berth_cni::NetworkName;
 use berth_image::{DEFAULT_PATH, Image, ImageName};
 use serde::{Deserialize, Serialize};
 
-use crate::caps::{CapSet, CapsError};
-use crate::cgroups::{CpuQuota, Resources};
 use crate::names::{ContainerId, ContainerName, NameError};
 use crate::network::DEFAULT_NETWORK;
 use crate::network::definition::{DefinitionError, parse_network_name};
 use crate::network::ports::{self, PortError, PortMapping};
-use crate::userns::{UserNamespace, UsernsError, UsernsRequest};
+use crate::sandbox::caps::{CapSet, CapsError};
+use crate::sandbox::cgroups::{CpuQuota, Resources};
+use crate::sandbox::userns::{UserNamespace, UsernsError, UsernsRequest};
 
 /// Errors of the `config` module: each names the flag and echoes the input.
 #[derive(Debug, thiserror::Error)]

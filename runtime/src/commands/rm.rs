@@ -20,12 +20,12 @@
 //! for it by the container id: cgroups named after it under any parent, CNI cache entries,
 //! the netns file, mounts under the directory.
 
-use crate::cgroups::Layout;
-use crate::container::{self, ContainerError};
+use crate::lifecycle::container::{self, ContainerError};
 use crate::names::ContainerId;
-use crate::namespaces;
 use crate::network::Networks;
 use crate::network::hosts;
+use crate::sandbox::cgroups::Layout;
+use crate::sandbox::namespaces;
 use crate::state::{StateError, Status, Store};
 
 /// `berth rm [-f]`: removes a container; `force` kills a running (or starting) one first. A

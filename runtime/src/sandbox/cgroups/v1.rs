@@ -142,7 +142,7 @@ impl Cgroup for V1Manager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cgroups::CpuQuota;
+    use crate::sandbox::cgroups::CpuQuota;
     use std::fs;
 
     /// A fake v1 tree in a tempdir: control files are plain files, so what the manager

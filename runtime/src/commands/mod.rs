@@ -1,0 +1,10 @@
+//! One module per `berth` command.
+
+pub mod attach;
+pub mod exec;
+pub mod monitor;
+pub mod prune;
+pub mod ps;
+pub mod rm;
+pub mod start;
+pub mod stop;

@@ -1,0 +1,12 @@
+//! Isolation: what makes a process a container.
+
+pub mod caps;
+pub mod cgroups;
+pub mod fork;
+pub mod init;
+pub mod namespaces;
+pub mod process;
+pub mod rootfs;
+pub mod sealed;
+pub mod seccomp;
+pub mod userns;

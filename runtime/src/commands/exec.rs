@@ -28,8 +28,9 @@ use crate::lifecycle::container::{ContainerError, signal_pid1};
 use crate::lifecycle::request::{self, ConfigError, is_clean_absolute};
 use crate::sandbox::cgroups::Layout;
 use crate::sandbox::init::ExecConfig;
+use crate::sandbox::pid::process_start_time;
 use crate::sandbox::process::{self, InitProcess, Relay, SignalForwarder, SpawnOptions, StdioMode};
-use crate::state::{Status, Store, process_start_time};
+use crate::state::{Status, Store};
 
 /// The flags of `berth exec`, as typed.
 #[derive(Debug, Clone, Default)]

@@ -36,9 +36,11 @@ use crate::lifecycle::container::{self, ContainerError, Started};
 use crate::lifecycle::request::RunRequest;
 use crate::names::ContainerId;
 use crate::network::Networks;
+use crate::sandbox::pid::ProcessRef;
+use crate::sandbox::process::Stream;
 use crate::sandbox::process::{self, SpawnOptions, StdioMode};
-use crate::state::log::{LogWriter, Stream};
-use crate::state::{ContainerRecord, ProcessRef, Store};
+use crate::state::log::LogWriter;
+use crate::state::{ContainerRecord, Store};
 
 /// The monitor's one-line report to `berth run -d`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

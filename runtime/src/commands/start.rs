@@ -22,8 +22,9 @@ use crate::names::{ContainerId, ContainerName};
 use crate::network::Networks;
 use crate::network::ports;
 use crate::sandbox::cgroups::{self, Layout};
+use crate::sandbox::pid::ProcessRef;
 use crate::state::log;
-use crate::state::{ProcessRef, StateError, Status, Store};
+use crate::state::{StateError, Status, Store};
 
 /// A container that was started again.
 #[derive(Debug, Clone)]

@@ -15,7 +15,7 @@ use nix::sys::signal::Signal;
 use crate::lifecycle::container::{self, ContainerError};
 use crate::names::ContainerId;
 use crate::network::Networks;
-use crate::sandbox::process;
+use crate::sandbox::pid;
 use crate::state::{Status, Store};
 
 /// `KILL`, `SIGKILL`, `kill` or `9`.
@@ -62,9 +62,9 @@ pub fn stop(
     };
     if record.live_status() == Status::Running {
         if let Some(pidfd) = container::signal_pid1(&record, libc::SIGTERM)? {
-            if !process::wait_pidfd(pidfd.as_fd(), timeout) {
+            if !pid::wait_pidfd(pidfd.as_fd(), timeout) {
                 let _ = container::signal_pid1(&record, libc::SIGKILL)?;
-                if !process::wait_pidfd(pidfd.as_fd(), Duration::from_secs(10)) {
+                if !pid::wait_pidfd(pidfd.as_fd(), Duration::from_secs(10)) {
                     return Err(ContainerError::KillTimeout {
                         name: record.name,
                         pid: record.state.pid.unwrap_or_default(),

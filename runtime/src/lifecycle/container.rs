@@ -33,7 +33,7 @@ use berth_cni::{Dns, NetConfList};
 use berth_image::{ImageError, ImageName, ImageStore};
 use serde_json::{Map, Value};
 
-use crate::lifecycle::request::{ConfigError, ContainerConfig, NetworkMode, RunRequest, Volume};
+use crate::lifecycle::request::{ConfigError, ContainerConfig, NetworkMode, RunRequest};
 use crate::names::{ContainerId, ContainerName, NameError};
 use crate::network::hosts::{self, HostsError};
 use crate::network::ports::{self, PortError};
@@ -41,17 +41,17 @@ use crate::network::{AttachRequest, NetworkError, Networks};
 use crate::sandbox::cgroups::{self, CgroupError, CgroupErrors, Layout};
 use crate::sandbox::init::{InitConfig, InitUserns};
 use crate::sandbox::namespaces::{self, NamespaceError};
+use crate::sandbox::pid::{self, ProcessRef, process_start_time};
+use crate::sandbox::process::Stream;
 use crate::sandbox::process::{
     self, InitProcess, ProcessError, Relay, SignalForwarder, SpawnOptions, StdioMode, Terminal,
 };
 use crate::sandbox::rootfs::RootfsSpec;
+use crate::sandbox::rootfs::Volume;
 use crate::sandbox::userns::{self, Holder, UsernsError, UsernsRequest};
 use crate::state::clock;
-use crate::state::log::{LogError, LogWriter, Stream};
-use crate::state::{
-    AttachmentState, ContainerRecord, ContainerState, ProcessRef, StateError, Status, Store,
-    process_start_time,
-};
+use crate::state::log::{LogError, LogWriter};
+use crate::state::{AttachmentState, ContainerRecord, ContainerState, StateError, Status, Store};
 use crate::timing;
 
 /// Errors of the `container` module.
@@ -911,7 +911,7 @@ pub(crate) fn terminate(store: &Store, record: &ContainerRecord) -> Result<(), C
     let record = &record;
     if let Some(pidfd) = signal_pid1(record, libc::SIGKILL)? {
         let pid = record.state.pid.unwrap_or_default();
-        if !process::wait_pidfd(pidfd.as_fd(), Duration::from_secs(10)) {
+        if !pid::wait_pidfd(pidfd.as_fd(), Duration::from_secs(10)) {
             return Err(ContainerError::KillTimeout {
                 name: record.name.clone(),
                 pid,
@@ -931,8 +931,8 @@ pub(crate) fn terminate(store: &Store, record: &ContainerRecord) -> Result<(), C
     };
     if !wait_process(supervisor, grace) {
         if let Some(fd) = pidfd_of(supervisor) {
-            let _ = process::send_signal(fd.as_fd(), libc::SIGKILL);
-            process::wait_pidfd(fd.as_fd(), Duration::from_secs(5));
+            let _ = pid::send_signal(fd.as_fd(), libc::SIGKILL);
+            pid::wait_pidfd(fd.as_fd(), Duration::from_secs(5));
         }
     }
     Ok(())
@@ -940,7 +940,7 @@ pub(crate) fn terminate(store: &Store, record: &ContainerRecord) -> Result<(), C
 
 /// A pidfd for `process` if it is still that process.
 fn pidfd_of(process: ProcessRef) -> Option<OwnedFd> {
-    let fd = process::pidfd_open(process.pid).ok()?;
+    let fd = pid::pidfd_open(process.pid).ok()?;
     // The pidfd pins the process: if the start time still matches now, it is the one.
     (process_start_time(process.pid) == Some(process.start_time)).then_some(fd)
 }
@@ -948,7 +948,7 @@ fn pidfd_of(process: ProcessRef) -> Option<OwnedFd> {
 /// Waits up to `timeout` for `process` to exit; true if it is gone.
 pub fn wait_process(process: ProcessRef, timeout: Duration) -> bool {
     match pidfd_of(process) {
-        Some(fd) => process::wait_pidfd(fd.as_fd(), timeout) || !process.is_alive(),
+        Some(fd) => pid::wait_pidfd(fd.as_fd(), timeout) || !process.is_alive(),
         None => true,
     }
 }
@@ -968,7 +968,7 @@ pub fn signal_pid1(
     }) else {
         return Ok(None);
     };
-    match process::send_signal(pidfd.as_fd(), signal) {
+    match pid::send_signal(pidfd.as_fd(), signal) {
         Ok(()) => Ok(Some(pidfd)),
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(None),
         Err(source) => Err(ContainerError::Kill {

@@ -17,6 +17,7 @@ use crate::network::definition::{DefinitionError, parse_network_name};
 use crate::network::ports::{self, PortError, PortMapping};
 use crate::sandbox::caps::{CapSet, CapsError};
 use crate::sandbox::cgroups::{CpuQuota, Resources};
+use crate::sandbox::rootfs::Volume;
 use crate::sandbox::userns::{UserNamespace, UsernsError, UsernsRequest};
 
 /// Errors of the `config` module: each names the flag and echoes the input.
@@ -130,15 +131,6 @@ pub struct RunRequest {
     /// `--uidmap` / `--gidmap CONTAINER:HOST:COUNT`, repeatable.
     pub uidmap: Vec<String>,
     pub gidmap: Vec<String>,
-}
-
-/// `-v HOST:CONTAINER[:ro]`, validated.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Volume {
-    pub source: PathBuf,
-    pub destination: PathBuf,
-    pub read_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

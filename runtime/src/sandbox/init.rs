@@ -60,9 +60,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::sandbox::caps::{self, CapSet, CapsError};
 use crate::sandbox::namespaces::{self, NamespaceError};
+use crate::sandbox::pid::ProcessRef;
+use crate::sandbox::process::InitFailure;
 use crate::sandbox::rootfs::{self, MappedRoot, RootfsError, RootfsSpec};
 use crate::sandbox::seccomp::{self, SeccompError, SeccompPolicy};
-use crate::state::ProcessRef;
 
 /// Everything the init needs, sent by the runtime over the config pipe.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,14 +122,6 @@ pub struct ExecConfig {
     /// The container has a user namespace: join it last and become its root.
     #[serde(default)]
     pub userns: bool,
-}
-
-/// What the init reports over the sync socket when it cannot exec the command.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InitFailure {
-    pub message: String,
-    pub exit_code: i32,
 }
 
 /// Errors of the init, one variant per step.

@@ -5,6 +5,7 @@ pub mod cgroups;
 pub mod fork;
 pub mod init;
 pub mod namespaces;
+pub mod pid;
 pub mod process;
 pub mod rootfs;
 pub mod sealed;

@@ -151,7 +151,7 @@ pub fn join_container(pid: i32, start_time: u64, userns: bool) -> Result<(), Nam
     let user = userns.then(|| open("user")).transpose()?;
     // The descriptors pin the namespaces; if the start time still matches now, they are the
     // container's and not those of a process that reused the pid.
-    if crate::state::process_start_time(pid) != Some(start_time) {
+    if crate::sandbox::pid::process_start_time(pid) != Some(start_time) {
         return Err(NamespaceError::Gone { pid });
     }
     for (file, kind, flag) in files {
@@ -352,7 +352,7 @@ impl Holder {
         };
         // The descriptors pin the namespaces: if the start time still matches now, they are
         // the holder's and not those of a process that reused its pid.
-        if crate::state::process_start_time(pid) != Some(start_time) {
+        if crate::sandbox::pid::process_start_time(pid) != Some(start_time) {
             return Err(NamespaceError::HolderGone { pid });
         }
         Ok(holder)

@@ -20,7 +20,6 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, IoSliceMut, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::time::Duration;
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -33,11 +32,11 @@ use nix::sys::socket::{
 use nix::sys::termios::{self, SetArg, Termios};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{Pid, pipe2};
+use serde::{Deserialize, Serialize};
 
 use crate::sandbox::fork::{Forked, clone_fork};
-use crate::sandbox::init::InitFailure;
+use crate::sandbox::pid::send_signal;
 use crate::sandbox::sealed::{self, SealedError, SealedExe};
-use crate::state::log::Stream;
 use crate::timing;
 
 /// Errors of the `process` module.
@@ -76,6 +75,36 @@ impl ProcessError {
         match self {
             ProcessError::Init { exit_code, .. } => *exit_code,
             _ => 125,
+        }
+    }
+}
+
+/// What the init reports over the sync socket when it cannot exec the command.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InitFailure {
+    pub message: String,
+    pub exit_code: i32,
+}
+
+/// A stream of the container's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    /// 0 for stdout, 1 for stderr.
+    pub fn index(self) -> usize {
+        usize::from(self == Stream::Stderr)
+    }
+
+    /// Its name in the container log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
         }
     }
 }
@@ -336,7 +365,7 @@ impl InitProcess {
 
     /// Sends the configuration and closes the pipe: the init's "go". Call it after the
     /// process was moved into its cgroup.
-    pub fn send_config<T: serde::Serialize>(&mut self, config: &T) -> Result<(), ProcessError> {
+    pub fn send_config<T: Serialize>(&mut self, config: &T) -> Result<(), ProcessError> {
         let json = serde_json::to_vec(config).map_err(ProcessError::Serialize)?;
         let mut pipe = self.config.take().ok_or_else(|| {
             ProcessError::SendConfig(io::Error::new(
@@ -639,53 +668,6 @@ impl Drop for InitProcess {
         if !self.reaped {
             let _ = self.signal(libc::SIGKILL);
             let _ = self.wait();
-        }
-    }
-}
-
-/// pidfd_send_signal(2).
-pub fn send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> io::Result<()> {
-    // SAFETY: integers and a null siginfo pointer (the kernel fills in a default one).
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            signal,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// pidfd_open(2) for a process that is not our child (`rm -f`).
-pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: integers only; a non-negative result is a new descriptor we own.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // Truncation impossible: descriptors are ints.
-    // SAFETY: a fresh descriptor returned by the kernel, owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-/// Waits up to `timeout` for the process behind `pidfd` to exit.
-pub fn wait_pidfd(pidfd: BorrowedFd<'_>, timeout: Duration) -> bool {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(pidfd, PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(ms)) {
-            Ok(n) if n > 0 => return true,
-            Ok(_) if left.is_zero() => return false,
-            Ok(_) | Err(nix::Error::EINTR) => {}
-            Err(_) => return false,
         }
     }
 }

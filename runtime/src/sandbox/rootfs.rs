@@ -21,14 +21,12 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, symlink};
 use std::path::{Path, PathBuf};
 
+use berth_image::resolve::{ResolveError, secure_join};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 use nix::sys::statvfs::{FsFlags, statvfs};
 use nix::unistd::{chdir, fchdir, pivot_root};
 use serde::{Deserialize, Serialize};
-
-use crate::lifecycle::request::Volume;
-use berth_image::resolve::{ResolveError, secure_join};
 
 /// Errors of the `rootfs` module: one variant per step.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +123,16 @@ pub enum RootfsError {
         #[source]
         source: nix::Error,
     },
+}
+
+/// A bind mount into the container (`-v HOST:CONTAINER[:ro]`, validated; also the name
+/// files).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Volume {
+    pub source: PathBuf,
+    pub destination: PathBuf,
+    pub read_only: bool,
 }
 
 /// The host paths of a container's filesystem (part of the init's configuration).

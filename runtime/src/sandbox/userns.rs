@@ -43,8 +43,7 @@ use nix::unistd::{Pid, pipe2};
 use serde::{Deserialize, Serialize};
 
 use crate::sandbox::fork::{Forked, clone_fork};
-use crate::sandbox::process;
-use crate::state::{ProcessRef, process_start_time};
+use crate::sandbox::pid::{self, ProcessRef, process_start_time};
 
 /// Ids per container with `--userns=auto` (podman's and docker's usual size).
 pub const AUTO_SIZE: u32 = 65536;
@@ -472,7 +471,7 @@ impl Holder {
 impl Drop for Holder {
     fn drop(&mut self) {
         if !self.reaped {
-            let _ = process::send_signal(self.pidfd.as_fd(), libc::SIGKILL);
+            let _ = pid::send_signal(self.pidfd.as_fd(), libc::SIGKILL);
             let _ = waitpid(self.pid, None);
             self.reaped = true;
         }

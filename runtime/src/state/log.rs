@@ -16,6 +16,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::sandbox::process::Stream;
 use crate::state::clock;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,26 +39,6 @@ pub enum LogError {
         #[source]
         source: io::Error,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    Stdout,
-    Stderr,
-}
-
-impl Stream {
-    /// 0 for stdout, 1 for stderr.
-    pub fn index(self) -> usize {
-        usize::from(self == Stream::Stderr)
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        }
-    }
 }
 
 /// Appends records to a container's log.

@@ -5,6 +5,5 @@ pub mod log;
 mod store;
 
 pub use store::{
-    AttachmentState, ContainerRecord, ContainerState, ProcessRef, Scan, StateError, Status, Store,
-    StoreLock, process_start_time,
+    AttachmentState, ContainerRecord, ContainerState, Scan, StateError, Status, Store, StoreLock,
 };

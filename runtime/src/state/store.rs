@@ -55,6 +55,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::request::ContainerConfig;
 use crate::names::{ContainerId, ContainerName, NameError};
+use crate::sandbox::pid::{self, ProcessRef};
 use berth_image::mounts::{self, MountsError};
 
 /// Errors of the `state` module.
@@ -163,34 +164,6 @@ impl ContainerState {
     }
 }
 
-/// A process named so that a reused pid is not mistaken for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProcessRef {
-    pub pid: i32,
-    pub start_time: u64,
-}
-
-impl ProcessRef {
-    /// The calling process.
-    pub fn current() -> Option<ProcessRef> {
-        let pid = i32::try_from(std::process::id()).ok()?;
-        ProcessRef::of(pid)
-    }
-
-    pub fn of(pid: i32) -> Option<ProcessRef> {
-        Some(ProcessRef {
-            pid,
-            start_time: process_start_time(pid)?,
-        })
-    }
-
-    /// Still running (not exited, not a zombie), and not a reuse of the pid.
-    pub fn is_alive(&self) -> bool {
-        live_start_time(self.pid) == Some(self.start_time)
-    }
-}
-
 /// One network attachment of a container (its `eth<n>` on a network).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -221,7 +194,9 @@ impl ContainerRecord {
     pub fn live_status(&self) -> Status {
         match self.state.status {
             Some(Status::Running) => match (self.state.pid, self.state.pid_start_time) {
-                (Some(pid), Some(start)) if live_start_time(pid) == Some(start) => Status::Running,
+                (Some(pid), Some(start)) if pid::live_start_time(pid) == Some(start) => {
+                    Status::Running
+                }
                 _ => Status::Exited,
             },
             Some(status) => status,
@@ -239,30 +214,6 @@ impl ContainerRecord {
     pub fn is_active(&self) -> bool {
         self.live_status() == Status::Running || self.is_supervised()
     }
-}
-
-/// Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot).
-pub fn process_start_time(pid: i32) -> Option<u64> {
-    stat_fields(pid).map(|(_, start)| start)
-}
-
-/// The start time of `pid` if it exists and has not exited (a zombie whose runtime was
-/// killed may linger until its new parent reaps it: it is not running).
-fn live_start_time(pid: i32) -> Option<u64> {
-    stat_fields(pid)
-        .filter(|(state, _)| !matches!(state, 'Z' | 'X'))
-        .map(|(_, start)| start)
-}
-
-/// (state, start time) from `/proc/<pid>/stat`.
-fn stat_fields(pid: i32) -> Option<(char, u64)> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
-    // rest starts at field 3 (state); field 22 is the 20th from there.
-    let state = rest.next()?.chars().next()?;
-    let start = rest.nth(18)?.parse().ok()?;
-    Some((state, start))
 }
 
 /// Proof that the store lock is held: functions that change records take a `&StoreLock`.
@@ -705,12 +656,5 @@ mod tests {
         for bad in ["relative", "/tmp/a,b", "/tmp/a:b"] {
             assert!(Store::open(Path::new(bad), &tmp.path().join("run")).is_err());
         }
-    }
-
-    #[test]
-    fn own_start_time_is_readable() {
-        let me = i32::try_from(std::process::id()).unwrap();
-        assert!(process_start_time(me).is_some());
-        assert_eq!(process_start_time(i32::MAX), None);
     }
 }

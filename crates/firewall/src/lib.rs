@@ -45,6 +45,7 @@ mod isolation;
 mod keys;
 mod masquerading;
 mod model;
+mod nfnetlink;
 mod nftables;
 mod ports;
 mod runner;

@@ -12,13 +12,12 @@ use berth_image::{ImageName, ImageStore};
 use berth_runtime::commands::attach::{self, AttachEnd, Since};
 use berth_runtime::commands::exec::ExecRequest;
 use berth_runtime::commands::ps::{self, ContainerSummary};
-use berth_runtime::commands::{monitor, prune, rm, start, stop};
+use berth_runtime::commands::{logs, monitor, prune, rm, start, stop};
 use berth_runtime::lifecycle::container::{self, ContainerError};
 use berth_runtime::lifecycle::request::RunRequest;
 use berth_runtime::network::definition::NetworkRequest;
 use berth_runtime::network::{self, DefaultNetwork, Networks, reload};
 use berth_runtime::state::Store;
-use berth_runtime::state::log;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -499,7 +498,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             timestamps,
             container,
         } => {
-            log::show(&store, &container, follow, timestamps)
+            logs::show(&store, &container, follow, timestamps)
                 .with_context(|| format!("logs of {container}"))?;
             Ok(ExitCode::SUCCESS)
         }

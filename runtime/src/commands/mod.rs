@@ -2,6 +2,7 @@
 
 pub mod attach;
 pub mod exec;
+pub mod logs;
 pub mod monitor;
 pub mod prune;
 pub mod ps;

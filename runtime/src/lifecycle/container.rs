@@ -33,7 +33,7 @@ use berth_cni::{Dns, NetConfList};
 use berth_image::{ImageError, ImageName, ImageStore};
 use serde_json::{Map, Value};
 
-use crate::lifecycle::request::{ConfigError, ContainerConfig, NetworkMode, RunRequest};
+use crate::lifecycle::request::{ConfigError, RunRequest};
 use crate::names::{ContainerId, ContainerName, NameError};
 use crate::network::hosts::{self, HostsError};
 use crate::network::ports::{self, PortError};
@@ -52,6 +52,7 @@ use crate::sandbox::userns::{self, Holder, UsernsError, UsernsRequest};
 use crate::state::clock;
 use crate::state::log::{LogError, LogWriter};
 use crate::state::{AttachmentState, ContainerRecord, ContainerState, StateError, Status, Store};
+use crate::state::{ContainerConfig, NetworkMode};
 use crate::timing;
 
 /// Errors of the `container` module.

@@ -9,7 +9,6 @@ use std::path::{Component, Path, PathBuf};
 
 use berth_cni::NetworkName;
 use berth_image::{DEFAULT_PATH, Image, ImageName};
-use serde::{Deserialize, Serialize};
 
 use crate::names::{ContainerId, ContainerName, NameError};
 use crate::network::DEFAULT_NETWORK;
@@ -19,6 +18,7 @@ use crate::sandbox::caps::{CapSet, CapsError};
 use crate::sandbox::cgroups::{CpuQuota, Resources};
 use crate::sandbox::rootfs::Volume;
 use crate::sandbox::userns::{UserNamespace, UsernsError, UsernsRequest};
+use crate::state::{ContainerConfig, NetworkMode};
 
 /// Errors of the `config` module: each names the flag and echoes the input.
 #[derive(Debug, thiserror::Error)]
@@ -133,35 +133,6 @@ pub struct RunRequest {
     pub gidmap: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", tag = "mode", content = "networks")]
-pub enum NetworkMode {
-    /// A network namespace with only `lo`, up.
-    None,
-    /// The runtime's own network namespace (no isolation of the network).
-    Host,
-    /// A network namespace attached through CNI to these networks: eth0, eth1, … in order.
-    Cni(Vec<NetworkName>),
-}
-
-impl NetworkMode {
-    /// The CNI networks, in attachment order (none for `none` and `host`).
-    pub fn networks(&self) -> &[NetworkName] {
-        match self {
-            NetworkMode::Cni(list) => list,
-            _ => &[],
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            NetworkMode::None => "none",
-            NetworkMode::Host => "host",
-            NetworkMode::Cni(_) => "cni",
-        }
-    }
-}
-
 /// Validated `berth run` flags, before the image's defaults are applied.
 #[derive(Debug, Clone)]
 pub struct RunSpec {
@@ -187,37 +158,6 @@ pub struct RunSpec {
     pub auto_remove: bool,
     pub detach: bool,
     pub userns: UsernsRequest,
-}
-
-/// The complete configuration of a container: stored in its record, shown by `inspect`, and
-/// (with paths added) handed to its init.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ContainerConfig {
-    pub image: ImageName,
-    /// argv of PID 1 (entrypoint + command).
-    pub args: Vec<String>,
-    pub env: Vec<String>,
-    pub workdir: PathBuf,
-    pub hostname: String,
-    pub volumes: Vec<Volume>,
-    pub network: NetworkMode,
-    /// `-p`, one entry per port (ranges expanded); published on the first network.
-    pub ports: Vec<PortMapping>,
-    /// `--ip` and `--mac-address`: for the first network.
-    pub ip: Option<IpAddr>,
-    pub mac: Option<String>,
-    pub resources: Resources,
-    pub read_only: bool,
-    pub capabilities: CapSet,
-    pub cgroup_parent: String,
-    pub interactive: bool,
-    pub tty: bool,
-    pub auto_remove: bool,
-    pub detach: bool,
-    /// The container's user namespace (`None`: the host's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub userns: Option<UserNamespace>,
 }
 
 /// The cgroup parent when `--cgroup-parent` is not given.

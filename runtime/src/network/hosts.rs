@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 
 use berth_cni::Dns;
 
-use crate::lifecycle::request::NetworkMode;
 use crate::names::ContainerId;
+use crate::state::NetworkMode;
 use crate::state::{ContainerRecord, StateError, Store, StoreLock};
 
 /// The host file `resolv.conf` is derived from.

@@ -266,24 +266,6 @@ pub fn log_end(path: &Path) -> Result<u64, LogError> {
     }
 }
 
-/// `berth logs [-f] [-t]`: prints a container's log to stdout and stderr; with `follow`,
-/// until the container stopped and its monitor finished.
-pub fn show(
-    store: &crate::state::Store,
-    query: &str,
-    follow: bool,
-    timestamps: bool,
-) -> Result<(), crate::lifecycle::container::ContainerError> {
-    let record = store.find(query)?;
-    let path = store.log_path(&record.id);
-    let mut printer = LogPrinter::new(io::stdout().lock(), io::stderr().lock(), timestamps);
-    printer.print_file(&path, follow, || {
-        // Done once the record is gone (`--rm`) or nothing supervises a stopped container.
-        !matches!(store.load_if_exists(&record.id), Ok(Some(r)) if r.is_active())
-    })?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,48 +1,5 @@
-//! The state store: where everything lives, the lock, and container records.
-//!
-//! ```text
-//! <root>/                      persistent (--root, default /var/lib/berth)
-//!   berth.lock                 flock: held while records are created, changed or removed
-//!   images/<name>/rootfs       image root filesystems (never written after creation)
-//!   images/<name>/image.json
-//!   containers/<id>/container.json   the record: config + state
-//!   containers/<id>/upper,work       the overlay's writable layer (gone with the container)
-//!   containers/<id>/merged           the overlay mount point (mounted only in the
-//!                                    container's own mount namespace)
-//!   containers/<id>/hosts, hostname, resolv.conf   bind-mounted on the container's /etc
-//!   containers/<id>/ctr.log          stdout/stderr of every run of the container (CRI format)
-//!   containers/<id>/stdin            FIFO: stdin of a `-i` container under a monitor
-//!   networks/<name>.conflist   network definitions (the default `berth` is generated)
-//!   cni/cache                  the CNI result cache (libcni layout)
-//!   cni/networks/<name>/       host-local IPAM state of each network
-//! <runroot>/                   runtime (--runroot, default /run/berth)
-//!   netns/<id>                 the container's network namespace, bind-mounted
-//! ```
-//!
-//! **A record recovery can always see.** A container exists exactly while its directory
-//! `containers/<id>` does, and that directory never exists without its record, whatever
-//! instruction a `berth` process is killed at:
-//! - creation writes the record in a staging directory `containers/.new-<id>` and renames it
-//!   into place ([`Store::create`]): the directory appears with its record, atomically;
-//! - the record is rewritten through a temporary and a rename (`berth_fs::write_atomic`:
-//!   `.container.json.<pid>.tmp`), and whoever next writes it sweeps a killed writer's
-//!   temporaries;
-//! - removal first marks the record [`Status::Removing`] and releases what the container holds
-//!   on the host (see `crate::commands::rm`), then renames the directory to `containers/.rm-<id>`
-//!   ([`Store::remove`]) and only then deletes it: up to the rename the record is there for
-//!   `rm -f` and `system prune` to finish the job, after it nothing of the container is left
-//!   but files;
-//! - staging and doomed directories that a killed `berth` left are deleted by the next
-//!   command that creates or removes containers ([`Store::sweep`]), under the store lock;
-//! - a container directory without a readable record (left by an older `berth`, or damaged)
-//!   is a *remnant* ([`Store::remnants`]): `ps -a` lists it as removing, `rm -f` and
-//!   `system prune` release what can be found of it by its id and delete it.
-//!
-//! **Who cleans up.** Every record names its *supervisor*: the process that will record the
-//! container's exit and release what it holds (the `berth run` in the foreground, the
-//! monitor of a detached container). Attachments are written to the record *before* CNI ADD
-//! runs and removed only after DEL succeeded, so when a supervisor dies (SIGKILL, a crash),
-//! `rm -f` and `system prune` know exactly what to undo.
+//! The store: the state roots, the lock, and the records on disk (created, rewritten,
+//! found, swept, removed) with the guarantees the layer's doc (`crate::state`) states.
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
@@ -51,11 +8,9 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
-use serde::{Deserialize, Serialize};
 
-use crate::lifecycle::request::ContainerConfig;
 use crate::names::{ContainerId, ContainerName, NameError};
-use crate::sandbox::pid::{self, ProcessRef};
+use crate::state::schema::{ContainerRecord, ContainerState};
 use berth_image::mounts::{self, MountsError};
 
 /// Errors of the `state` module.
@@ -114,106 +69,6 @@ pub enum StateError {
     },
     #[error(transparent)]
     Name(#[from] NameError),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Recorded, not started (or its start failed).
-    Created,
-    /// PID 1 was exec'ed and, as far as the record knows, runs.
-    Running,
-    Exited,
-    /// Being removed: what it held on the host is being released, then its directory goes.
-    /// A removal that was interrupted (`berth` killed) leaves it so; `rm -f` and
-    /// `system prune` finish it.
-    Removing,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ContainerState {
-    pub status: Option<Status>,
-    /// PID 1 of the container, as the host sees it.
-    pub pid: Option<i32>,
-    /// Its start time (`/proc/<pid>/stat` field 22), telling it apart from a reused pid.
-    pub pid_start_time: Option<u64>,
-    pub exit_code: Option<i32>,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
-    /// The process that records the exit and releases the container (see the module doc);
-    /// cleared once it has done so.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub supervisor: Option<ProcessRef>,
-    /// CNI attachments made or being made: written before ADD, removed after DEL.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub attachments: Vec<AttachmentState>,
-}
-
-impl ContainerState {
-    /// The state of a new run of an existing container, about to be started by
-    /// `supervisor`: what the record knew of the previous run (pid, exit code, times) is
-    /// forgotten. The previous run released its attachments; the new ones are recorded as
-    /// they are made.
-    pub fn begin_run(&mut self, supervisor: Option<ProcessRef>) {
-        *self = ContainerState {
-            status: Some(Status::Created),
-            supervisor,
-            ..ContainerState::default()
-        };
-    }
-}
-
-/// One network attachment of a container (its `eth<n>` on a network).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AttachmentState {
-    pub network: String,
-    pub ifname: String,
-    /// Addresses from the CNI result (empty until ADD succeeded).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ips: Vec<ipnetwork::IpNetwork>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mac: Option<String>,
-}
-
-/// One container: `<root>/containers/<id>/container.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ContainerRecord {
-    pub id: ContainerId,
-    pub name: ContainerName,
-    pub created: String,
-    pub config: ContainerConfig,
-    pub state: ContainerState,
-}
-
-impl ContainerRecord {
-    /// The status, checked against the kernel: a "running" record whose process is gone
-    /// (its `berth run` was killed) counts as exited.
-    pub fn live_status(&self) -> Status {
-        match self.state.status {
-            Some(Status::Running) => match (self.state.pid, self.state.pid_start_time) {
-                (Some(pid), Some(start)) if pid::live_start_time(pid) == Some(start) => {
-                    Status::Running
-                }
-                _ => Status::Exited,
-            },
-            Some(status) => status,
-            None => Status::Created,
-        }
-    }
-
-    /// Its supervisor is alive: the container is starting, running, or being released, and
-    /// nobody else may release or remove it.
-    pub fn is_supervised(&self) -> bool {
-        self.state.supervisor.is_some_and(|s| s.is_alive())
-    }
-
-    /// Holds (or is about to hold) network resources: running, or supervised.
-    pub fn is_active(&self) -> bool {
-        self.live_status() == Status::Running || self.is_supervised()
-    }
 }
 
 /// Proof that the store lock is held: functions that change records take a `&StoreLock`.
@@ -294,7 +149,7 @@ fn sync_dir(dir: &Path) -> Result<(), StateError> {
         })
 }
 
-/// A staging or doomed directory (see the module doc).
+/// A staging or doomed directory (see [`crate::state`]).
 fn is_left_behind(name: &OsStr) -> bool {
     name.to_str().is_some_and(|n| {
         [STAGING_PREFIX, DOOMED_PREFIX].iter().any(|p| {
@@ -424,7 +279,7 @@ impl Store {
         Ok(self.scan()?.records)
     }
 
-    /// Container directories without a readable record (see the module doc).
+    /// Container directories without a readable record (see [`crate::state`]).
     pub fn remnants(&self) -> Result<Vec<ContainerId>, StateError> {
         Ok(self.scan()?.remnants)
     }
@@ -466,7 +321,7 @@ impl Store {
     }
 
     /// Writes the record of a new container: its directory appears with the record in it, in
-    /// one rename (see the module doc). Durable.
+    /// one rename (see [`crate::state`]). Durable.
     pub fn create(&self, lock: &StoreLock, record: &ContainerRecord) -> Result<(), StateError> {
         let staging = self.staging_dir(&record.id);
         self.delete_tree(lock, &staging)?;
@@ -553,7 +408,7 @@ impl Store {
     }
 
     /// Removes a container's directory (record, overlay layers, name files, log): renamed
-    /// away in one step, then deleted (see the module doc). Call it once the container holds
+    /// away in one step, then deleted (see [`crate::state`]). Call it once the container holds
     /// nothing else on the host. Works for a remnant too. Already gone is success.
     pub fn remove(&self, lock: &StoreLock, id: &ContainerId) -> Result<(), StateError> {
         let doomed = self.doomed_dir(id);

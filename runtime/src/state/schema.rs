@@ -1,0 +1,180 @@
+//! The stored schema of a container: `<root>/containers/<id>/container.json` is a
+//! [`ContainerRecord`], its configuration (what `berth run` asked for, with the image's
+//! defaults applied) and the state of its current or last run. `berth inspect` shows it as it
+//! is; changing a field's name or meaning is a change of the on-disk format.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use berth_cni::NetworkName;
+use berth_image::ImageName;
+use serde::{Deserialize, Serialize};
+
+use crate::names::{ContainerId, ContainerName};
+use crate::network::ports::PortMapping;
+use crate::sandbox::caps::CapSet;
+use crate::sandbox::cgroups::Resources;
+use crate::sandbox::pid::{self, ProcessRef};
+use crate::sandbox::rootfs::Volume;
+use crate::sandbox::userns::UserNamespace;
+
+/// One network attachment of a container (its `eth<n>` on a network).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachmentState {
+    pub network: String,
+    pub ifname: String,
+    /// Addresses from the CNI result (empty until ADD succeeded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<ipnetwork::IpNetwork>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+/// One container: `<root>/containers/<id>/container.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerRecord {
+    pub id: ContainerId,
+    pub name: ContainerName,
+    pub created: String,
+    pub config: ContainerConfig,
+    pub state: ContainerState,
+}
+
+impl ContainerRecord {
+    /// The status, checked against the kernel: a "running" record whose process is gone
+    /// (its `berth run` was killed) counts as exited.
+    pub fn live_status(&self) -> Status {
+        match self.state.status {
+            Some(Status::Running) => match (self.state.pid, self.state.pid_start_time) {
+                (Some(pid), Some(start)) if pid::live_start_time(pid) == Some(start) => {
+                    Status::Running
+                }
+                _ => Status::Exited,
+            },
+            Some(status) => status,
+            None => Status::Created,
+        }
+    }
+
+    /// Its supervisor is alive: the container is starting, running, or being released, and
+    /// nobody else may release or remove it.
+    pub fn is_supervised(&self) -> bool {
+        self.state.supervisor.is_some_and(|s| s.is_alive())
+    }
+
+    /// Holds (or is about to hold) network resources: running, or supervised.
+    pub fn is_active(&self) -> bool {
+        self.live_status() == Status::Running || self.is_supervised()
+    }
+}
+
+/// The complete configuration of a container: stored in its record, shown by `inspect`, and
+/// (with paths added) handed to its init.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerConfig {
+    pub image: ImageName,
+    /// argv of PID 1 (entrypoint + command).
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: PathBuf,
+    pub hostname: String,
+    pub volumes: Vec<Volume>,
+    pub network: NetworkMode,
+    /// `-p`, one entry per port (ranges expanded); published on the first network.
+    pub ports: Vec<PortMapping>,
+    /// `--ip` and `--mac-address`: for the first network.
+    pub ip: Option<IpAddr>,
+    pub mac: Option<String>,
+    pub resources: Resources,
+    pub read_only: bool,
+    pub capabilities: CapSet,
+    pub cgroup_parent: String,
+    pub interactive: bool,
+    pub tty: bool,
+    pub auto_remove: bool,
+    pub detach: bool,
+    /// The container's user namespace (`None`: the host's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<UserNamespace>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "mode", content = "networks")]
+pub enum NetworkMode {
+    /// A network namespace with only `lo`, up.
+    None,
+    /// The runtime's own network namespace (no isolation of the network).
+    Host,
+    /// A network namespace attached through CNI to these networks: eth0, eth1, … in order.
+    Cni(Vec<NetworkName>),
+}
+
+impl NetworkMode {
+    /// The CNI networks, in attachment order (none for `none` and `host`).
+    pub fn networks(&self) -> &[NetworkName] {
+        match self {
+            NetworkMode::Cni(list) => list,
+            _ => &[],
+        }
+    }
+
+    /// `none`, `host` or `cni`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            NetworkMode::None => "none",
+            NetworkMode::Host => "host",
+            NetworkMode::Cni(_) => "cni",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Recorded, not started (or its start failed).
+    Created,
+    /// PID 1 was exec'ed and, as far as the record knows, runs.
+    Running,
+    Exited,
+    /// Being removed: what it held on the host is being released, then its directory goes.
+    /// A removal that was interrupted (`berth` killed) leaves it so; `rm -f` and
+    /// `system prune` finish it.
+    Removing,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerState {
+    pub status: Option<Status>,
+    /// PID 1 of the container, as the host sees it.
+    pub pid: Option<i32>,
+    /// Its start time (`/proc/<pid>/stat` field 22), telling it apart from a reused pid.
+    pub pid_start_time: Option<u64>,
+    pub exit_code: Option<i32>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// The process that records the exit and releases the container (see [`crate::state`]);
+    /// cleared once it has done so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervisor: Option<ProcessRef>,
+    /// CNI attachments made or being made: written before ADD, removed after DEL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<AttachmentState>,
+}
+
+impl ContainerState {
+    /// The state of a new run of an existing container, about to be started by
+    /// `supervisor`: what the record knew of the previous run (pid, exit code, times) is
+    /// forgotten. The previous run released its attachments; the new ones are recorded as
+    /// they are made.
+    pub fn begin_run(&mut self, supervisor: Option<ProcessRef>) {
+        *self = ContainerState {
+            status: Some(Status::Created),
+            supervisor,
+            ..ContainerState::default()
+        };
+    }
+}

@@ -81,10 +81,52 @@ impl NfnlSocket {
         self.seq
     }
 
-    /// Sends `buf` ([`Writer::finish`]) as one datagram.
+    /// Sends `buf` ([`Writer::finish`]) as one datagram, growing the socket's send buffer
+    /// first when the datagram would not fit (a batch of thousands of elements), as `nft`
+    /// does: a datagram larger than the buffer fails with EMSGSIZE.
     pub fn send(&self, buf: &[u8]) -> Result<(), NfnlError> {
+        self.fit_send_buffer(buf.len());
         self.socket.send(buf, 0).map_err(NfnlError::Send)?;
         Ok(())
+    }
+
+    /// Best effort: SO_SNDBUFFORCE needs CAP_NET_ADMIN (plugins have it), SO_SNDBUF is capped
+    /// by `net.core.wmem_max`; if neither takes, the send reports EMSGSIZE.
+    fn fit_send_buffer(&self, len: usize) {
+        let fd = self.as_raw_fd();
+        let mut current: libc::c_int = 0;
+        let mut size = libc::socklen_t::try_from(size_of::<libc::c_int>()).unwrap_or(4);
+        // SAFETY: a valid socket descriptor and an int-sized, writable out-parameter.
+        let got = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&raw mut current).cast(),
+                &raw mut size,
+            )
+        };
+        // The kernel reports twice what was asked (its bookkeeping overhead); ask with margin.
+        let wanted = len.saturating_mul(2).saturating_add(64 * 1024);
+        if got == 0 && usize::try_from(current).is_ok_and(|c| c >= wanted) {
+            return;
+        }
+        let value = libc::c_int::try_from(wanted).unwrap_or(libc::c_int::MAX);
+        for option in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
+            // SAFETY: a valid socket descriptor and a pointer to an int that outlives the call.
+            let set = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    option,
+                    (&raw const value).cast(),
+                    libc::socklen_t::try_from(size_of::<libc::c_int>()).unwrap_or(4),
+                )
+            };
+            if set == 0 {
+                return;
+            }
+        }
     }
 
     /// Reads the answer to request `seq` up to its end (`NLMSG_DONE` of a dump, or the
@@ -105,12 +147,15 @@ impl NfnlSocket {
 
     /// Reads the acks of a batch's messages `seqs` (each sent with `NLM_F_ACK`), in
     /// whatever order they come, until all arrived or one failed (the kernel then rolled the
-    /// whole batch back and says nothing more about the rest).
-    pub fn batch_acks(&self, seqs: &[u32]) -> Result<(), NfnlError> {
+    /// whole batch back and says nothing more about the rest). `delimiters` are the batch's
+    /// BEGIN and END: never acked on success, but when the kernel refuses the batch as a whole
+    /// (no nf_tables, a subsystem it does not know) the only answer is an error for BEGIN —
+    /// waiting for the others then would wait forever.
+    pub fn batch_acks(&self, seqs: &[u32], delimiters: &[u32]) -> Result<(), NfnlError> {
         let mut pending = seqs.to_vec();
         while !pending.is_empty() {
             let (buf, _) = self.socket.recv_from_full().map_err(NfnlError::Receive)?;
-            take_acks(&buf, &mut pending)?;
+            take_acks(&buf, &mut pending, delimiters)?;
         }
         Ok(())
     }
@@ -145,7 +190,7 @@ fn take_answer(
 
 /// [`NfnlSocket::batch_acks`] on one datagram: removes the acked from `pending`; the first
 /// failure in it is the error.
-fn take_acks(buf: &[u8], pending: &mut Vec<u32>) -> Result<(), NfnlError> {
+fn take_acks(buf: &[u8], pending: &mut Vec<u32>, delimiters: &[u32]) -> Result<(), NfnlError> {
     let mut failed = None;
     for msg in messages(buf) {
         let msg = msg?;
@@ -153,6 +198,10 @@ fn take_acks(buf: &[u8], pending: &mut Vec<u32>) -> Result<(), NfnlError> {
             continue;
         };
         let seq = msg.header.seq;
+        if errno != 0 && delimiters.contains(&seq) {
+            // The whole batch was refused: nothing else will come.
+            return Err(kernel(seq, errno));
+        }
         let Some(i) = pending.iter().position(|s| *s == seq) else {
             continue;
         };
@@ -216,12 +265,23 @@ mod tests {
     fn batch_acks_come_in_any_order_and_the_first_failure_wins() {
         let mut pending = vec![2, 3, 4];
         let buf = [error_msg(3, 0), error_msg(9, -libc::EPERM), error_msg(2, 0)].concat();
-        take_acks(&buf, &mut pending).unwrap();
+        take_acks(&buf, &mut pending, &[1, 5]).unwrap();
         assert_eq!(pending, [4]);
         let buf = [error_msg(4, -libc::EEXIST), error_msg(4, -libc::EBUSY)].concat();
-        let err = take_acks(&buf, &mut pending).unwrap_err();
+        let err = take_acks(&buf, &mut pending, &[1, 5]).unwrap_err();
         assert!(matches!(err, NfnlError::Kernel { seq: 4, .. }));
         assert_eq!(err.errno(), Some(libc::EEXIST));
         assert!(pending.is_empty());
+    }
+
+    /// A batch refused as a whole is answered only for its BEGIN: that ends the wait, where
+    /// waiting for the element messages' acks would block forever.
+    #[test]
+    fn an_error_for_the_batch_begin_ends_the_wait() {
+        let mut pending = vec![2, 3];
+        let buf = error_msg(1, -libc::EOPNOTSUPP);
+        let err = take_acks(&buf, &mut pending, &[1, 4]).unwrap_err();
+        assert!(matches!(err, NfnlError::Kernel { seq: 1, .. }));
+        assert_eq!(err.errno(), Some(libc::EOPNOTSUPP));
     }
 }

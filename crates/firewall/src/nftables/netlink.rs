@@ -232,11 +232,15 @@ impl Nfnl {
         if ops.is_empty() {
             return Ok(());
         }
-        let (buf, pending) = encode_batch(|| self.socket.next_seq(), table, ops)?;
+        let Encoded {
+            buf,
+            pending,
+            delimiters,
+        } = encode_batch(|| self.socket.next_seq(), table, ops)?;
         self.socket.send(&buf).map_err(socket_err)?;
-        // One ack (or error) per message.
+        // One ack (or error) per message; an error for BEGIN refuses the whole batch.
         let seqs: Vec<u32> = pending.iter().map(|p| p.seq).collect();
-        match self.socket.batch_acks(&seqs) {
+        match self.socket.batch_acks(&seqs, &delimiters) {
             Ok(()) => Ok(()),
             Err(NfnlError::Kernel { seq, source }) => match pending.iter().find(|p| p.seq == seq) {
                 Some(p) => Err(NlError::Refused {
@@ -288,21 +292,31 @@ struct Pending {
     set: &'static str,
 }
 
+/// A batch ready to send: its bytes, the messages that await an ack, BEGIN's and END's
+/// sequence numbers.
+struct Encoded {
+    buf: Vec<u8>,
+    pending: Vec<Pending>,
+    delimiters: [u32; 2],
+}
+
 /// `ops` as one batch: BEGIN, one message per set and operation (more when its elements do
-/// not fit in one, see [`element_chunks`]), END; with the messages that await an ack.
+/// not fit in one, see [`element_chunks`]), END; with the messages that await an ack and the
+/// sequence numbers of BEGIN and END.
 fn encode_batch(
     mut next_seq: impl FnMut() -> u32,
     table: &str,
     ops: &[Op],
-) -> Result<(Vec<u8>, Vec<Pending>), NlError> {
+) -> Result<Encoded, NlError> {
     // The delimiters name the subsystem in `res_id`; they are never acked on success.
     let delimiter = NfGenMsg {
         res_id: NFNL_SUBSYS_NFTABLES,
         ..NfGenMsg::family(AF_UNSPEC)
     };
     let mut w = Writer::new();
+    let begin = next_seq();
     w.message(
-        Header::request(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, next_seq()),
+        Header::request(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, begin),
         delimiter,
         |_| {},
     );
@@ -333,13 +347,18 @@ fn encode_batch(
             pending.push(Pending { seq, op: name, set });
         }
     }
+    let end = next_seq();
     w.message(
-        Header::request(NFNL_MSG_BATCH_END, NLM_F_REQUEST, next_seq()),
+        Header::request(NFNL_MSG_BATCH_END, NLM_F_REQUEST, end),
         delimiter,
         |_| {},
     );
     let buf = w.finish().map_err(NlError::Encode)?;
-    Ok((buf, pending))
+    Ok(Encoded {
+        buf,
+        pending,
+        delimiters: [begin, end],
+    })
 }
 
 /// A GETSETELEM of `key` in `inet <table> <set>`, acked.
@@ -462,7 +481,7 @@ mod tests {
             Op::Delete("ports4", vec![e1]),
         ];
         let mut seq = 0;
-        let (buf, pending) = encode_batch(
+        let Encoded { buf, pending, .. } = encode_batch(
             || {
                 seq += 1;
                 seq
@@ -519,7 +538,7 @@ mod tests {
         assert!(chunks.iter().all(|c| c.len() <= MAX_ATTR_PAYLOAD));
         assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 2000 * one);
         let mut seq = 0;
-        let (buf, pending) = encode_batch(
+        let Encoded { buf, pending, .. } = encode_batch(
             || {
                 seq += 1;
                 seq
@@ -590,23 +609,27 @@ mod tests {
         };
         let data = encode(&[Field::Ip("10.88.0.5".parse().unwrap()), Field::Port(5353)]);
         let comment = "berth owner net-a/ctr-1/eth0 with a comment of some length";
-        let elems: Vec<Elem> = (0..700)
-            .map(|i| Elem {
-                key: key(i),
-                key_end: None,
-                data: Some(data.clone()),
-                comment: Some(comment.into()),
-            })
-            .collect();
-        let found = ns
-            .run(|| {
-                let mut nl = Nfnl::open().unwrap();
-                nl.batch("t", &[Op::Add("m", elems)]).unwrap();
-                (0..700)
-                    .filter(|i| nl.get("t", "m", &key(*i)).unwrap() == Some(data.clone()))
-                    .count()
-            })
-            .unwrap();
-        assert_eq!(found, 700);
+        // 700 elements overflowed a 16-bit attribute length; 4000 (about 400 KB) also
+        // overflow the socket's default send buffer, which then has to grow.
+        for (set, count) in [("m", 700u32), ("m", 4000)] {
+            let elems: Vec<Elem> = (0..count)
+                .map(|i| Elem {
+                    key: key(i),
+                    key_end: None,
+                    data: Some(data.clone()),
+                    comment: Some(comment.into()),
+                })
+                .collect();
+            let found = ns
+                .run(|| {
+                    let mut nl = Nfnl::open().unwrap();
+                    nl.batch("t", &[Op::Add(set, elems)]).unwrap();
+                    (0..count)
+                        .filter(|i| nl.get("t", set, &key(*i)).unwrap() == Some(data.clone()))
+                        .count()
+                })
+                .unwrap();
+            assert_eq!(found, count as usize);
+        }
     }
 }

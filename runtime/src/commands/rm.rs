@@ -23,6 +23,7 @@
 use crate::lifecycle::container::{self, ContainerError};
 use crate::names::ContainerId;
 use crate::network::Networks;
+use crate::network::attachments;
 use crate::network::hosts;
 use crate::sandbox::cgroups::Layout;
 use crate::sandbox::namespaces;
@@ -120,8 +121,8 @@ pub fn remove_remnant(
         }
         Err(e) => errors.push(ContainerError::CgroupLayout(e)),
     }
-    let (touched, cni_errors) = container::release_cached(store, networks, id);
-    errors.extend(cni_errors);
+    let (touched, cni_errors) = attachments::release_cached(store, networks, id);
+    errors.extend(cni_errors.into_iter().map(ContainerError::from));
     if let Err(source) = namespaces::remove_netns(&store.netns_path(id)) {
         errors.push(ContainerError::RemoveNetns {
             id: short(),

@@ -26,18 +26,14 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use std::collections::BTreeSet;
-
-use berth_cni::invoke::CniConfig;
-use berth_cni::{Dns, NetConfList};
 use berth_image::{ImageError, ImageName, ImageStore};
-use serde_json::{Map, Value};
 
 use crate::lifecycle::request::{ConfigError, RunRequest};
 use crate::names::{ContainerId, ContainerName, NameError};
+use crate::network::attachments::{self, AttachmentError};
 use crate::network::hosts::{self, HostsError};
 use crate::network::ports::{self, PortError};
-use crate::network::{AttachRequest, NetworkError, Networks};
+use crate::network::{NetworkError, Networks};
 use crate::sandbox::cgroups::{self, CgroupError, CgroupErrors, Layout};
 use crate::sandbox::init::{InitConfig, InitUserns};
 use crate::sandbox::namespaces::{self, NamespaceError};
@@ -49,10 +45,10 @@ use crate::sandbox::process::{
 use crate::sandbox::rootfs::RootfsSpec;
 use crate::sandbox::rootfs::Volume;
 use crate::sandbox::userns::{self, Holder, UsernsError, UsernsRequest};
+use crate::state::NetworkMode;
 use crate::state::clock;
 use crate::state::log::{LogError, LogWriter};
-use crate::state::{AttachmentState, ContainerRecord, ContainerState, StateError, Status, Store};
-use crate::state::{ContainerConfig, NetworkMode};
+use crate::state::{ContainerRecord, ContainerState, StateError, Status, Store};
 use crate::timing;
 
 /// Errors of the `container` module.
@@ -74,6 +70,8 @@ pub enum ContainerError {
     Ports(#[from] PortError),
     #[error(transparent)]
     Hosts(#[from] HostsError),
+    #[error(transparent)]
+    Attachment(#[from] AttachmentError),
     #[error(transparent)]
     Log(#[from] LogError),
     #[error(transparent)]
@@ -483,7 +481,9 @@ pub fn start(
         }
     };
     let dns = match &netns {
-        Some(path) => timing::step("cni add", || attach_all(store, networks, record, path))?,
+        Some(path) => timing::step("cni add", || {
+            attachments::attach_all(store, networks, record, path)
+        })?,
         None => None,
     };
     timing::step("name files", || -> Result<(), ContainerError> {
@@ -590,101 +590,6 @@ pub fn start(
 /// The group of ptys inside a container (devpts `gid=5`, as docker and runc).
 const TTY_GID: u32 = 5;
 
-/// The interface name of the `index`-th network.
-fn ifname(index: usize) -> String {
-    format!("eth{index}")
-}
-
-/// The capability arguments of the first network: `portMappings`, `mac`, `ips`.
-fn capability_args(config: &ContainerConfig, ifname: &str) -> Map<String, Value> {
-    let mut args = Map::new();
-    if ifname != self::ifname(0) {
-        return args;
-    }
-    if !config.ports.is_empty() {
-        args.insert(
-            "portMappings".into(),
-            Value::Array(config.ports.iter().map(|p| p.to_cni()).collect()),
-        );
-    }
-    if let Some(mac) = &config.mac {
-        args.insert("mac".into(), mac.clone().into());
-    }
-    if let Some(ip) = config.ip {
-        args.insert("ips".into(), Value::Array(vec![ip.to_string().into()]));
-    }
-    args
-}
-
-/// CNI ADD of every network, in order. The attachments are written to the record first, so
-/// that whoever releases the container (this process, or `rm -f` after a crash) DELs them
-/// even if ADD was interrupted. Returns the DNS of the first result that has one.
-fn attach_all(
-    store: &Store,
-    networks: &Networks,
-    record: &ContainerRecord,
-    netns: &Path,
-) -> Result<Option<Dns>, ContainerError> {
-    let id = &record.id;
-    let names = record.config.network.networks();
-    if names.is_empty() {
-        return Ok(None);
-    }
-    store.update_state(id, |s| {
-        s.attachments = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| AttachmentState {
-                network: n.to_string(),
-                ifname: ifname(i),
-                ips: Vec::new(),
-                mac: None,
-            })
-            .collect();
-    })?;
-    let mut dns = None;
-    for (i, name) in names.iter().enumerate() {
-        let attach_err = |source| ContainerError::Attach {
-            id: id.short().to_owned(),
-            source,
-        };
-        let ifname = ifname(i);
-        let mut network = networks.load(store, name.as_str()).map_err(attach_err)?;
-        if i > 0 {
-            network = network.without_default_routes().map_err(attach_err)?;
-        }
-        let request = AttachRequest {
-            id,
-            netns,
-            ifname: &ifname,
-            capability_args: capability_args(&record.config, &ifname),
-        };
-        let result = networks.attach(&network, &request).map_err(attach_err)?;
-        // The container's interface: the result entry with a sandbox and our name.
-        let iface = result
-            .interfaces
-            .iter()
-            .position(|i| i.name == ifname && i.sandbox.is_some());
-        let ips: Vec<_> = result
-            .ips
-            .iter()
-            .filter(|ip| ip.interface.is_none() || ip.interface == iface)
-            .map(|ip| ip.address)
-            .collect();
-        let mac = iface.and_then(|i| result.interfaces[i].mac.clone());
-        store.update_state(id, |s| {
-            if let Some(a) = s.attachments.iter_mut().find(|a| a.ifname == ifname) {
-                a.ips = ips;
-                a.mac = mac;
-            }
-        })?;
-        if dns.is_none() && !result.dns.nameservers.is_empty() {
-            dns = Some(result.dns);
-        }
-    }
-    Ok(dns)
-}
-
 /// Step 4: records the exit (so `ps` shows it at once), releases what the container holds,
 /// then removes it (`--rm`) or marks it settled. Returns the teardown failures.
 pub fn finish(
@@ -735,46 +640,22 @@ pub fn release(store: &Store, networks: &Networks, id: &ContainerId) -> Vec<Cont
         }
         Err(e) => errors.push(ContainerError::CgroupLayout(e)),
     }
-    let netns = store.netns_path(id);
-    if !record.state.attachments.is_empty() {
-        let mut left = Vec::new();
-        for a in record.state.attachments.iter().rev() {
-            let request = AttachRequest {
-                id,
-                netns: &netns,
-                ifname: &a.ifname,
-                capability_args: capability_args(&record.config, &a.ifname),
-            };
-            if let Err(source) =
-                timing::step("cni del", || networks.detach(store, &a.network, &request))
-            {
-                errors.push(ContainerError::Attach {
-                    id: short.clone(),
-                    source,
-                });
-                left.insert(0, a.clone());
-            }
-        }
-        let names: Vec<String> = record
-            .state
-            .attachments
-            .iter()
-            .map(|a| a.network.clone())
-            .collect();
-        let updated = store.lock().map_err(ContainerError::from).and_then(|lock| {
-            store.update_state_locked(&lock, id, |s| s.attachments = left)?;
-            hosts::refresh(store, &lock, &names)?;
-            Ok(())
-        });
-        if let Err(e) = updated {
-            errors.push(e);
-        }
-    }
+    errors.extend(
+        attachments::detach_all(store, networks, &record)
+            .into_iter()
+            .map(ContainerError::from),
+    );
     // Attachments the record does not name (none, unless the record was damaged): the CNI
     // cache knows what ADD ran for this id.
     if errors.is_empty() {
-        errors.extend(release_cached(store, networks, id).1);
+        errors.extend(
+            attachments::release_cached(store, networks, id)
+                .1
+                .into_iter()
+                .map(ContainerError::from),
+        );
     }
+    let netns = store.netns_path(id);
     if let Err(source) = timing::step("netns remove", || namespaces::remove_netns(&netns)) {
         errors.push(ContainerError::RemoveNetns { id: short, source });
     }
@@ -801,71 +682,6 @@ pub fn dispose(store: &Store, networks: &Networks, id: &ContainerId) -> Vec<Cont
         }
     }
     errors
-}
-
-/// CNI DEL of every attachment the CNI cache holds for container `id` that its record does
-/// not name (normally none: attachments are recorded before ADD; for a remnant, all). The
-/// cached configuration list and runtime arguments are what ADD ran with, as libcni's DEL
-/// from cache. Returns the networks concerned (for their hosts files) and the failures.
-pub fn release_cached(
-    store: &Store,
-    networks: &Networks,
-    id: &ContainerId,
-) -> (BTreeSet<String>, Vec<ContainerError>) {
-    let short = || id.short().to_owned();
-    let attach_err = |source| ContainerError::Attach {
-        id: short(),
-        source,
-    };
-    let cni = CniConfig::new(
-        networks.plugin_path().to_vec(),
-        store.root().join("cni").join("cache"),
-    );
-    let mut touched = BTreeSet::new();
-    let cached = match cni.cached_attachments(None) {
-        Ok(cached) => cached,
-        Err(e) => return (touched, vec![attach_err(NetworkError::from(e))]),
-    };
-    let recorded: Vec<(String, String)> = store
-        .load_if_exists(id)
-        .ok()
-        .flatten()
-        .map(|r| {
-            r.state
-                .attachments
-                .iter()
-                .map(|a| (a.network.clone(), a.ifname.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut errors = Vec::new();
-    for c in cached
-        .iter()
-        .filter(|c| c.container_id.as_str() == id.as_str())
-    {
-        let key = (c.network_name.to_string(), c.if_name.to_string());
-        if recorded.contains(&key) {
-            continue;
-        }
-        touched.insert(key.0.clone());
-        let deleted = NetConfList::from_bytes(&c.config)
-            .map_err(|source| NetworkError::CniName {
-                what: "cached configuration list",
-                value: format!("{}: {source}", key.0),
-            })
-            .and_then(|list| {
-                cni.del_network_list(&list, &c.runtime_conf())
-                    .map_err(|source| NetworkError::Del {
-                        network: key.0.clone(),
-                        ifname: key.1.clone(),
-                        source: Box::new(source),
-                    })
-            });
-        if let Err(e) = deleted {
-            errors.push(attach_err(e));
-        }
-    }
-    (touched, errors)
 }
 
 /// How long a supervisor gets to record an exit and release the container (CNI DEL of

@@ -8,12 +8,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use berth_image::{ImageName, ImageStore};
+use berth_image::ImageName;
+use berth_netlink::error_chain;
 use berth_runtime::commands::attach::{self, AttachEnd, Since};
 use berth_runtime::commands::exec::ExecRequest;
 use berth_runtime::commands::ps::{self, ContainerSummary};
-use berth_runtime::commands::{logs, monitor, prune, rm, start, stop};
-use berth_runtime::lifecycle::container::{self, ContainerError};
+use berth_runtime::commands::{image, logs, monitor, prune, rm, run, start, stop};
 use berth_runtime::lifecycle::request::RunRequest;
 use berth_runtime::network::definition::NetworkRequest;
 use berth_runtime::network::{self, DefaultNetwork, Networks, reload};
@@ -394,11 +394,11 @@ impl Failure {
         }
     }
 
-    fn container(error: ContainerError) -> Failure {
-        let code = u8::try_from(error.exit_code()).unwrap_or(125);
+    /// `error`, exiting with `code` (the container's, or docker's 125/126/127).
+    fn with_code(error: impl Into<anyhow::Error>, code: i32) -> Failure {
         Failure {
             error: error.into(),
-            code,
+            code: u8::try_from(code).unwrap_or(125),
         }
     }
 }
@@ -485,7 +485,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             stop::stop(&store, &networks, query, Duration::from_secs(time))
         }),
         Command::Kill { signal, containers } => {
-            let signal = stop::parse_signal(&signal).map_err(Failure::container)?;
+            let signal = stop::parse_signal(&signal).map_err(Failure::setup)?;
             for_each(&containers, "kill", |query| {
                 stop::kill(&store, query, signal)
             })
@@ -516,7 +516,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
                 println!("{name}");
             }
             for error in &pruned.errors {
-                eprintln!("berth: system prune: {}", container::error_chain(error));
+                eprintln!("berth: system prune: {}", error_chain(error));
             }
             Ok(if pruned.errors.is_empty() {
                 ExitCode::SUCCESS
@@ -531,10 +531,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
 
 /// Runs `action` for each container, like docker: prints the query on success, reports each
 /// failure on its own line, keeps going, and fails if any failed.
-fn for_each<T>(
+fn for_each<T, E: Into<anyhow::Error>>(
     containers: &[String],
     verb: &str,
-    mut action: impl FnMut(&str) -> Result<T, ContainerError>,
+    mut action: impl FnMut(&str) -> Result<T, E>,
 ) -> Result<ExitCode, Failure> {
     let mut failed = None;
     for query in containers {
@@ -543,7 +543,7 @@ fn for_each<T>(
             Err(e) => {
                 eprintln!(
                     "berth: {:#}",
-                    anyhow::Error::from(e).context(format!("{verb} container {query}"))
+                    e.into().context(format!("{verb} container {query}"))
                 );
                 failed = Some(ExitCode::FAILURE);
             }
@@ -621,11 +621,14 @@ fn run(store: &Store, networks: &Networks, args: RunArgs) -> Result<ExitCode, Fa
         gidmap: args.gidmap,
     };
     if request.detach {
-        let id = monitor::run_detached(store, networks, request).map_err(Failure::container)?;
+        let id = run::run_detached(store, networks, request).map_err(|e| {
+            let code = e.exit_code();
+            Failure::with_code(e, code)
+        })?;
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
     }
-    let result = container::run(store, networks, request);
+    let result = run::run(store, networks, request);
     if let Some(line) = berth_runtime::timing::report() {
         eprintln!("berth: timing: {line}");
     }
@@ -649,22 +652,23 @@ fn run(store: &Store, networks: &Networks, args: RunArgs) -> Result<ExitCode, Fa
             }
             Ok(exit_code(outcome.exit_code))
         }
-        Err(e) => Err(Failure::container(e)),
+        Err(e) => {
+            let code = e.exit_code();
+            Err(Failure::with_code(e, code))
+        }
     }
 }
 
 fn image(store: &Store, command: ImageCommand) -> Result<ExitCode, Failure> {
-    let images = ImageStore::new(store.images_dir());
     match command {
         ImageCommand::Import { tarball, name } => {
             let name = ImageName::try_from(name.as_str())?;
-            let image = images
-                .import(&tarball, &name)
+            let image = image::import(store, &tarball, &name)
                 .with_context(|| format!("import image {name}"))?;
             println!("{}", image.name);
         }
         ImageCommand::Ls { json } => {
-            let list = images.list()?;
+            let list = image::list(store)?;
             if json {
                 print_json(&list)?;
             } else {
@@ -682,8 +686,8 @@ fn image(store: &Store, command: ImageCommand) -> Result<ExitCode, Failure> {
         }
         ImageCommand::Rm { names } => {
             for name in names {
-                let removed = container::remove_image(store, &name)
-                    .with_context(|| format!("remove image {name}"))?;
+                let removed =
+                    image::remove(store, &name).with_context(|| format!("remove image {name}"))?;
                 println!("{removed}");
             }
         }
@@ -778,7 +782,7 @@ fn network_command(
                 println!("{name}");
             }
             for error in &done.errors {
-                eprintln!("berth: network reload: {}", container::error_chain(error));
+                eprintln!("berth: network reload: {}", error_chain(error));
             }
             if !done.errors.is_empty() {
                 return Ok(ExitCode::FAILURE);

@@ -23,11 +23,29 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
 
-use crate::lifecycle::container::ContainerError;
-use crate::names::ContainerId;
-use crate::sandbox::process::{self, SignalForwarder};
-use crate::state::log::{self, LogPrinter, LogTail};
-use crate::state::{ContainerRecord, Status, Store};
+use crate::names::{ContainerId, ContainerName};
+use crate::sandbox::process::{self, ProcessError, SignalForwarder};
+use crate::state::log::{self, LogError, LogPrinter, LogTail};
+use crate::state::{ContainerRecord, StateError, Status, Store};
+
+/// Errors of `berth attach`.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("container {name} is not running")]
+    NotRunning { name: ContainerName },
+    #[error("block signals")]
+    Signals(#[source] ProcessError),
+    #[error("wait for the container's output")]
+    Follow(#[source] nix::Error),
+    #[error(
+        "the exit code of container {name} is unknown: its supervisor died, or --rm removed it first"
+    )]
+    ExitUnknown { name: ContainerName },
+}
 
 /// How an attach ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,14 +75,14 @@ pub fn attach(
     query: &str,
     since: Since,
     stdin: bool,
-) -> Result<AttachEnd, ContainerError> {
+) -> Result<AttachEnd, AttachError> {
     let record = store.find(query)?;
     let id = record.id.clone();
     if since == Since::Now && record.live_status() != Status::Running {
-        return Err(ContainerError::NotRunning { name: record.name });
+        return Err(AttachError::NotRunning { name: record.name });
     }
     let signals = SignalForwarder::block_only(&[Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP])
-        .map_err(ContainerError::Signals)?;
+        .map_err(AttachError::Signals)?;
     let path = store.log_path(&id);
     let offset = match since {
         Since::Now => log::log_end(&path)?,
@@ -87,7 +105,7 @@ pub fn attach(
         if finished {
             return match now.and_then(|r| r.state.exit_code) {
                 Some(code) => Ok(AttachEnd::Exited(code)),
-                None => Err(ContainerError::ExitUnknown { name: record.name }),
+                None => Err(AttachError::ExitUnknown { name: record.name }),
             };
         }
         let mut fds = vec![PollFd::new(signals.fd(), PollFlags::POLLIN)];
@@ -96,7 +114,7 @@ pub fn attach(
         }
         match poll(&mut fds, PollTimeout::from(POLL_INTERVAL_MS)) {
             Ok(_) | Err(nix::Error::EINTR) => {}
-            Err(e) => return Err(ContainerError::Follow(e)),
+            Err(e) => return Err(AttachError::Follow(e)),
         }
         let ready: Vec<bool> = fds
             .iter()

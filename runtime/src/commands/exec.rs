@@ -24,13 +24,17 @@ use std::path::PathBuf;
 
 use nix::sched::{CloneFlags, setns};
 
-use crate::lifecycle::container::{ContainerError, signal_pid1};
-use crate::lifecycle::request::{self, ConfigError, is_clean_absolute};
-use crate::sandbox::cgroups::Layout;
+use crate::lifecycle::request::{self, RequestError, is_clean_absolute};
+use crate::lifecycle::signal::{SignalError, signal_pid1};
+use crate::names::ContainerName;
+use crate::sandbox::cgroups::{CgroupError, Layout};
 use crate::sandbox::init::ExecConfig;
 use crate::sandbox::pid::process_start_time;
-use crate::sandbox::process::{self, InitProcess, Relay, SignalForwarder, SpawnOptions, StdioMode};
-use crate::state::{Status, Store};
+use crate::sandbox::process::{
+    self, InitProcess, ProcessError, Relay, SignalForwarder, SpawnOptions, StdioMode,
+};
+use crate::sandbox::sealed::{self, SealedError};
+use crate::state::{StateError, Status, Store};
 
 /// The flags of `berth exec`, as typed.
 #[derive(Debug, Clone, Default)]
@@ -45,8 +49,17 @@ pub struct ExecRequest {
     pub workdir: Option<String>,
 }
 
+/// Errors of `berth exec`.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("container {name} is not running")]
+    NotRunning { name: ContainerName },
+    #[error(transparent)]
+    Signal(#[from] SignalError),
     #[error("open the pid namespace of container {name} ({path})")]
     OpenPidNs {
         name: String,
@@ -55,19 +68,52 @@ pub enum ExecError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Sealed(crate::sandbox::sealed::SealedError),
+    Sealed(SealedError),
     #[error("join the pid namespace of container {name}")]
     JoinPidNs {
         name: String,
         #[source]
         source: nix::Error,
     },
+    #[error("block signals")]
+    Signals(#[source] ProcessError),
+    #[error("start container {id}")]
+    Start {
+        id: String,
+        #[source]
+        source: ProcessError,
+    },
+    #[error("detect the cgroup layout")]
+    CgroupLayout(#[source] CgroupError),
+    #[error("move container {id} into its cgroup")]
+    JoinCgroup {
+        id: String,
+        #[source]
+        source: CgroupError,
+    },
+    #[error("container {id}")]
+    Supervise {
+        id: String,
+        #[source]
+        source: ProcessError,
+    },
+}
+
+impl ExecError {
+    /// The exit code of `berth exec` for this error: 126/127 when the command cannot be
+    /// found or run, as docker reports them; 125 for everything the runtime failed at.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ExecError::Start { source, .. } => source.exit_code(),
+            _ => 125,
+        }
+    }
 }
 
 /// Runs the command in the container and returns its exit code (128 + signal when killed).
-pub fn exec(store: &Store, request: ExecRequest) -> Result<i32, ContainerError> {
+pub fn exec(store: &Store, request: ExecRequest) -> Result<i32, ExecError> {
     let record = store.find(&request.container)?;
-    let not_running = || ContainerError::NotRunning {
+    let not_running = || ExecError::NotRunning {
         name: record.name.clone(),
     };
     if record.live_status() != Status::Running {
@@ -93,11 +139,11 @@ pub fn exec(store: &Store, request: ExecRequest) -> Result<i32, ContainerError> 
     }
     let workdir = match request.workdir {
         Some(w) if is_clean_absolute(w.as_ref()) => PathBuf::from(w),
-        Some(w) => return Err(ConfigError::Workdir { input: w }.into()),
+        Some(w) => return Err(RequestError::Workdir { input: w }.into()),
         None => record.config.workdir.clone(),
     };
     if request.command.is_empty() {
-        return Err(ConfigError::NoCommand {
+        return Err(RequestError::NoCommand {
             image: record.config.image.clone(),
         }
         .into());
@@ -105,8 +151,7 @@ pub fn exec(store: &Store, request: ExecRequest) -> Result<i32, ContainerError> 
 
     // 0. From here on this process makes children inside the container: it must not run the
     // host's binary itself (crate::sandbox::sealed). Re-executed, it starts over and comes back here.
-    crate::sandbox::sealed::reexec_sealed()
-        .map_err(|e| ContainerError::Exec(ExecError::Sealed(e)))?;
+    sealed::reexec_sealed().map_err(ExecError::Sealed)?;
 
     // 1. The pid namespace, for our children. Pinned by a pidfd of PID 1 (signal 0 checks
     // it exists) and checked by start time once the namespace file is open.
@@ -114,27 +159,23 @@ pub fn exec(store: &Store, request: ExecRequest) -> Result<i32, ContainerError> 
         return Err(not_running());
     };
     let path = PathBuf::from(format!("/proc/{pid}/ns/pid"));
-    let pid_ns = File::open(&path).map_err(|source| {
-        ContainerError::Exec(ExecError::OpenPidNs {
-            name: record.name.to_string(),
-            path: path.clone(),
-            source,
-        })
+    let pid_ns = File::open(&path).map_err(|source| ExecError::OpenPidNs {
+        name: record.name.to_string(),
+        path: path.clone(),
+        source,
     })?;
     if process_start_time(pid) != Some(start) {
         return Err(not_running());
     }
-    setns(&pid_ns, CloneFlags::CLONE_NEWPID).map_err(|source| {
-        ContainerError::Exec(ExecError::JoinPidNs {
-            name: record.name.to_string(),
-            source,
-        })
+    setns(&pid_ns, CloneFlags::CLONE_NEWPID).map_err(|source| ExecError::JoinPidNs {
+        name: record.name.to_string(),
+        source,
     })?;
 
     // 2.–3.
-    let signals = SignalForwarder::block().map_err(ContainerError::Signals)?;
+    let signals = SignalForwarder::block().map_err(ExecError::Signals)?;
     let short = || record.id.short().to_owned();
-    let start_err = |source| ContainerError::Start {
+    let start_err = |source| ExecError::Start {
         id: short(),
         source,
     };
@@ -148,11 +189,11 @@ pub fn exec(store: &Store, request: ExecRequest) -> Result<i32, ContainerError> 
         fds: [None; 3],
     })
     .map_err(start_err)?;
-    let layout = Layout::detect().map_err(ContainerError::CgroupLayout)?;
+    let layout = Layout::detect().map_err(ExecError::CgroupLayout)?;
     let cgroup = layout.manager(&record.config.cgroup_parent, &record.id);
     cgroup
         .add_process(helper.pid())
-        .map_err(|source| ContainerError::JoinCgroup {
+        .map_err(|source| ExecError::JoinCgroup {
             id: short(),
             source,
         })?;
@@ -182,7 +223,7 @@ pub fn exec(store: &Store, request: ExecRequest) -> Result<i32, ContainerError> 
                 record: &mut |_, _| {},
             },
         )
-        .map_err(|source| ContainerError::Supervise {
+        .map_err(|source| ExecError::Supervise {
             id: short(),
             source,
         })

@@ -24,23 +24,61 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use berth_netlink::error_chain;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::stat::Mode;
 use serde::{Deserialize, Serialize};
 
-use crate::lifecycle::container::{self, ContainerError, Started};
-use crate::lifecycle::request::RunRequest;
-use crate::names::ContainerId;
+use crate::lifecycle::release;
+use crate::lifecycle::start::{self, Started};
+use crate::names::{ContainerId, NameError};
 use crate::network::Networks;
 use crate::sandbox::pid::ProcessRef;
-use crate::sandbox::process::Stream;
-use crate::sandbox::process::{self, SpawnOptions, StdioMode};
-use crate::state::log::LogWriter;
-use crate::state::{ContainerRecord, Store};
+use crate::sandbox::process::{self, SpawnOptions, StdioMode, Stream, raw_fds};
+use crate::state::log::{LogError, LogWriter};
+use crate::state::{ContainerRecord, StateError, Store};
+
+/// Errors of the monitor and of launching one.
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("start the monitor of container {id}")]
+    SpawnMonitor {
+        id: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("create a pipe for the container's stdio")]
+    Pipe(#[source] nix::Error),
+    #[error("create the stdin FIFO {path}")]
+    Stdin {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// What a detached container's monitor reported (its message names the step).
+    #[error("{message}")]
+    Monitor { message: String, exit_code: i32 },
+}
+
+impl MonitorError {
+    /// The exit code `berth run -d` (or `start`) reports: the monitor's, else 125.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            MonitorError::Monitor { exit_code, .. } => *exit_code,
+            _ => 125,
+        }
+    }
+}
 
 /// The monitor's one-line report to `berth run -d`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,18 +89,6 @@ struct Report {
     message: String,
     #[serde(default)]
     exit_code: i32,
-}
-
-/// `berth run -d`: creates the container, starts its monitor, and returns the id once the
-/// container runs (or the monitor's error, after it cleaned up).
-pub fn run_detached(
-    store: &Store,
-    networks: &Networks,
-    request: RunRequest,
-) -> Result<ContainerId, ContainerError> {
-    let record = container::create(store, networks, request)?;
-    launch(store, networks, &record, Launch::Created)?;
-    Ok(record.id)
 }
 
 /// Whose container a monitor is launched for, which decides what a failure to launch it
@@ -83,9 +109,9 @@ pub fn launch(
     networks: &Networks,
     record: &ContainerRecord,
     launch: Launch,
-) -> Result<(), ContainerError> {
+) -> Result<(), MonitorError> {
     let id = &record.id;
-    let spawn_err = |source| ContainerError::SpawnMonitor {
+    let spawn_err = |source| MonitorError::SpawnMonitor {
         id: id.short().to_owned(),
         source,
     };
@@ -120,9 +146,9 @@ pub fn launch(
         Ok(child) => child,
         Err(e) => {
             // Nothing was started: whatever release finds is undone; a new record goes.
-            let _ = container::finish(store, networks, record, 125);
+            let _ = release::finish(store, networks, record, 125);
             if launch == Launch::Created && !record.config.auto_remove {
-                let _ = container::dispose(store, networks, id);
+                let _ = release::dispose(store, networks, id);
             }
             return Err(spawn_err(e));
         }
@@ -138,11 +164,11 @@ pub fn launch(
         Ok(Report { ok: true, .. }) => Ok(()),
         Ok(Report {
             message, exit_code, ..
-        }) => Err(ContainerError::Monitor { message, exit_code }),
+        }) => Err(MonitorError::Monitor { message, exit_code }),
         Err(_) => {
             // The monitor died before reporting: clean up what it left.
-            let _ = container::settle(store, networks, id);
-            Err(ContainerError::Monitor {
+            let _ = release::settle(store, networks, id);
+            Err(MonitorError::Monitor {
                 message: format!(
                     "the monitor of container {} exited without reporting",
                     id.short()
@@ -161,7 +187,7 @@ pub fn main(store: &Store, networks: &Networks, id: &str) -> i32 {
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
     let outcome = ContainerId::try_from(id)
-        .map_err(ContainerError::from)
+        .map_err(MonitorError::from)
         .and_then(|id| monitor(store, networks, &id));
     match outcome {
         Ok(()) => 0,
@@ -169,7 +195,7 @@ pub fn main(store: &Store, networks: &Networks, id: &str) -> i32 {
             // Still connected to `berth run -d` if the failure came before the report.
             report(&Report {
                 ok: false,
-                message: container::error_chain(&e),
+                message: error_chain(&e),
                 exit_code: e.exit_code(),
             });
             1
@@ -195,13 +221,13 @@ fn report(report: &Report) {
 }
 
 /// A pipe: (read end, write end), both close-on-exec.
-fn pipe() -> Result<(OwnedFd, OwnedFd), ContainerError> {
-    process::output_pipe().map_err(ContainerError::Pipe)
+fn pipe() -> Result<(OwnedFd, OwnedFd), MonitorError> {
+    process::output_pipe().map_err(MonitorError::Pipe)
 }
 
-fn monitor(store: &Store, networks: &Networks, id: &ContainerId) -> Result<(), ContainerError> {
+fn monitor(store: &Store, networks: &Networks, id: &ContainerId) -> Result<(), MonitorError> {
     let Some(record) = store.update_state(id, |s| s.supervisor = ProcessRef::current())? else {
-        return Err(crate::state::StateError::NotFound {
+        return Err(StateError::NotFound {
             query: id.to_string(),
         }
         .into());
@@ -226,12 +252,12 @@ fn monitor(store: &Store, networks: &Networks, id: &ContainerId) -> Result<(), C
     let null: OwnedFd = File::options()
         .write(true)
         .open("/dev/null")
-        .map_err(|source| ContainerError::SpawnMonitor {
+        .map_err(|source| MonitorError::SpawnMonitor {
             id: id.short().to_owned(),
             source,
         })?
         .into();
-    let fds = container::raw_fds([
+    let fds = raw_fds([
         stdin.as_ref().and_then(|s| s.container_end.as_ref()),
         Some(out.as_ref().map_or(&null, |(_, w)| w)),
         Some(err.as_ref().map_or(&null, |(_, w)| w)),
@@ -245,7 +271,7 @@ fn monitor(store: &Store, networks: &Networks, id: &ContainerId) -> Result<(), C
         },
         fds,
     };
-    let started = container::start(store, networks, &record, options);
+    let started = start::start(store, networks, &record, options);
     // Our copies of the container's ends: dropped, so EOF arrives when the container's go.
     let out = out.map(|(r, _)| r);
     let err = err.map(|(r, _)| r);
@@ -254,9 +280,9 @@ fn monitor(store: &Store, networks: &Networks, id: &ContainerId) -> Result<(), C
         Ok(started) => started,
         Err(e) => {
             let code = e.exit_code();
-            let teardown = container::finish(store, networks, &record, code);
-            let message = std::iter::once(container::error_chain(&e))
-                .chain(teardown.iter().map(|t| container::error_chain(t)))
+            let teardown = release::finish(store, networks, &record, code);
+            let message = std::iter::once(error_chain(&e))
+                .chain(teardown.iter().map(|t| error_chain(t)))
                 .collect::<Vec<_>>()
                 .join("; ");
             report(&Report {
@@ -294,15 +320,15 @@ fn monitor(store: &Store, networks: &Networks, id: &ContainerId) -> Result<(), C
         Err(e) => {
             let _ = log.write(
                 Stream::Stderr,
-                format!("berth: {}\n", container::error_chain(&e)).as_bytes(),
+                format!("berth: {}\n", error_chain(&e)).as_bytes(),
             );
             125
         }
     };
-    for warning in container::finish(store, networks, &record, exit_code) {
+    for warning in release::finish(store, networks, &record, exit_code) {
         let _ = log.write(
             Stream::Stderr,
-            format!("berth: warning: {}\n", container::error_chain(&warning)).as_bytes(),
+            format!("berth: warning: {}\n", error_chain(&warning)).as_bytes(),
         );
     }
     Ok(())
@@ -320,8 +346,8 @@ struct StdinFifo {
 }
 
 impl StdinFifo {
-    fn create(path: &Path, tty: bool) -> Result<StdinFifo, ContainerError> {
-        let err = |source: io::Error| ContainerError::Stdin {
+    fn create(path: &Path, tty: bool) -> Result<StdinFifo, MonitorError> {
+        let err = |source: io::Error| MonitorError::Stdin {
             path: path.to_path_buf(),
             source,
         };

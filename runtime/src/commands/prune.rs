@@ -14,11 +14,24 @@ use std::fs;
 use berth_cni::{Attachment, ContainerId as CniContainerId, IfName};
 
 use crate::commands::rm;
-use crate::lifecycle::container::{self, ContainerError};
+use crate::lifecycle::release::{self, ReleaseError, Teardown};
 use crate::names::ContainerId;
-use crate::network::Networks;
+use crate::network::{NetworkError, Networks};
 use crate::sandbox::namespaces;
-use crate::state::Store;
+use crate::state::{StateError, Store};
+
+/// What went wrong in `berth system prune` (it goes on after each).
+#[derive(Debug, thiserror::Error)]
+pub enum PruneError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+    #[error(transparent)]
+    Remnant(#[from] Teardown),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+}
 
 /// What `system prune` did.
 #[derive(Debug, Default)]
@@ -27,7 +40,7 @@ pub struct Pruned {
     pub removed: Vec<String>,
     /// Netns files removed without a container.
     pub netns: Vec<String>,
-    pub errors: Vec<ContainerError>,
+    pub errors: Vec<PruneError>,
 }
 
 pub fn prune(store: &Store, networks: &Networks) -> Pruned {
@@ -37,7 +50,7 @@ pub fn prune(store: &Store, networks: &Networks) -> Pruned {
     match store.lock() {
         Ok(lock) => pruned
             .errors
-            .extend(store.sweep(&lock).into_iter().map(ContainerError::from)),
+            .extend(store.sweep(&lock).into_iter().map(PruneError::from)),
         Err(e) => pruned.errors.push(e.into()),
     }
     let scan = match store.scan() {
@@ -48,16 +61,18 @@ pub fn prune(store: &Store, networks: &Networks) -> Pruned {
         }
     };
     for record in scan.records.iter().filter(|r| !r.is_active()) {
-        let errors = container::dispose(store, networks, &record.id);
+        let errors = release::dispose(store, networks, &record.id);
         if errors.is_empty() {
             pruned.removed.push(record.name.to_string());
         }
-        pruned.errors.extend(errors);
+        pruned
+            .errors
+            .extend(errors.into_iter().map(PruneError::from));
     }
     for id in &scan.remnants {
         match rm::remove_remnant(store, networks, id) {
             Ok(()) => pruned.removed.push(id.to_string()),
-            Err(e) => pruned.errors.push(e),
+            Err(e) => pruned.errors.push(e.into()),
         }
     }
 
@@ -86,12 +101,9 @@ pub fn prune(store: &Store, networks: &Networks) -> Pruned {
                 });
         }
     }
-    pruned.errors.extend(
-        networks
-            .gc(store, &valid)
-            .into_iter()
-            .map(ContainerError::from),
-    );
+    pruned
+        .errors
+        .extend(networks.gc(store, &valid).into_iter().map(PruneError::from));
 
     let netns_dir = store.runroot().join("netns");
     if let Ok(entries) = fs::read_dir(&netns_dir) {
@@ -106,7 +118,7 @@ pub fn prune(store: &Store, networks: &Networks) -> Pruned {
                 Ok(()) => pruned.netns.push(name),
                 Err(source) => pruned
                     .errors
-                    .push(ContainerError::RemoveNetns { id: name, source }),
+                    .push(ReleaseError::RemoveNetns { id: name, source }.into()),
             }
         }
     }

@@ -8,11 +8,19 @@ use std::path::PathBuf;
 use berth_image::ImageStore;
 use serde::Serialize;
 
-use crate::lifecycle::container::ContainerError;
 use crate::names::ContainerId;
-use crate::sandbox::cgroups::Layout;
+use crate::sandbox::cgroups::{CgroupError, Layout};
 use crate::state::clock;
-use crate::state::{ContainerRecord, Status, Store};
+use crate::state::{ContainerRecord, StateError, Status, Store};
+
+/// Errors of `berth ps` and `berth inspect`.
+#[derive(Debug, thiserror::Error)]
+pub enum PsError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("detect the cgroup layout")]
+    CgroupLayout(#[source] CgroupError),
+}
 
 /// A line of `berth ps`.
 #[derive(Debug, Clone, Serialize)]
@@ -118,7 +126,7 @@ impl ContainerSummary {
 
 /// `berth ps [-a]`: running containers, or all of them, remnants included (see
 /// [`crate::state`]).
-pub fn list(store: &Store, all: bool) -> Result<Vec<ContainerSummary>, ContainerError> {
+pub fn list(store: &Store, all: bool) -> Result<Vec<ContainerSummary>, PsError> {
     let scan = store.scan()?;
     let records = scan.records.iter().map(ContainerSummary::of);
     let remnants = scan
@@ -154,9 +162,9 @@ pub struct InspectPaths {
     pub log: PathBuf,
 }
 
-pub fn inspect(store: &Store, query: &str) -> Result<Inspection, ContainerError> {
+pub fn inspect(store: &Store, query: &str) -> Result<Inspection, PsError> {
     let record = store.find(query)?;
-    let layout = Layout::detect().map_err(ContainerError::CgroupLayout)?;
+    let layout = Layout::detect().map_err(PsError::CgroupLayout)?;
     let cgroup = layout.manager(&record.config.cgroup_parent, &record.id);
     let images = ImageStore::new(store.images_dir());
     let dir = store.container_dir(&record.id);

@@ -1,13 +1,13 @@
 //! Removing containers: `berth rm`, the disposal that `rm`, `--rm` and `system prune` share,
 //! and remnants.
 //!
-//! **Disposal** ([`container::dispose`], shared with `--rm` and `system prune`) is ordered so
+//! **Disposal** ([`release::dispose`], shared with `--rm` and `system prune`) is ordered so
 //! that a `berth` killed at any instruction leaves something `rm -f` and `system prune` can
 //! see and finish (see also [`crate::state`]):
 //! 1. under the store lock the record is marked [`Status::Removing`], supervised by this
 //!    process: while it lives nobody else releases the container; once it is dead the record
 //!    is an orphan that `rm -f` and `system prune` take over;
-//! 2. [`container::release`]: the cgroup (killing what is left in it), CNI DEL of the
+//! 2. [`release::release`]: the cgroup (killing what is left in it), CNI DEL of the
 //!    recorded attachments and of any other the CNI cache holds for this id, the peers'
 //!    hosts files, the netns file;
 //! 3. only when all of that succeeded, the directory goes ([`Store::remove`]: renamed away,
@@ -20,14 +20,30 @@
 //! for it by the container id: cgroups named after it under any parent, CNI cache entries,
 //! the netns file, mounts under the directory.
 
-use crate::lifecycle::container::{self, ContainerError};
-use crate::names::ContainerId;
+use crate::lifecycle::release::{self, ReleaseError, SettleError, Teardown};
+use crate::lifecycle::signal::{self, SignalError};
+use crate::names::{ContainerId, ContainerName};
 use crate::network::Networks;
 use crate::network::attachments;
 use crate::network::hosts;
 use crate::sandbox::cgroups::Layout;
 use crate::sandbox::namespaces;
 use crate::state::{StateError, Status, Store};
+
+/// Errors of `berth rm`.
+#[derive(Debug, thiserror::Error)]
+pub enum RmError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("container {name} is running: stop it first or use rm -f")]
+    Running { name: ContainerName },
+    #[error(transparent)]
+    Signal(#[from] SignalError),
+    #[error(transparent)]
+    Settle(#[from] SettleError),
+    #[error(transparent)]
+    Teardown(#[from] Teardown),
+}
 
 /// `berth rm [-f]`: removes a container; `force` kills a running (or starting) one first. A
 /// remnant (full id or unique prefix) is removed too.
@@ -36,7 +52,7 @@ pub fn remove(
     networks: &Networks,
     query: &str,
     force: bool,
-) -> Result<ContainerId, ContainerError> {
+) -> Result<ContainerId, RmError> {
     let record = match store.find(query) {
         Ok(record) => record,
         Err(StateError::NotFound { query: q }) => {
@@ -52,34 +68,35 @@ pub fn remove(
     let supervised = record.is_supervised();
     if force {
         if record.is_active() {
-            container::terminate(store, &record)?;
+            signal::terminate(store, &record)?;
         }
     } else if status == Status::Running || (status == Status::Created && supervised) {
         // Running, or being started.
-        return Err(ContainerError::Running { name: record.name });
+        return Err(RmError::Running { name: record.name });
     } else if supervised {
         // Exited (or being removed), and its supervisor is recording that and releasing
         // it: let it finish.
-        container::settle(store, networks, &record.id)?;
+        release::settle(store, networks, &record.id)?;
     }
-    let mut errors = container::dispose(store, networks, &record.id);
+    let mut errors = release::dispose(store, networks, &record.id);
     // Whoever removes a container also deletes what killed `berth` processes left beside it.
     match store.lock() {
-        Ok(lock) => errors.extend(store.sweep(&lock).into_iter().map(ContainerError::from)),
+        Ok(lock) => errors.extend(store.sweep(&lock).into_iter().map(ReleaseError::from)),
         Err(e) => errors.push(e.into()),
     }
     if errors.is_empty() {
         Ok(record.id)
     } else {
-        Err(ContainerError::Teardown {
+        Err(Teardown {
             id: record.id.short().to_owned(),
             errors,
-        })
+        }
+        .into())
     }
 }
 
 /// A remnant whose id is `query` or starts with it (uniquely).
-fn find_remnant(store: &Store, query: &str) -> Result<Option<ContainerId>, ContainerError> {
+fn find_remnant(store: &Store, query: &str) -> Result<Option<ContainerId>, StateError> {
     if query.is_empty() {
         return Ok(None);
     }
@@ -92,8 +109,7 @@ fn find_remnant(store: &Store, query: &str) -> Result<Option<ContainerId>, Conta
         (Some(id), None) => Ok(Some(id.clone())),
         (Some(_), Some(_)) => Err(StateError::Ambiguous {
             query: query.to_owned(),
-        }
-        .into()),
+        }),
         (None, _) => Ok(None),
     }
 }
@@ -105,31 +121,31 @@ pub fn remove_remnant(
     store: &Store,
     networks: &Networks,
     id: &ContainerId,
-) -> Result<(), ContainerError> {
+) -> Result<(), Teardown> {
     let short = || id.short().to_owned();
     let mut errors = Vec::new();
     match Layout::detect() {
         Ok(layout) => {
             for parent in layout.parents_of(id) {
                 if let Err(source) = layout.manager(&parent, id).destroy() {
-                    errors.push(ContainerError::RemoveCgroup {
+                    errors.push(ReleaseError::RemoveCgroup {
                         id: short(),
                         source,
                     });
                 }
             }
         }
-        Err(e) => errors.push(ContainerError::CgroupLayout(e)),
+        Err(e) => errors.push(ReleaseError::CgroupLayout(e)),
     }
     let (touched, cni_errors) = attachments::release_cached(store, networks, id);
-    errors.extend(cni_errors.into_iter().map(ContainerError::from));
+    errors.extend(cni_errors.into_iter().map(ReleaseError::from));
     if let Err(source) = namespaces::remove_netns(&store.netns_path(id)) {
-        errors.push(ContainerError::RemoveNetns {
+        errors.push(ReleaseError::RemoveNetns {
             id: short(),
             source,
         });
     }
-    let removed = store.lock().map_err(ContainerError::from).and_then(|lock| {
+    let removed = store.lock().map_err(ReleaseError::from).and_then(|lock| {
         // The peers' hosts files no longer list it (it has no record to be listed from).
         if !touched.is_empty() {
             let names: Vec<String> = touched.into_iter().collect();
@@ -146,7 +162,7 @@ pub fn remove_remnant(
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(ContainerError::Teardown {
+        Err(Teardown {
             id: short(),
             errors,
         })

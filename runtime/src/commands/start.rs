@@ -15,16 +15,56 @@
 
 use std::time::Duration;
 
-use crate::commands::monitor::{self, Launch};
-use crate::commands::stop;
-use crate::lifecycle::container::{self, ContainerError};
+use crate::commands::monitor::{self, Launch, MonitorError};
+use crate::commands::stop::{self, StopError};
+use crate::lifecycle::release::{self, SettleError};
 use crate::names::{ContainerId, ContainerName};
-use crate::network::Networks;
-use crate::network::ports;
-use crate::sandbox::cgroups::{self, Layout};
+use crate::network::ports::{self, PortError};
+use crate::network::{NetworkError, Networks};
+use crate::sandbox::cgroups::{self, CgroupError, Layout};
 use crate::sandbox::pid::ProcessRef;
-use crate::state::log;
+use crate::state::log::{self, LogError};
 use crate::state::{StateError, Status, Store};
+
+/// Errors of `berth start` and `berth restart`.
+#[derive(Debug, thiserror::Error)]
+pub enum RelaunchError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("container {name} is already running")]
+    AlreadyRunning { name: ContainerName },
+    #[error("container {name} is being removed (an interrupted removal: rm -f finishes it)")]
+    BeingRemoved { name: ContainerName },
+    #[error("container {name} was run with --rm: stopping removes it, so it cannot be restarted")]
+    RestartAutoRemove { name: ContainerName },
+    #[error(transparent)]
+    Settle(#[from] SettleError),
+    #[error("detect the cgroup layout")]
+    CgroupLayout(#[source] CgroupError),
+    #[error(transparent)]
+    Controller(CgroupError),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error(transparent)]
+    Ports(#[from] PortError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Stop(#[from] StopError),
+    #[error(transparent)]
+    Monitor(#[from] MonitorError),
+}
+
+impl RelaunchError {
+    /// The exit code of `berth start -a` for this error: what the monitor reported (126/127
+    /// when the command cannot run), else 125.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RelaunchError::Monitor(e) => e.exit_code(),
+            _ => 125,
+        }
+    }
+}
 
 /// A container that was started again.
 #[derive(Debug, Clone)]
@@ -37,32 +77,28 @@ pub struct Relaunched {
 
 /// `berth start`: runs an existing, stopped container again under a monitor and returns once
 /// its command runs (or with the monitor's error; the container then stays exited).
-pub fn start(
-    store: &Store,
-    networks: &Networks,
-    query: &str,
-) -> Result<Relaunched, ContainerError> {
+pub fn start(store: &Store, networks: &Networks, query: &str) -> Result<Relaunched, RelaunchError> {
     let record = store.find(query)?;
     let id = record.id.clone();
     let status = record.live_status();
     if status == Status::Running || (status == Status::Created && record.is_supervised()) {
-        return Err(ContainerError::AlreadyRunning { name: record.name });
+        return Err(RelaunchError::AlreadyRunning { name: record.name });
     }
     if status == Status::Removing {
-        return Err(ContainerError::BeingRemoved { name: record.name });
+        return Err(RelaunchError::BeingRemoved { name: record.name });
     }
     // It exited: its supervisor may still be releasing it, or may have died without doing so
     // (then this releases it). Afterwards it holds nothing on the host.
-    container::settle(store, networks, &id)?;
+    release::settle(store, networks, &id)?;
 
     // What `run` checked before creating it, against today's host and definitions.
     let config = &record.config;
-    let layout = Layout::detect().map_err(ContainerError::CgroupLayout)?;
+    let layout = Layout::detect().map_err(RelaunchError::CgroupLayout)?;
     cgroups::check_controllers(
         layout.manager(&config.cgroup_parent, &id).as_ref(),
         &config.resources,
     )
-    .map_err(ContainerError::Controller)?;
+    .map_err(RelaunchError::Controller)?;
     let loaded = config
         .network
         .networks()
@@ -85,13 +121,13 @@ pub fn start(
         .into());
     };
     if current.live_status() == Status::Removing {
-        return Err(ContainerError::BeingRemoved {
+        return Err(RelaunchError::BeingRemoved {
             name: current.name.clone(),
         });
     }
     // Someone else started it since the checks above.
     if current.is_active() {
-        return Err(ContainerError::AlreadyRunning {
+        return Err(RelaunchError::AlreadyRunning {
             name: current.name.clone(),
         });
     }
@@ -127,10 +163,10 @@ pub fn restart(
     networks: &Networks,
     query: &str,
     timeout: Duration,
-) -> Result<Relaunched, ContainerError> {
+) -> Result<Relaunched, RelaunchError> {
     let record = store.find(query)?;
     if record.config.auto_remove && record.is_active() {
-        return Err(ContainerError::RestartAutoRemove { name: record.name });
+        return Err(RelaunchError::RestartAutoRemove { name: record.name });
     }
     stop::stop(store, networks, record.id.as_str(), timeout)?;
     start(store, networks, record.id.as_str())

@@ -12,15 +12,33 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::lifecycle::container::{self, ContainerError};
-use crate::names::ContainerId;
+use crate::lifecycle::release::{self, SettleError};
+use crate::lifecycle::signal::{self, SignalError};
+use crate::names::{ContainerId, ContainerName};
 use crate::network::Networks;
 use crate::sandbox::pid;
-use crate::state::{Status, Store};
+use crate::state::{StateError, Status, Store};
+
+/// Errors of `berth stop` and `berth kill`.
+#[derive(Debug, thiserror::Error)]
+pub enum StopError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("invalid signal {input:?}: use a name such as TERM or SIGKILL, or a number")]
+    BadSignal { input: String },
+    #[error("container {name} is not running")]
+    NotRunning { name: ContainerName },
+    #[error(transparent)]
+    Signal(#[from] SignalError),
+    #[error("container {name} (pid {pid}) did not exit after SIGKILL")]
+    KillTimeout { name: ContainerName, pid: i32 },
+    #[error(transparent)]
+    Settle(#[from] SettleError),
+}
 
 /// `KILL`, `SIGKILL`, `kill` or `9`.
-pub fn parse_signal(input: &str) -> Result<i32, ContainerError> {
-    let bad = || ContainerError::Signal {
+pub fn parse_signal(input: &str) -> Result<i32, StopError> {
+    let bad = || StopError::BadSignal {
         input: input.to_owned(),
     };
     if let Ok(n) = input.parse::<i32>() {
@@ -36,14 +54,14 @@ pub fn parse_signal(input: &str) -> Result<i32, ContainerError> {
 }
 
 /// `berth kill [-s SIG]`: delivers `signal` to PID 1 of a running container.
-pub fn kill(store: &Store, query: &str, signal: i32) -> Result<ContainerId, ContainerError> {
+pub fn kill(store: &Store, query: &str, signal: i32) -> Result<ContainerId, StopError> {
     let record = store.find(query)?;
     if record.live_status() != Status::Running {
-        return Err(ContainerError::NotRunning { name: record.name });
+        return Err(StopError::NotRunning { name: record.name });
     }
-    match container::signal_pid1(&record, signal)? {
+    match signal::signal_pid1(&record, signal)? {
         Some(_) => Ok(record.id),
-        None => Err(ContainerError::NotRunning { name: record.name }),
+        None => Err(StopError::NotRunning { name: record.name }),
     }
 }
 
@@ -54,18 +72,18 @@ pub fn stop(
     networks: &Networks,
     query: &str,
     timeout: Duration,
-) -> Result<ContainerId, ContainerError> {
+) -> Result<ContainerId, StopError> {
     let found = store.find(query)?;
     // Being started (its supervisor attaches networks, …): wait until it runs or failed.
-    let Some(record) = container::wait_until_started(store, &found)? else {
+    let Some(record) = signal::wait_until_started(store, &found)? else {
         return Ok(found.id);
     };
     if record.live_status() == Status::Running {
-        if let Some(pidfd) = container::signal_pid1(&record, libc::SIGTERM)? {
+        if let Some(pidfd) = signal::signal_pid1(&record, libc::SIGTERM)? {
             if !pid::wait_pidfd(pidfd.as_fd(), timeout) {
-                let _ = container::signal_pid1(&record, libc::SIGKILL)?;
+                let _ = signal::signal_pid1(&record, libc::SIGKILL)?;
                 if !pid::wait_pidfd(pidfd.as_fd(), Duration::from_secs(10)) {
-                    return Err(ContainerError::KillTimeout {
+                    return Err(StopError::KillTimeout {
                         name: record.name,
                         pid: record.state.pid.unwrap_or_default(),
                     });
@@ -73,7 +91,7 @@ pub fn stop(
             }
         }
     }
-    container::settle(store, networks, &record.id)?;
+    release::settle(store, networks, &record.id)?;
     Ok(record.id)
 }
 

@@ -20,9 +20,9 @@ use crate::sandbox::rootfs::Volume;
 use crate::sandbox::userns::{UserNamespace, UsernsError, UsernsRequest};
 use crate::state::{ContainerConfig, NetworkMode};
 
-/// Errors of the `config` module: each names the flag and echoes the input.
+/// Errors of the `request` module: each names the flag and echoes the input.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub enum RequestError {
     #[error(transparent)]
     Name(#[from] NameError),
     #[error(transparent)]
@@ -170,7 +170,7 @@ impl RunRequest {
         self,
         host_env: impl Fn(&str) -> Option<String>,
         cpus_available: usize,
-    ) -> Result<RunSpec, ConfigError> {
+    ) -> Result<RunSpec, RequestError> {
         let image = ImageName::try_from(self.image.as_str())?;
         let name = self
             .name
@@ -190,7 +190,7 @@ impl RunRequest {
                 if is_clean_absolute(&path) {
                     Ok(path)
                 } else {
-                    Err(ConfigError::Workdir { input: w })
+                    Err(RequestError::Workdir { input: w })
                 }
             })
             .transpose()?;
@@ -206,7 +206,7 @@ impl RunRequest {
             .map(|input| {
                 input
                     .parse::<IpAddr>()
-                    .map_err(|_| ConfigError::Ip { input })
+                    .map_err(|_| RequestError::Ip { input })
             })
             .transpose()?;
         let mac = self.mac.map(parse_mac).transpose()?;
@@ -221,7 +221,7 @@ impl RunRequest {
                 None
             };
             if let Some(flag) = flag {
-                return Err(ConfigError::NeedsCniNetwork {
+                return Err(RequestError::NeedsCniNetwork {
                     flag,
                     mode: network.name(),
                 });
@@ -238,7 +238,7 @@ impl RunRequest {
         };
         let userns = UsernsRequest::parse(self.userns.as_deref(), &self.uidmap, &self.gidmap)?;
         if userns.is_private() && network == NetworkMode::Host {
-            return Err(ConfigError::UsernsHostNetwork);
+            return Err(RequestError::UsernsHostNetwork);
         }
         let capabilities = CapSet::from_flags(&self.cap_add, &self.cap_drop)?;
         let cgroup_parent = match self.cgroup_parent {
@@ -280,7 +280,7 @@ impl RunSpec {
         image: &Image,
         id: &ContainerId,
         userns: Option<UserNamespace>,
-    ) -> Result<ContainerConfig, ConfigError> {
+    ) -> Result<ContainerConfig, RequestError> {
         let mut args = image.entrypoint.clone();
         if self.command.is_empty() {
             args.extend(image.cmd.iter().cloned());
@@ -288,7 +288,7 @@ impl RunSpec {
             args.extend(self.command);
         }
         if args.is_empty() {
-            return Err(ConfigError::NoCommand { image: self.image });
+            return Err(RequestError::NoCommand { image: self.image });
         }
         let hostname = self.hostname.unwrap_or_else(|| id.short().to_owned());
 
@@ -347,15 +347,15 @@ impl RunSpec {
 
 /// `--network` values: none → the default network; `none` or `host` alone; otherwise
 /// distinct network names (`default` names the default network).
-fn parse_networks(inputs: &[String]) -> Result<NetworkMode, ConfigError> {
-    let default = || parse_network_name(DEFAULT_NETWORK).map_err(ConfigError::NetworkName);
+fn parse_networks(inputs: &[String]) -> Result<NetworkMode, RequestError> {
+    let default = || parse_network_name(DEFAULT_NETWORK).map_err(RequestError::NetworkName);
     if inputs.is_empty() {
         return Ok(NetworkMode::Cni(vec![default()?]));
     }
     for (mode, value) in [("none", NetworkMode::None), ("host", NetworkMode::Host)] {
         if inputs.iter().any(|n| n == mode) {
             if inputs.len() > 1 {
-                return Err(ConfigError::NetworkAlone { mode });
+                return Err(RequestError::NetworkAlone { mode });
             }
             return Ok(value);
         }
@@ -365,10 +365,10 @@ fn parse_networks(inputs: &[String]) -> Result<NetworkMode, ConfigError> {
         let name = if input == "default" {
             default()?
         } else {
-            parse_network_name(input).map_err(ConfigError::NetworkName)?
+            parse_network_name(input).map_err(RequestError::NetworkName)?
         };
         if names.contains(&name) {
-            return Err(ConfigError::NetworkTwice {
+            return Err(RequestError::NetworkTwice {
                 name: name.to_string(),
             });
         }
@@ -378,7 +378,7 @@ fn parse_networks(inputs: &[String]) -> Result<NetworkMode, ConfigError> {
 }
 
 /// `02:42:ac:11:00:02`: six hex pairs, a unicast address, normalized to lowercase.
-fn parse_mac(input: String) -> Result<String, ConfigError> {
+fn parse_mac(input: String) -> Result<String, RequestError> {
     let bytes: Vec<u8> = input
         .split(':')
         .filter(|p| p.len() == 2)
@@ -389,7 +389,7 @@ fn parse_mac(input: String) -> Result<String, ConfigError> {
     if valid {
         Ok(input.to_ascii_lowercase())
     } else {
-        Err(ConfigError::Mac { input })
+        Err(RequestError::Mac { input })
     }
 }
 
@@ -411,8 +411,8 @@ pub fn is_clean_absolute(path: &Path) -> bool {
 
 /// `64m`, `1g`, `1.5g`, `512k`, `1048576` (binary units, case-insensitive, optional `b`/`ib`
 /// suffix as docker's `RAMInBytes`).
-pub fn parse_memory(input: &str) -> Result<u64, ConfigError> {
-    let bad = || ConfigError::Memory {
+pub fn parse_memory(input: &str) -> Result<u64, RequestError> {
+    let bad = || RequestError::Memory {
         input: input.to_owned(),
     };
     let lower = input.trim().to_ascii_lowercase();
@@ -436,7 +436,7 @@ pub fn parse_memory(input: &str) -> Result<u64, ConfigError> {
     // Truncation intended: fractions of a byte are meaningless.
     let bytes = bytes as u64;
     if bytes < 6 << 20 {
-        return Err(ConfigError::MemoryTooSmall {
+        return Err(RequestError::MemoryTooSmall {
             input: input.to_owned(),
         });
     }
@@ -444,12 +444,12 @@ pub fn parse_memory(input: &str) -> Result<u64, ConfigError> {
 }
 
 /// `--cpus 0.5` → 50000 µs every 100000 µs (docker's period).
-pub fn parse_cpus(input: &str, available: usize) -> Result<CpuQuota, ConfigError> {
+pub fn parse_cpus(input: &str, available: usize) -> Result<CpuQuota, RequestError> {
     const PERIOD_US: u64 = 100_000;
-    let cpus: f64 = input.trim().parse().map_err(|_| ConfigError::Cpus {
+    let cpus: f64 = input.trim().parse().map_err(|_| RequestError::Cpus {
         input: input.to_owned(),
     })?;
-    let range = || ConfigError::CpusRange {
+    let range = || RequestError::CpusRange {
         input: input.to_owned(),
         available,
     };
@@ -465,23 +465,23 @@ pub fn parse_cpus(input: &str, available: usize) -> Result<CpuQuota, ConfigError
 }
 
 /// Docker's convention: a positive limit, or 0 / -1 for none.
-fn parse_pids_limit(limit: i64) -> Result<Option<u64>, ConfigError> {
+fn parse_pids_limit(limit: i64) -> Result<Option<u64>, RequestError> {
     match limit {
         0 | -1 => Ok(None),
         n if n > 0 => Ok(u64::try_from(n).ok()),
-        n => Err(ConfigError::PidsLimit { input: n }),
+        n => Err(RequestError::PidsLimit { input: n }),
     }
 }
 
 /// `HOST:CONTAINER[:ro|rw]`: both absolute and free of `..`, the host path existing. The
 /// container path is resolved inside the rootfs later (symlinks cannot leave it).
-pub fn parse_volume(input: &str) -> Result<Volume, ConfigError> {
+pub fn parse_volume(input: &str) -> Result<Volume, RequestError> {
     let parts: Vec<&str> = input.split(':').collect();
     let (host, ctr, option) = match parts.as_slice() {
         [h, c] => (*h, *c, None),
         [h, c, o] => (*h, *c, Some(*o)),
         _ => {
-            return Err(ConfigError::VolumeSyntax {
+            return Err(RequestError::VolumeSyntax {
                 input: input.to_owned(),
             });
         }
@@ -490,7 +490,7 @@ pub fn parse_volume(input: &str) -> Result<Volume, ConfigError> {
         None | Some("rw") => false,
         Some("ro") => true,
         Some(other) => {
-            return Err(ConfigError::VolumeOption {
+            return Err(RequestError::VolumeOption {
                 input: input.to_owned(),
                 option: other.to_owned(),
             });
@@ -498,7 +498,7 @@ pub fn parse_volume(input: &str) -> Result<Volume, ConfigError> {
     };
     for (which, path) in [("host", host), ("container", ctr)] {
         if !is_clean_absolute(Path::new(path)) {
-            return Err(ConfigError::VolumePath {
+            return Err(RequestError::VolumePath {
                 input: input.to_owned(),
                 which,
                 path: path.to_owned(),
@@ -507,12 +507,12 @@ pub fn parse_volume(input: &str) -> Result<Volume, ConfigError> {
     }
     let destination = PathBuf::from(ctr);
     if destination.components().count() == 1 {
-        return Err(ConfigError::VolumeOverRoot {
+        return Err(RequestError::VolumeOverRoot {
             input: input.to_owned(),
         });
     }
     let source = PathBuf::from(host);
-    std::fs::metadata(&source).map_err(|e| ConfigError::VolumeSource {
+    std::fs::metadata(&source).map_err(|e| RequestError::VolumeSource {
         input: input.to_owned(),
         path: source.clone(),
         source: e,
@@ -528,8 +528,8 @@ pub fn parse_volume(input: &str) -> Result<Volume, ConfigError> {
 pub(crate) fn parse_env(
     input: &str,
     host_env: &impl Fn(&str) -> Option<String>,
-) -> Result<Option<(String, String)>, ConfigError> {
-    let bad = || ConfigError::Env {
+) -> Result<Option<(String, String)>, RequestError> {
+    let bad = || RequestError::Env {
         input: input.to_owned(),
     };
     match input.split_once('=') {
@@ -541,7 +541,7 @@ pub(crate) fn parse_env(
 }
 
 /// RFC 1123-ish: letters, digits, `-` and `.`, 1 to 64 bytes (the kernel's limit).
-fn parse_hostname(input: String) -> Result<String, ConfigError> {
+fn parse_hostname(input: String) -> Result<String, RequestError> {
     let valid = !input.is_empty()
         && input.len() <= 64
         && !input.starts_with(['-', '.'])
@@ -551,12 +551,12 @@ fn parse_hostname(input: String) -> Result<String, ConfigError> {
     if valid {
         Ok(input)
     } else {
-        Err(ConfigError::Hostname { input })
+        Err(RequestError::Hostname { input })
     }
 }
 
 /// A relative cgroup path such as `berth` or `tests/berth-1` (a leading `/` is accepted).
-fn parse_cgroup_parent(input: &str) -> Result<String, ConfigError> {
+fn parse_cgroup_parent(input: &str) -> Result<String, RequestError> {
     let trimmed = input.trim_start_matches('/');
     let valid = !trimmed.is_empty()
         && trimmed.split('/').all(|c| {
@@ -569,7 +569,7 @@ fn parse_cgroup_parent(input: &str) -> Result<String, ConfigError> {
     if valid {
         Ok(trimmed.to_owned())
     } else {
-        Err(ConfigError::CgroupParent {
+        Err(RequestError::CgroupParent {
             input: input.to_owned(),
         })
     }
@@ -605,7 +605,7 @@ mod tests {
         }
         assert!(matches!(
             parse_memory("1m"),
-            Err(ConfigError::MemoryTooSmall { .. })
+            Err(RequestError::MemoryTooSmall { .. })
         ));
     }
 
@@ -667,7 +667,7 @@ mod tests {
         assert!(parse_env("", &host).is_err());
     }
 
-    fn networks(list: &[&str]) -> Result<NetworkMode, ConfigError> {
+    fn networks(list: &[&str]) -> Result<NetworkMode, RequestError> {
         parse_networks(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>())
     }
 

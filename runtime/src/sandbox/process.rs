@@ -223,6 +223,11 @@ impl SpawnOptions {
     }
 }
 
+/// Descriptors for a child's stdio, as [`SpawnOptions::fds`] takes them.
+pub fn raw_fds(fds: [Option<&OwnedFd>; 3]) -> [Option<RawFd>; 3] {
+    fds.map(|fd| fd.map(AsRawFd::as_raw_fd))
+}
+
 /// The caller's terminal size (rows, columns), if stdin or stdout is a terminal.
 pub fn terminal_size() -> Option<(u16, u16)> {
     caller_winsize().map(|w| (w.ws_row, w.ws_col))

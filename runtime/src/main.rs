@@ -1,23 +1,26 @@
-//! `berth`: the command line. A thin front end over `berth_runtime`; errors are printed once,
-//! on one line, as `berth: <context>: <cause>: …`.
+//! `berth`: the command line. clap parses it straight into the library's requests
+//! (`RunRequest`, `ExecRequest`, `NetworkRequest`); each command is one small function that
+//! calls the library and prints. Errors are printed once, on one line, as
+//! `berth: <context>: <cause>: …`; the exit code is the container's, docker's 125/126/127, or 1.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
 use std::time::Duration;
 
 use anyhow::Context;
 use berth_image::ImageName;
 use berth_netlink::error_chain;
 use berth_runtime::commands::attach::{self, AttachEnd, Since};
-use berth_runtime::commands::exec::ExecRequest;
+use berth_runtime::commands::exec::{self, ExecRequest};
 use berth_runtime::commands::ps::{self, ContainerSummary};
-use berth_runtime::commands::{image, logs, monitor, prune, rm, run, start, stop};
+use berth_runtime::commands::{image, logs, monitor, network, prune, rm, run, start, stop};
 use berth_runtime::lifecycle::request::RunRequest;
 use berth_runtime::network::definition::NetworkRequest;
-use berth_runtime::network::{self, DefaultNetwork, Networks, reload};
-use berth_runtime::state::Store;
+use berth_runtime::network::{DefaultNetwork, Networks, plugin_path, reload};
+use berth_runtime::sandbox::init;
+use berth_runtime::state::{Store, clock};
+use berth_runtime::timing;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -51,7 +54,7 @@ enum Command {
     /// Run a command in a new container (in the foreground, or detached with -d).
     Run(Box<RunArgs>),
     /// Run a command in a running container.
-    Exec(ExecArgs),
+    Exec(ExecRequest),
     /// List containers.
     Ps {
         /// Show all containers (default: running only).
@@ -180,7 +183,7 @@ enum ImageCommand {
 #[derive(Debug, Subcommand)]
 enum NetworkCommand {
     /// Create a network (a conflist in <root>/networks).
-    Create(NetworkCreateArgs),
+    Create(NetworkRequest),
     /// List networks.
     Ls {
         /// Print JSON instead of a table.
@@ -202,35 +205,6 @@ enum NetworkCommand {
     },
 }
 
-#[derive(Debug, Args)]
-struct NetworkCreateArgs {
-    /// bridge (default) or veth (a routed point-to-point link per container).
-    #[arg(short, long)]
-    driver: Option<String>,
-    /// Subnet in CIDR form (at most one IPv4 and one IPv6; default: a free 10.211.x.0/24).
-    #[arg(long)]
-    subnet: Vec<String>,
-    /// Gateway address (default: the subnet's first address).
-    #[arg(long)]
-    gateway: Option<String>,
-    /// Add IPv6 (a ULA /64 derived from the name unless an IPv6 --subnet is given).
-    #[arg(long)]
-    ipv6: bool,
-    /// No masquerading and no default route.
-    #[arg(long)]
-    internal: bool,
-    /// MTU of the container interfaces.
-    #[arg(long)]
-    mtu: Option<u32>,
-    /// Isolate this network's bridge from other isolated networks (firewall plugin).
-    #[arg(long)]
-    isolate: bool,
-    /// Bridge name (default: br-<12 hex digits of the name's hash>).
-    #[arg(long)]
-    bridge: Option<String>,
-    name: String,
-}
-
 #[derive(Debug, Subcommand)]
 enum SystemCommand {
     /// Remove stopped containers and what a crashed berth left; CNI garbage collection.
@@ -241,125 +215,23 @@ enum SystemCommand {
     },
 }
 
+/// `berth run`'s flags: the library's request, and `--help` without `-h` (which is
+/// `--hostname`, as in docker).
 #[derive(Debug, Args)]
 #[command(disable_help_flag = true)]
 struct RunArgs {
     /// Print help (`-h` is --hostname, as in docker).
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
-    /// Remove the container when it exits.
-    #[arg(long)]
-    rm: bool,
-    /// Run in the background under a monitor; print the container id.
-    #[arg(short, long)]
-    detach: bool,
-    /// Container name (default: generated).
-    #[arg(long)]
-    name: Option<String>,
-    /// Hostname (default: the short container id).
-    #[arg(long, short = 'h')]
-    hostname: Option<String>,
-    /// Set an environment variable (KEY=VALUE, or KEY to pass the caller's value).
-    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
-    env: Vec<String>,
-    /// Working directory inside the container.
-    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
-    workdir: Option<String>,
-    /// Bind-mount a host directory: HOST:CONTAINER[:ro|rw].
-    #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
-    volumes: Vec<String>,
-    /// Network: a name (repeatable: eth0, eth1, ...), `none` or `host` (default: berth).
-    #[arg(long = "network", alias = "net", value_name = "NAME|none|host")]
-    networks: Vec<String>,
-    /// Publish ports: [IP:]HOST:CONTAINER[/tcp|udp], ranges as 8080-8081:80-81.
-    #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:CTR[/PROTO]")]
-    publish: Vec<String>,
-    /// IP address on the first network.
-    #[arg(long)]
-    ip: Option<String>,
-    /// MAC address on the first network.
-    #[arg(long)]
-    mac_address: Option<String>,
-    /// Memory limit (e.g. 64m, 1g); no swap on top.
-    #[arg(long, short = 'm')]
-    memory: Option<String>,
-    /// CPU limit in CPUs (e.g. 0.5).
-    #[arg(long)]
-    cpus: Option<String>,
-    /// Maximum number of processes (0 or -1: unlimited).
-    #[arg(long, allow_hyphen_values = true)]
-    pids_limit: Option<i64>,
-    /// Mount the container's root filesystem read-only.
-    #[arg(long)]
-    read_only: bool,
-    /// Add a capability (NET_ADMIN, CAP_NET_ADMIN or ALL).
-    #[arg(long, value_name = "CAP")]
-    cap_add: Vec<String>,
-    /// Drop a capability (or ALL).
-    #[arg(long, value_name = "CAP")]
-    cap_drop: Vec<String>,
-    /// Cgroup parent, relative to each hierarchy's root (default: berth).
-    #[arg(long, value_name = "PATH")]
-    cgroup_parent: Option<String>,
-    /// Keep stdin open (pass it to the container).
-    #[arg(short, long)]
-    interactive: bool,
-    /// Allocate a pseudo-terminal.
-    #[arg(short, long)]
-    tty: bool,
-    /// User namespace: host (default: the container's root is host root) or auto (a free
-    /// range of 65536 host ids from $BERTH_USERNS_BASE, default 100000).
-    #[arg(long, value_name = "host|auto")]
-    userns: Option<String>,
-    /// Map container uids to host uids in a user namespace (repeatable; must map 0).
-    #[arg(long, value_name = "CONTAINER:HOST:COUNT")]
-    uidmap: Vec<String>,
-    /// Map container gids to host gids (repeatable; default: like --uidmap).
-    #[arg(long, value_name = "CONTAINER:HOST:COUNT")]
-    gidmap: Vec<String>,
-    /// The image, then the command and its arguments (default: the image's command).
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        num_args = 1..,
-        value_name = "IMAGE [COMMAND [ARG...]]"
-    )]
-    image_and_command: Vec<String>,
-}
-
-#[derive(Debug, Args)]
-struct ExecArgs {
-    /// Keep stdin open (pass it to the process).
-    #[arg(short, long)]
-    interactive: bool,
-    /// Allocate a pseudo-terminal.
-    #[arg(short, long)]
-    tty: bool,
-    /// Set an environment variable (KEY=VALUE, or KEY to pass the caller's value).
-    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
-    env: Vec<String>,
-    /// Working directory (default: the container's).
-    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
-    workdir: Option<String>,
-    /// The container, then the command and its arguments.
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        num_args = 2..,
-        value_name = "CONTAINER COMMAND [ARG...]"
-    )]
-    container_and_command: Vec<String>,
+    #[command(flatten)]
+    request: RunRequest,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Init { config_fd, sync_fd } => {
-            berth_runtime::sandbox::init::main(config_fd, sync_fd)
-        }
-        Command::ExecInit { config_fd, sync_fd } => {
-            berth_runtime::sandbox::init::exec_main(config_fd, sync_fd)
-        }
+        Command::Init { config_fd, sync_fd } => init::main(config_fd, sync_fd),
+        Command::ExecInit { config_fd, sync_fd } => init::exec_main(config_fd, sync_fd),
         _ => {}
     }
     match dispatch(cli) {
@@ -387,11 +259,9 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 }
 
 impl Failure {
+    /// `berth` itself failed before any container was involved: docker's 125.
     fn setup(error: impl Into<anyhow::Error>) -> Failure {
-        Failure {
-            error: error.into(),
-            code: 125,
-        }
+        Failure::with_code(error, 125)
     }
 
     /// `error`, exiting with `code` (the container's, or docker's 125/126/127).
@@ -408,143 +278,87 @@ fn exit_code(code: i32) -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
-    let store = Store::open(&cli.root, &cli.runroot).map_err(Failure::setup)?;
-    let exe = std::env::current_exe().ok();
-    let path = network::plugin_path(
-        &cli.cni_plugin_dir,
-        std::env::var_os("BERTH_CNI_PATH").as_deref(),
-        exe.as_deref(),
-    );
-    let defaults = DefaultNetwork::from_env(|k| std::env::var(k).ok()).map_err(Failure::setup)?;
-    let networks = Networks::new(&store, path, defaults);
+    let store = &Store::open(&cli.root, &cli.runroot).map_err(Failure::setup)?;
+    let networks = &networks(store, &cli.cni_plugin_dir)?;
     match cli.command {
-        Command::Run(args) => run(&store, &networks, *args),
-        Command::Exec(args) => {
-            let mut rest = args.container_and_command.into_iter();
-            let request = ExecRequest {
-                container: rest.next().unwrap_or_default(),
-                command: rest.collect(),
-                interactive: args.interactive,
-                tty: args.tty,
-                env: args.env,
-                workdir: args.workdir,
-            };
-            let container = request.container.clone();
-            match berth_runtime::commands::exec::exec(&store, request) {
-                Ok(code) => Ok(exit_code(code)),
-                Err(e) => {
-                    let code = u8::try_from(e.exit_code()).unwrap_or(125);
-                    Err(Failure {
-                        error: anyhow::Error::from(e).context(format!("exec in {container}")),
-                        code,
-                    })
-                }
-            }
-        }
-        Command::Ps { all, json } => {
-            let list = ps::list(&store, all)?;
-            if json {
-                print_json(&list)?;
-            } else {
-                print_ps(&list);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Run(args) => run(store, networks, args.request),
+        Command::Exec(request) => exec(store, request),
+        Command::Ps { all, json } => ps(store, all, json),
         Command::Start {
-            attach: true,
+            attach,
             interactive,
             containers,
-        } => start_attached(&store, &networks, &containers, interactive),
-        Command::Start {
-            attach: false,
-            interactive,
-            containers,
-        } => {
-            if interactive {
-                return Err(Failure::from(anyhow::anyhow!(
-                    "start -i (pass stdin) needs -a (attach)"
-                )));
-            }
-            for_each(&containers, "start", |query| {
-                start::start(&store, &networks, query)
-            })
-        }
-        Command::Restart { time, containers } => for_each(&containers, "restart", |query| {
-            start::restart(&store, &networks, query, Duration::from_secs(time))
+        } => start(store, networks, &containers, attach, interactive),
+        Command::Restart { time, containers } => for_each(&containers, "restart container", |q| {
+            start::restart(store, networks, q, Duration::from_secs(time))
         }),
         Command::Attach {
             no_stdin,
             container,
-        } => match attach::attach(&store, &container, Since::Now, !no_stdin) {
-            Ok(end) => Ok(attach_exit(end)),
-            Err(e) => Err(Failure::from(
-                anyhow::Error::from(e).context(format!("attach {container}")),
-            )),
-        },
-        Command::Stop { time, containers } => for_each(&containers, "stop", |query| {
-            stop::stop(&store, &networks, query, Duration::from_secs(time))
+        } => attach(store, &container, !no_stdin),
+        Command::Stop { time, containers } => for_each(&containers, "stop container", |q| {
+            stop::stop(store, networks, q, Duration::from_secs(time))
         }),
-        Command::Kill { signal, containers } => {
-            let signal = stop::parse_signal(&signal).map_err(Failure::setup)?;
-            for_each(&containers, "kill", |query| {
-                stop::kill(&store, query, signal)
-            })
-        }
-        Command::Rm { force, containers } => for_each(&containers, "remove", |query| {
-            rm::remove(&store, &networks, query, force)
+        Command::Kill { signal, containers } => kill(store, &signal, &containers),
+        Command::Rm { force, containers } => for_each(&containers, "remove container", |q| {
+            rm::remove(store, networks, q, force)
         }),
         Command::Logs {
             follow,
             timestamps,
             container,
-        } => {
-            logs::show(&store, &container, follow, timestamps)
-                .with_context(|| format!("logs of {container}"))?;
+        } => logs(store, &container, follow, timestamps),
+        Command::Inspect { container } => inspect(store, &container),
+        Command::Image(ImageCommand::Import { tarball, name }) => {
+            image_import(store, &tarball, &name)
+        }
+        Command::Image(ImageCommand::Ls { json }) => image_ls(store, json),
+        Command::Image(ImageCommand::Rm { names }) => image_rm(store, &names),
+        Command::Network(NetworkCommand::Create(request)) => {
+            network_create(store, networks, request)
+        }
+        Command::Network(NetworkCommand::Ls { json }) => network_ls(store, networks, json),
+        Command::Network(NetworkCommand::Inspect { name }) => {
+            print_json(&network::inspect(store, networks, &name)?)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Inspect { container } => {
-            let inspection =
-                ps::inspect(&store, &container).with_context(|| format!("inspect {container}"))?;
-            print_json(&inspection)?;
-            Ok(ExitCode::SUCCESS)
+        Command::Network(NetworkCommand::Rm { names }) => {
+            for_each(&names, "remove network", |n| networks.remove(store, n))
         }
-        Command::Image(command) => image(&store, command),
-        Command::Network(command) => network_command(&store, &networks, command),
-        Command::System(SystemCommand::Prune { force: _ }) => {
-            let pruned = prune::prune(&store, &networks);
-            for name in &pruned.removed {
-                println!("{name}");
-            }
-            for error in &pruned.errors {
-                eprintln!("berth: system prune: {}", error_chain(error));
-            }
-            Ok(if pruned.errors.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+        Command::Network(NetworkCommand::Reload { names }) => {
+            network_reload(store, networks, &names)
         }
-        Command::Monitor { id } => Ok(exit_code(monitor::main(&store, &networks, &id))),
+        Command::System(SystemCommand::Prune { force: _ }) => system_prune(store, networks),
+        Command::Monitor { id } => Ok(exit_code(monitor::main(store, networks, &id))),
         Command::Init { .. } | Command::ExecInit { .. } => unreachable!("handled in main"),
     }
 }
 
-/// Runs `action` for each container, like docker: prints the query on success, reports each
-/// failure on its own line, keeps going, and fails if any failed.
+/// The networks of `store`, with the plugin search path and the default network's settings.
+fn networks(store: &Store, flags: &[PathBuf]) -> Result<Networks, Failure> {
+    let exe = std::env::current_exe().ok();
+    let path = plugin_path(
+        flags,
+        std::env::var_os("BERTH_CNI_PATH").as_deref(),
+        exe.as_deref(),
+    );
+    let defaults = DefaultNetwork::from_env(|k| std::env::var(k).ok()).map_err(Failure::setup)?;
+    Ok(Networks::new(store, path, defaults))
+}
+
+/// Runs `action` for each item, like docker: prints the item on success, reports each failure
+/// on its own line (`berth: <what> <item>: …`), keeps going, and fails if any failed.
 fn for_each<T, E: Into<anyhow::Error>>(
-    containers: &[String],
-    verb: &str,
+    items: &[String],
+    what: &str,
     mut action: impl FnMut(&str) -> Result<T, E>,
 ) -> Result<ExitCode, Failure> {
     let mut failed = None;
-    for query in containers {
-        match action(query) {
-            Ok(_) => println!("{query}"),
+    for item in items {
+        match action(item) {
+            Ok(_) => println!("{item}"),
             Err(e) => {
-                eprintln!(
-                    "berth: {:#}",
-                    e.into().context(format!("{verb} container {query}"))
-                );
+                eprintln!("berth: {:#}", e.into().context(format!("{what} {item}")));
                 failed = Some(ExitCode::FAILURE);
             }
         }
@@ -552,13 +366,78 @@ fn for_each<T, E: Into<anyhow::Error>>(
     Ok(failed.unwrap_or(ExitCode::SUCCESS))
 }
 
-/// `start -a`: one container, started and followed; its exit code is ours.
-fn start_attached(
+fn run(store: &Store, networks: &Networks, request: RunRequest) -> Result<ExitCode, Failure> {
+    if request.detach {
+        let id = run::run_detached(store, networks, request).map_err(|e| {
+            let code = e.exit_code();
+            Failure::with_code(e, code)
+        })?;
+        println!("{id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let result = run::run(store, networks, request);
+    if let Some(line) = timing::report() {
+        eprintln!("berth: timing: {line}");
+    }
+    let outcome = result.map_err(|e| {
+        let code = e.exit_code();
+        Failure::with_code(e, code)
+    })?;
+    let short = outcome.id.short();
+    if let Some(e) = outcome.log_error {
+        let e = anyhow::Error::from(e).context(format!("container {short} (output not logged)"));
+        eprintln!("berth: warning: {e:#}");
+    }
+    for warning in outcome.teardown {
+        let e = anyhow::Error::from(warning).context(format!("clean up container {short}"));
+        eprintln!("berth: warning: {e:#}");
+    }
+    Ok(exit_code(outcome.exit_code))
+}
+
+fn exec(store: &Store, request: ExecRequest) -> Result<ExitCode, Failure> {
+    let container = request.container().to_owned();
+    match exec::exec(store, request) {
+        Ok(code) => Ok(exit_code(code)),
+        Err(e) => {
+            let code = e.exit_code();
+            Err(Failure::with_code(
+                anyhow::Error::from(e).context(format!("exec in {container}")),
+                code,
+            ))
+        }
+    }
+}
+
+fn ps(store: &Store, all: bool, json: bool) -> Result<ExitCode, Failure> {
+    let list = ps::list(store, all)?;
+    if json {
+        print_json(&list)?;
+    } else {
+        print_ps(&list);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `start [-a [-i]]`: without `-a`, each container started under its monitor; with `-a`, one
+/// container, started and followed: its exit code is ours.
+fn start(
     store: &Store,
     networks: &Networks,
     containers: &[String],
+    attach: bool,
     stdin: bool,
 ) -> Result<ExitCode, Failure> {
+    if !attach {
+        if stdin {
+            return Err(Failure::from(anyhow::anyhow!(
+                "start -i (pass stdin) needs -a (attach)"
+            )));
+        }
+        return for_each(containers, "start container", |q| {
+            start::start(store, networks, q)
+        });
+    }
     let [query] = containers else {
         return Err(Failure::from(anyhow::anyhow!(
             "start -a attaches to one container, not {}",
@@ -566,19 +445,21 @@ fn start_attached(
         )));
     };
     let started = start::start(store, networks, query).map_err(|e| {
-        let code = u8::try_from(e.exit_code()).unwrap_or(125);
-        Failure {
-            error: anyhow::Error::from(e).context(format!("start container {query}")),
+        let code = e.exit_code();
+        Failure::with_code(
+            anyhow::Error::from(e).context(format!("start container {query}")),
             code,
-        }
+        )
     })?;
-    let end = attach::attach(
-        store,
-        started.id.as_str(),
-        Since::Offset(started.log_offset),
-        stdin,
-    )
-    .with_context(|| format!("attach {query}"))?;
+    let since = Since::Offset(started.log_offset);
+    let end = attach::attach(store, started.id.as_str(), since, stdin)
+        .with_context(|| format!("attach {query}"))?;
+    Ok(attach_exit(end))
+}
+
+fn attach(store: &Store, container: &str, stdin: bool) -> Result<ExitCode, Failure> {
+    let end = attach::attach(store, container, Since::Now, stdin)
+        .with_context(|| format!("attach {container}"))?;
     Ok(attach_exit(end))
 }
 
@@ -590,222 +471,135 @@ fn attach_exit(end: AttachEnd) -> ExitCode {
     }
 }
 
-fn run(store: &Store, networks: &Networks, args: RunArgs) -> Result<ExitCode, Failure> {
-    let mut rest = args.image_and_command.into_iter();
-    let image = rest.next().unwrap_or_default();
-    let request = RunRequest {
-        image,
-        command: rest.collect(),
-        name: args.name,
-        hostname: args.hostname,
-        env: args.env,
-        workdir: args.workdir,
-        volumes: args.volumes,
-        networks: args.networks,
-        publish: args.publish,
-        ip: args.ip,
-        mac: args.mac_address,
-        memory: args.memory,
-        cpus: args.cpus,
-        pids_limit: args.pids_limit,
-        read_only: args.read_only,
-        cap_add: args.cap_add,
-        cap_drop: args.cap_drop,
-        cgroup_parent: args.cgroup_parent,
-        interactive: args.interactive,
-        tty: args.tty,
-        auto_remove: args.rm,
-        detach: args.detach,
-        userns: args.userns,
-        uidmap: args.uidmap,
-        gidmap: args.gidmap,
-    };
-    if request.detach {
-        let id = run::run_detached(store, networks, request).map_err(|e| {
-            let code = e.exit_code();
-            Failure::with_code(e, code)
-        })?;
-        println!("{id}");
+fn kill(store: &Store, signal: &str, containers: &[String]) -> Result<ExitCode, Failure> {
+    let signal = stop::parse_signal(signal).map_err(Failure::setup)?;
+    for_each(containers, "kill container", |q| {
+        stop::kill(store, q, signal)
+    })
+}
+
+fn logs(
+    store: &Store,
+    container: &str,
+    follow: bool,
+    timestamps: bool,
+) -> Result<ExitCode, Failure> {
+    logs::show(store, container, follow, timestamps)
+        .with_context(|| format!("logs of {container}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(store: &Store, container: &str) -> Result<ExitCode, Failure> {
+    let inspection =
+        ps::inspect(store, container).with_context(|| format!("inspect {container}"))?;
+    print_json(&inspection)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn image_import(store: &Store, tarball: &Path, name: &str) -> Result<ExitCode, Failure> {
+    let name = ImageName::try_from(name)?;
+    let image =
+        image::import(store, tarball, &name).with_context(|| format!("import image {name}"))?;
+    println!("{}", image.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn image_ls(store: &Store, json: bool) -> Result<ExitCode, Failure> {
+    let list = image::list(store)?;
+    if json {
+        print_json(&list)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let result = run::run(store, networks, request);
-    if let Some(line) = berth_runtime::timing::report() {
-        eprintln!("berth: timing: {line}");
-    }
-    match result {
-        Ok(outcome) => {
-            if let Some(e) = outcome.log_error {
-                eprintln!(
-                    "berth: warning: {:#}",
-                    anyhow::Error::from(e).context(format!(
-                        "container {} (output not logged)",
-                        outcome.id.short()
-                    ))
-                );
-            }
-            for warning in outcome.teardown {
-                eprintln!(
-                    "berth: warning: {:#}",
-                    anyhow::Error::from(warning)
-                        .context(format!("clean up container {}", outcome.id.short()))
-                );
-            }
-            Ok(exit_code(outcome.exit_code))
-        }
-        Err(e) => {
-            let code = e.exit_code();
-            Err(Failure::with_code(e, code))
-        }
-    }
-}
-
-fn image(store: &Store, command: ImageCommand) -> Result<ExitCode, Failure> {
-    match command {
-        ImageCommand::Import { tarball, name } => {
-            let name = ImageName::try_from(name.as_str())?;
-            let image = image::import(store, &tarball, &name)
-                .with_context(|| format!("import image {name}"))?;
-            println!("{}", image.name);
-        }
-        ImageCommand::Ls { json } => {
-            let list = image::list(store)?;
-            if json {
-                print_json(&list)?;
-            } else {
-                println!("{:<24} {:<22} {:>10}  SOURCE", "NAME", "CREATED", "SIZE");
-                for i in &list {
-                    println!(
-                        "{:<24} {:<22} {:>10}  {}",
-                        i.image.name.as_str(),
-                        berth_runtime::state::clock::ago(&i.image.created),
-                        human_size(i.size),
-                        i.image.source
-                    );
-                }
-            }
-        }
-        ImageCommand::Rm { names } => {
-            for name in names {
-                let removed =
-                    image::remove(store, &name).with_context(|| format!("remove image {name}"))?;
-                println!("{removed}");
-            }
-        }
+    println!("{:<24} {:<22} {:>10}  SOURCE", "NAME", "CREATED", "SIZE");
+    for i in &list {
+        println!(
+            "{:<24} {:<22} {:>10}  {}",
+            i.image.name.as_str(),
+            clock::ago(&i.image.created),
+            human_size(i.size),
+            i.image.source
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn network_command(
+/// `image rm`: stops at the first image it cannot remove.
+fn image_rm(store: &Store, names: &[String]) -> Result<ExitCode, Failure> {
+    for name in names {
+        let removed = image::remove(store, name).with_context(|| format!("remove image {name}"))?;
+        println!("{removed}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn network_create(
     store: &Store,
     networks: &Networks,
-    command: NetworkCommand,
+    request: NetworkRequest,
 ) -> Result<ExitCode, Failure> {
-    match command {
-        NetworkCommand::Create(args) => {
-            let name = args.name.clone();
-            let spec = NetworkRequest {
-                name: args.name,
-                driver: args.driver,
-                subnets: args.subnet,
-                gateway: args.gateway,
-                ipv6: args.ipv6,
-                internal: args.internal,
-                mtu: args.mtu,
-                isolate: args.isolate,
-                bridge: args.bridge,
-            }
-            .validate()
-            .map_err(|e| {
-                Failure::setup(anyhow::Error::from(e).context(format!("create network {name}")))
-            })?;
-            let created = networks.create(store, spec).map_err(|e| {
-                Failure::setup(anyhow::Error::from(e).context(format!("create network {name}")))
-            })?;
-            println!("{}", created.summary.name);
-        }
-        NetworkCommand::Ls { json } => {
-            let list: Vec<_> = networks
-                .list_all(store)
-                .context("list networks")?
-                .into_iter()
-                .map(|n| n.summary)
-                .collect();
-            if json {
-                print_json(&list)?;
-            } else {
-                println!("{:<20} {:<8} {:<16} SUBNETS", "NAME", "DRIVER", "BRIDGE");
-                for n in &list {
-                    let subnets: Vec<String> = n.subnets.iter().map(ToString::to_string).collect();
-                    println!(
-                        "{:<20} {:<8} {:<16} {}",
-                        n.name,
-                        n.driver,
-                        n.bridge.as_deref().unwrap_or("-"),
-                        subnets.join(", ")
-                    );
-                }
-            }
-        }
-        NetworkCommand::Inspect { name } => {
-            let network = networks
-                .load(store, &name)
-                .with_context(|| format!("inspect network {name}"))?;
-            let containers: Vec<_> = store
-                .records()?
-                .into_iter()
-                .filter_map(|r| {
-                    let a = r.state.attachments.iter().find(|a| a.network == name)?;
-                    Some(serde_json::json!({
-                        "name": r.name.as_str(),
-                        "id": r.id.as_str(),
-                        "ifname": a.ifname,
-                        "ips": a.ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                        "mac": a.mac,
-                    }))
-                })
-                .collect();
-            let conflist: serde_json::Value =
-                serde_json::from_slice(&network.list.bytes).unwrap_or_default();
-            let mut doc = serde_json::to_value(&network.summary).context("serialize network")?;
-            if let Some(map) = doc.as_object_mut() {
-                map.insert("containers".into(), containers.into());
-                map.insert("conflist".into(), conflist);
-            }
-            print_json(&doc)?;
-        }
-        NetworkCommand::Reload { names } => {
-            let done = reload::reload(store, networks, &names).map_err(|e| {
-                let on: String = names.iter().map(|n| format!(" {n}")).collect();
-                anyhow::Error::from(e).context(format!("network reload{on}"))
-            })?;
-            for name in &done.containers {
-                println!("{name}");
-            }
-            for error in &done.errors {
-                eprintln!("berth: network reload: {}", error_chain(error));
-            }
-            if !done.errors.is_empty() {
-                return Ok(ExitCode::FAILURE);
-            }
-        }
-        NetworkCommand::Rm { names } => {
-            let mut failed = None;
-            for name in names {
-                match networks.remove(store, &name) {
-                    Ok(()) => println!("{name}"),
-                    Err(e) => {
-                        eprintln!(
-                            "berth: {:#}",
-                            anyhow::Error::from(e).context(format!("remove network {name}"))
-                        );
-                        failed = Some(ExitCode::FAILURE);
-                    }
-                }
-            }
-            return Ok(failed.unwrap_or(ExitCode::SUCCESS));
-        }
+    let name = request.name.clone();
+    let created = network::create(store, networks, request).map_err(|e| {
+        Failure::setup(anyhow::Error::from(e).context(format!("create network {name}")))
+    })?;
+    println!("{}", created.summary.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn network_ls(store: &Store, networks: &Networks, json: bool) -> Result<ExitCode, Failure> {
+    let list = network::list(store, networks).context("list networks")?;
+    if json {
+        print_json(&list)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<20} {:<8} {:<16} SUBNETS", "NAME", "DRIVER", "BRIDGE");
+    for n in &list {
+        let subnets: Vec<String> = n.subnets.iter().map(ToString::to_string).collect();
+        println!(
+            "{:<20} {:<8} {:<16} {}",
+            n.name,
+            n.driver,
+            n.bridge.as_deref().unwrap_or("-"),
+            subnets.join(", ")
+        );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn network_reload(
+    store: &Store,
+    networks: &Networks,
+    names: &[String],
+) -> Result<ExitCode, Failure> {
+    let done = reload::reload(store, networks, names).map_err(|e| {
+        let on: String = names.iter().map(|n| format!(" {n}")).collect();
+        anyhow::Error::from(e).context(format!("network reload{on}"))
+    })?;
+    for name in &done.containers {
+        println!("{name}");
+    }
+    for error in &done.errors {
+        eprintln!("berth: network reload: {}", error_chain(error));
+    }
+    Ok(if done.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn system_prune(store: &Store, networks: &Networks) -> Result<ExitCode, Failure> {
+    let pruned = prune::prune(store, networks);
+    for name in &pruned.removed {
+        println!("{name}");
+    }
+    for error in &pruned.errors {
+        eprintln!("berth: system prune: {}", error_chain(error));
+    }
+    Ok(if pruned.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
@@ -835,7 +629,7 @@ fn print_ps(list: &[ContainerSummary]) {
             c.id.short(),
             c.image,
             format!("\"{command}\""),
-            berth_runtime::state::clock::ago(&c.created),
+            clock::ago(&c.created),
             c.status_text,
             c.ports.join(", "),
             c.name
@@ -855,5 +649,91 @@ fn human_size(bytes: u64) -> String {
         format!("{bytes}B")
     } else {
         format!("{value:.1}{}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("berth").chain(args.iter().copied()))
+            .unwrap()
+            .command
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_flags_land_in_the_request() {
+        let Command::Run(args) = parse(&[
+            "run",
+            "--rm",
+            "-h",
+            "web",
+            "-e",
+            "A=1",
+            "-p",
+            "8080:80",
+            "--mac-address",
+            "02:42:ac:11:00:02",
+            "--pids-limit",
+            "-1",
+            "busybox",
+            "ls",
+            "-l",
+        ]) else {
+            panic!("not run");
+        };
+        let r = args.request;
+        assert!(r.auto_remove && !r.detach);
+        assert_eq!(r.hostname.as_deref(), Some("web"));
+        assert_eq!(r.env, ["A=1"]);
+        assert_eq!(r.publish, ["8080:80"]);
+        assert_eq!(r.mac.as_deref(), Some("02:42:ac:11:00:02"));
+        assert_eq!(r.pids_limit, Some(-1));
+        assert_eq!(r.image_and_command, ["busybox", "ls", "-l"]);
+    }
+
+    #[test]
+    fn words_after_the_image_are_the_command() {
+        let Command::Run(args) = parse(&["run", "busybox", "--rm"]) else {
+            panic!("not run");
+        };
+        assert!(!args.request.auto_remove);
+        assert_eq!(args.request.image_and_command, ["busybox", "--rm"]);
+    }
+
+    #[test]
+    fn exec_and_network_create_land_in_their_requests() {
+        let Command::Exec(request) = parse(&["exec", "-it", "-w", "/tmp", "box", "sh", "-c", "x"])
+        else {
+            panic!("not exec");
+        };
+        assert!(request.interactive && request.tty);
+        assert_eq!(request.workdir.as_deref(), Some("/tmp"));
+        assert_eq!(request.container(), "box");
+        assert_eq!(request.command(), ["sh", "-c", "x"]);
+        let Command::Network(NetworkCommand::Create(request)) = parse(&[
+            "network",
+            "create",
+            "--subnet",
+            "10.9.0.0/24",
+            "--subnet",
+            "fd00::/64",
+            "--isolate",
+            "lab",
+        ]) else {
+            panic!("not network create");
+        };
+        assert_eq!(request.name, "lab");
+        assert_eq!(request.subnets, ["10.9.0.0/24", "fd00::/64"]);
+        assert!(request.isolate && !request.ipv6);
     }
 }

@@ -36,17 +36,44 @@ use crate::sandbox::process::{
 use crate::sandbox::sealed::{self, SealedError};
 use crate::state::{StateError, Status, Store};
 
-/// The flags of `berth exec`, as typed.
-#[derive(Debug, Clone, Default)]
+/// The flags of `berth exec`, as typed; the `berth` binary parses its command line straight
+/// into this (clap).
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct ExecRequest {
-    pub container: String,
-    pub command: Vec<String>,
+    /// Keep stdin open (pass it to the process).
+    #[arg(short, long)]
     pub interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short, long)]
     pub tty: bool,
-    /// `-e KEY=VALUE` (or `KEY`), on top of the container's environment.
+    /// Set an environment variable (KEY=VALUE, or KEY to pass the caller's value).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
-    /// `-w DIR`; default: the container's working directory.
+    /// Working directory (default: the container's).
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
     pub workdir: Option<String>,
+    /// The container, then the command and its arguments.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        num_args = 2..,
+        value_name = "CONTAINER COMMAND [ARG...]"
+    )]
+    pub container_and_command: Vec<String>,
+}
+
+impl ExecRequest {
+    /// The container (name, id or id prefix).
+    pub fn container(&self) -> &str {
+        self.container_and_command
+            .first()
+            .map_or("", String::as_str)
+    }
+
+    /// The command and its arguments.
+    pub fn command(&self) -> &[String] {
+        self.container_and_command.get(1..).unwrap_or_default()
+    }
 }
 
 /// Errors of `berth exec`.
@@ -112,7 +139,7 @@ impl ExecError {
 
 /// Runs the command in the container and returns its exit code (128 + signal when killed).
 pub fn exec(store: &Store, request: ExecRequest) -> Result<i32, ExecError> {
-    let record = store.find(&request.container)?;
+    let record = store.find(request.container())?;
     let not_running = || ExecError::NotRunning {
         name: record.name.clone(),
     };
@@ -137,12 +164,12 @@ pub fn exec(store: &Store, request: ExecRequest) -> Result<i32, ExecError> {
     if request.tty && !env.iter().any(|(k, _)| k == "TERM") {
         env.push(("TERM".into(), "xterm".into()));
     }
-    let workdir = match request.workdir {
+    let workdir = match request.workdir.clone() {
         Some(w) if is_clean_absolute(w.as_ref()) => PathBuf::from(w),
         Some(w) => return Err(RequestError::Workdir { input: w }.into()),
         None => record.config.workdir.clone(),
     };
-    if request.command.is_empty() {
+    if request.command().is_empty() {
         return Err(RequestError::NoCommand {
             image: record.config.image.clone(),
         }
@@ -201,7 +228,7 @@ pub fn exec(store: &Store, request: ExecRequest) -> Result<i32, ExecError> {
         .send_config(&ExecConfig {
             pid,
             pid_start_time: start,
-            args: request.command,
+            args: request.command().to_vec(),
             env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
             workdir,
             capabilities: record.config.capabilities,

@@ -5,6 +5,7 @@ pub mod exec;
 pub mod image;
 pub mod logs;
 pub mod monitor;
+pub mod network;
 pub mod prune;
 pub mod ps;
 pub mod rm;

@@ -1,17 +1,21 @@
 //! Creating a container: every check that can refuse bad input, then its record (see
 //! [`crate::lifecycle`], step 2).
 
-use berth_image::{ImageError, ImageStore};
+use std::path::PathBuf;
 
-use crate::lifecycle::request::{RequestError, RunRequest};
+use berth_image::{DEFAULT_PATH, Image, ImageError, ImageStore};
+
+use crate::lifecycle::request::{RequestError, RunRequest, RunSpec, is_clean_absolute, set_env};
 use crate::names::{ContainerId, ContainerName, NameError};
 use crate::network::ports::{self, PortError};
 use crate::network::{NetworkError, Networks};
 use crate::sandbox::cgroups::{self, CgroupError, Layout};
 use crate::sandbox::pid::ProcessRef;
-use crate::sandbox::userns::{self, UsernsError, UsernsRequest};
+use crate::sandbox::userns::{self, UserNamespace, UsernsError, UsernsRequest};
 use crate::state::clock;
-use crate::state::{ContainerRecord, ContainerState, StateError, Status, Store, StoreLock};
+use crate::state::{
+    ContainerConfig, ContainerRecord, ContainerState, StateError, Status, Store, StoreLock,
+};
 
 /// Errors of the `create` module.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +84,7 @@ pub fn create(
             records.iter().filter_map(|r| r.config.userns.as_ref()),
         )?),
     };
-    let config = spec.into_config(&image, &id, userns)?;
+    let config = container_config(spec, &image, &id, userns)?;
     if !config.ports.is_empty() {
         ports::check_free(
             &config.ports,
@@ -122,4 +126,126 @@ fn generate_name(store: &Store, lock: &StoreLock) -> Result<ContainerName, Creat
             query: "a free container name".into(),
         }
     })))
+}
+
+/// The stored configuration: the validated request with the image's defaults applied:
+/// argv = entrypoint + (command or the image's cmd), the environment (PATH, HOSTNAME, the
+/// image's, `-e`, HOME, TERM with `-t`; later wins), the working directory, and the short id
+/// as hostname. `userns` is what the request resolved to (`--userns=auto` is allocated under
+/// the store lock).
+fn container_config(
+    spec: RunSpec,
+    image: &Image,
+    id: &ContainerId,
+    userns: Option<UserNamespace>,
+) -> Result<ContainerConfig, RequestError> {
+    let mut args = image.entrypoint.clone();
+    if spec.command.is_empty() {
+        args.extend(image.cmd.iter().cloned());
+    } else {
+        args.extend(spec.command);
+    }
+    if args.is_empty() {
+        return Err(RequestError::NoCommand { image: spec.image });
+    }
+    let hostname = spec.hostname.unwrap_or_else(|| id.short().to_owned());
+
+    let mut env: Vec<(String, String)> = vec![
+        ("PATH".into(), DEFAULT_PATH.into()),
+        ("HOSTNAME".into(), hostname.clone()),
+    ];
+    let image_env = image
+        .env
+        .iter()
+        .filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())));
+    for (key, value) in image_env.chain(spec.env) {
+        set_env(&mut env, key, value);
+    }
+    if !env.iter().any(|(k, _)| k == "HOME") {
+        env.push(("HOME".into(), "/root".into()));
+    }
+    if spec.tty && !env.iter().any(|(k, _)| k == "TERM") {
+        env.push(("TERM".into(), "xterm".into()));
+    }
+
+    let workdir = spec
+        .workdir
+        .or_else(|| {
+            image
+                .workdir
+                .as_deref()
+                .map(PathBuf::from)
+                .filter(|w| is_clean_absolute(w))
+        })
+        .unwrap_or_else(|| PathBuf::from("/"));
+
+    Ok(ContainerConfig {
+        image: spec.image,
+        args,
+        env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        workdir,
+        hostname,
+        volumes: spec.volumes,
+        network: spec.network,
+        ports: spec.ports,
+        ip: spec.ip,
+        mac: spec.mac,
+        resources: spec.resources,
+        read_only: spec.read_only,
+        capabilities: spec.capabilities,
+        cgroup_parent: spec.cgroup_parent,
+        interactive: spec.interactive,
+        tty: spec.tty,
+        auto_remove: spec.auto_remove,
+        detach: spec.detach,
+        userns,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use berth_image::ImageName;
+
+    use super::*;
+    use crate::lifecycle::request::DEFAULT_CGROUP_PARENT;
+
+    #[test]
+    fn config_merges_image_defaults() {
+        let image = Image {
+            name: ImageName::try_from("busybox").unwrap(),
+            created: String::new(),
+            cmd: vec!["sh".into()],
+            entrypoint: vec![],
+            env: vec!["PATH=/bin".into(), "IMG=1".into()],
+            workdir: Some("/srv".into()),
+            source: String::new(),
+        };
+        let id = ContainerId::try_from("12".repeat(32).as_str()).unwrap();
+        let spec = RunRequest {
+            image_and_command: vec!["busybox".into()],
+            env: vec!["IMG=2".into(), "X=y".into()],
+            tty: true,
+            ..RunRequest::default()
+        }
+        .validate(|_| None, 2)
+        .unwrap();
+        let config = container_config(spec, &image, &id, None).unwrap();
+        assert_eq!(config.args, vec!["sh"]);
+        assert_eq!(config.hostname, "121212121212");
+        assert_eq!(config.workdir, Path::new("/srv"));
+        assert_eq!(
+            config.env,
+            vec![
+                "PATH=/bin",
+                "HOSTNAME=121212121212",
+                "IMG=2",
+                "X=y",
+                "HOME=/root",
+                "TERM=xterm"
+            ]
+        );
+        assert_eq!(config.cgroup_parent, DEFAULT_CGROUP_PARENT);
+    }
 }

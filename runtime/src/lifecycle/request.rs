@@ -1,24 +1,24 @@
-//! Container configuration in two stages (STYLE §4): [`RunRequest`] holds the flags of
-//! `berth run` as typed; [`RunRequest::validate`] turns them into a [`RunSpec`] of validated
-//! types, refusing bad input before anything is created; [`RunSpec::into_config`] combines
-//! it with the image's defaults into the [`ContainerConfig`] that is stored and handed to the
-//! container's init.
+//! The request of `berth run`, in two stages (STYLE §4): [`RunRequest`] holds the flags as
+//! typed (the CLI parses into it); [`RunRequest::validate`] turns them into a [`RunSpec`] of
+//! validated types, refusing bad input before anything is created. Creation
+//! ([`crate::lifecycle::create`]) combines it with the image's defaults into the stored
+//! [`ContainerConfig`](crate::state::ContainerConfig).
 
 use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 
 use berth_cni::NetworkName;
-use berth_image::{DEFAULT_PATH, Image, ImageName};
+use berth_image::ImageName;
 
-use crate::names::{ContainerId, ContainerName, NameError};
+use crate::names::{ContainerName, NameError};
 use crate::network::DEFAULT_NETWORK;
 use crate::network::definition::{DefinitionError, parse_network_name};
 use crate::network::ports::{self, PortError, PortMapping};
 use crate::sandbox::caps::{CapSet, CapsError};
 use crate::sandbox::cgroups::{CpuQuota, Resources};
 use crate::sandbox::rootfs::Volume;
-use crate::sandbox::userns::{UserNamespace, UsernsError, UsernsRequest};
-use crate::state::{ContainerConfig, NetworkMode};
+use crate::sandbox::userns::{UsernsError, UsernsRequest};
+use crate::state::NetworkMode;
 
 /// Errors of the `request` module: each names the flag and echoes the input.
 #[derive(Debug, thiserror::Error)]
@@ -99,38 +99,90 @@ pub enum RequestError {
     UsernsHostNetwork,
 }
 
-/// The flags of `berth run`, as typed (the wire stage).
-#[derive(Debug, Clone, Default)]
+/// The flags of `berth run`, as typed (the wire stage). The `berth` binary parses its
+/// command line straight into this (clap): the help texts below are the CLI's.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct RunRequest {
-    pub image: String,
-    pub command: Vec<String>,
-    pub name: Option<String>,
-    pub hostname: Option<String>,
-    pub env: Vec<String>,
-    pub workdir: Option<String>,
-    pub volumes: Vec<String>,
-    /// `--network`, repeatable: `none`, `host`, or network names (eth0, eth1, … in order).
-    pub networks: Vec<String>,
-    /// `-p`, repeatable.
-    pub publish: Vec<String>,
-    pub ip: Option<String>,
-    pub mac: Option<String>,
-    pub memory: Option<String>,
-    pub cpus: Option<String>,
-    pub pids_limit: Option<i64>,
-    pub read_only: bool,
-    pub cap_add: Vec<String>,
-    pub cap_drop: Vec<String>,
-    pub cgroup_parent: Option<String>,
-    pub interactive: bool,
-    pub tty: bool,
+    /// Remove the container when it exits.
+    #[arg(long = "rm")]
     pub auto_remove: bool,
+    /// Run in the background under a monitor; print the container id.
+    #[arg(short, long)]
     pub detach: bool,
-    /// `--userns`: `host` (default) or `auto`.
+    /// Container name (default: generated).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Hostname (default: the short container id).
+    #[arg(long, short = 'h')]
+    pub hostname: Option<String>,
+    /// Set an environment variable (KEY=VALUE, or KEY to pass the caller's value).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Bind-mount a host directory: HOST:CONTAINER[:ro|rw].
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
+    pub volumes: Vec<String>,
+    /// Network: a name (repeatable: eth0, eth1, ...), `none` or `host` (default: berth).
+    #[arg(long = "network", alias = "net", value_name = "NAME|none|host")]
+    pub networks: Vec<String>,
+    /// Publish ports: [IP:]HOST:CONTAINER[/tcp|udp], ranges as 8080-8081:80-81.
+    #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:CTR[/PROTO]")]
+    pub publish: Vec<String>,
+    /// IP address on the first network.
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// MAC address on the first network.
+    #[arg(long = "mac-address", value_name = "MAC_ADDRESS")]
+    pub mac: Option<String>,
+    /// Memory limit (e.g. 64m, 1g); no swap on top.
+    #[arg(long, short = 'm')]
+    pub memory: Option<String>,
+    /// CPU limit in CPUs (e.g. 0.5).
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Maximum number of processes (0 or -1: unlimited).
+    #[arg(long, allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Mount the container's root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Add a capability (NET_ADMIN, CAP_NET_ADMIN or ALL).
+    #[arg(long, value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability (or ALL).
+    #[arg(long, value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Cgroup parent, relative to each hierarchy's root (default: berth).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup_parent: Option<String>,
+    /// Keep stdin open (pass it to the container).
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// User namespace: host (default: the container's root is host root) or auto (a free
+    /// range of 65536 host ids from $BERTH_USERNS_BASE, default 100000).
+    #[arg(long, value_name = "host|auto")]
     pub userns: Option<String>,
-    /// `--uidmap` / `--gidmap CONTAINER:HOST:COUNT`, repeatable.
+    /// Map container uids to host uids in a user namespace (repeatable; must map 0).
+    #[arg(long, value_name = "CONTAINER:HOST:COUNT")]
     pub uidmap: Vec<String>,
+    /// Map container gids to host gids (repeatable; default: like --uidmap).
+    #[arg(long, value_name = "CONTAINER:HOST:COUNT")]
     pub gidmap: Vec<String>,
+    /// The image, then the command and its arguments (default: the image's command).
+    // One list, as on the command line: every word after the image is the command's, even
+    // one that looks like a flag (`berth run busybox ls -l`).
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        num_args = 1..,
+        value_name = "IMAGE [COMMAND [ARG...]]"
+    )]
+    pub image_and_command: Vec<String>,
 }
 
 /// Validated `berth run` flags, before the image's defaults are applied.
@@ -171,7 +223,9 @@ impl RunRequest {
         host_env: impl Fn(&str) -> Option<String>,
         cpus_available: usize,
     ) -> Result<RunSpec, RequestError> {
-        let image = ImageName::try_from(self.image.as_str())?;
+        let mut words = self.image_and_command.into_iter();
+        let image = ImageName::try_from(words.next().unwrap_or_default().as_str())?;
+        let command: Vec<String> = words.collect();
         let name = self
             .name
             .as_deref()
@@ -247,7 +301,7 @@ impl RunRequest {
         };
         Ok(RunSpec {
             image,
-            command: self.command,
+            command,
             name,
             hostname,
             env,
@@ -261,81 +315,6 @@ impl RunRequest {
             read_only: self.read_only,
             capabilities,
             cgroup_parent,
-            interactive: self.interactive,
-            tty: self.tty,
-            auto_remove: self.auto_remove,
-            detach: self.detach,
-            userns,
-        })
-    }
-}
-
-impl RunSpec {
-    /// Applies the image's defaults: argv = entrypoint + (command or the image's cmd), the
-    /// environment (PATH, HOSTNAME, the image's, `-e`, HOME, TERM with `-t`; later wins), the
-    /// working directory, and the short id as hostname. `userns` is what the request
-    /// resolved to (`--userns=auto` is allocated under the store lock).
-    pub fn into_config(
-        self,
-        image: &Image,
-        id: &ContainerId,
-        userns: Option<UserNamespace>,
-    ) -> Result<ContainerConfig, RequestError> {
-        let mut args = image.entrypoint.clone();
-        if self.command.is_empty() {
-            args.extend(image.cmd.iter().cloned());
-        } else {
-            args.extend(self.command);
-        }
-        if args.is_empty() {
-            return Err(RequestError::NoCommand { image: self.image });
-        }
-        let hostname = self.hostname.unwrap_or_else(|| id.short().to_owned());
-
-        let mut env: Vec<(String, String)> = vec![
-            ("PATH".into(), DEFAULT_PATH.into()),
-            ("HOSTNAME".into(), hostname.clone()),
-        ];
-        let image_env = image
-            .env
-            .iter()
-            .filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())));
-        for (key, value) in image_env.chain(self.env) {
-            set_env(&mut env, key, value);
-        }
-        if !env.iter().any(|(k, _)| k == "HOME") {
-            env.push(("HOME".into(), "/root".into()));
-        }
-        if self.tty && !env.iter().any(|(k, _)| k == "TERM") {
-            env.push(("TERM".into(), "xterm".into()));
-        }
-
-        let workdir = self
-            .workdir
-            .or_else(|| {
-                image
-                    .workdir
-                    .as_deref()
-                    .map(PathBuf::from)
-                    .filter(|w| is_clean_absolute(w))
-            })
-            .unwrap_or_else(|| PathBuf::from("/"));
-
-        Ok(ContainerConfig {
-            image: self.image,
-            args,
-            env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
-            workdir,
-            hostname,
-            volumes: self.volumes,
-            network: self.network,
-            ports: self.ports,
-            ip: self.ip,
-            mac: self.mac,
-            resources: self.resources,
-            read_only: self.read_only,
-            capabilities: self.capabilities,
-            cgroup_parent: self.cgroup_parent,
             interactive: self.interactive,
             tty: self.tty,
             auto_remove: self.auto_remove,
@@ -696,7 +675,7 @@ mod tests {
             assert!(networks(bad).is_err(), "{bad:?}");
         }
         let req = |network: &str, publish: &[&str], ip: Option<&str>| RunRequest {
-            image: "busybox".into(),
+            image_and_command: vec!["busybox".into()],
             networks: vec![network.into()],
             publish: publish.iter().map(|s| s.to_string()).collect(),
             ip: ip.map(Into::into),
@@ -738,44 +717,6 @@ mod tests {
         ] {
             assert!(parse_mac(bad.into()).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn config_merges_image_defaults() {
-        let image = Image {
-            name: ImageName::try_from("busybox").unwrap(),
-            created: String::new(),
-            cmd: vec!["sh".into()],
-            entrypoint: vec![],
-            env: vec!["PATH=/bin".into(), "IMG=1".into()],
-            workdir: Some("/srv".into()),
-            source: String::new(),
-        };
-        let id = ContainerId::try_from("12".repeat(32).as_str()).unwrap();
-        let spec = RunRequest {
-            image: "busybox".into(),
-            env: vec!["IMG=2".into(), "X=y".into()],
-            tty: true,
-            ..RunRequest::default()
-        }
-        .validate(no_env, 2)
-        .unwrap();
-        let config = spec.into_config(&image, &id, None).unwrap();
-        assert_eq!(config.args, vec!["sh"]);
-        assert_eq!(config.hostname, "121212121212");
-        assert_eq!(config.workdir, Path::new("/srv"));
-        assert_eq!(
-            config.env,
-            vec![
-                "PATH=/bin",
-                "HOSTNAME=121212121212",
-                "IMG=2",
-                "X=y",
-                "HOME=/root",
-                "TERM=xterm"
-            ]
-        );
-        assert_eq!(config.cgroup_parent, DEFAULT_CGROUP_PARENT);
     }
 
     #[test]

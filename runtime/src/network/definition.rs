@@ -62,18 +62,35 @@ pub enum Driver {
     Veth,
 }
 
-/// The flags of `berth network create`, as typed.
-#[derive(Debug, Clone, Default)]
+/// The flags of `berth network create`, as typed; the `berth` binary parses its command line
+/// straight into this (clap).
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct NetworkRequest {
-    pub name: String,
+    /// bridge (default) or veth (a routed point-to-point link per container).
+    #[arg(short, long)]
     pub driver: Option<String>,
+    /// Subnet in CIDR form (at most one IPv4 and one IPv6; default: a free 10.211.x.0/24).
+    #[arg(long = "subnet", value_name = "SUBNET")]
     pub subnets: Vec<String>,
+    /// Gateway address (default: the subnet's first address).
+    #[arg(long)]
     pub gateway: Option<String>,
+    /// Add IPv6 (a ULA /64 derived from the name unless an IPv6 --subnet is given).
+    #[arg(long)]
     pub ipv6: bool,
+    /// No masquerading and no default route.
+    #[arg(long)]
     pub internal: bool,
+    /// MTU of the container interfaces.
+    #[arg(long)]
     pub mtu: Option<u32>,
+    /// Isolate this network's bridge from other isolated networks (firewall plugin).
+    #[arg(long)]
     pub isolate: bool,
+    /// Bridge name (default: br-<12 hex digits of the name's hash>).
+    #[arg(long)]
     pub bridge: Option<String>,
+    pub name: String,
 }
 
 /// A validated network definition. Subnets are complete (auto-picked ones filled in by

@@ -1,24 +1,37 @@
-//! Container images for the `berth` runtime: the names, the on-disk store under
-//! `<root>/images`, and the ways images get there.
+//! Container images for the `berth` runtime: their names, the on-disk store under
+//! `<root>/images`, and the ways images get there. It knows nothing of containers: the
+//! runtime decides which image a container uses and refuses to remove one in use.
 //!
 //! - [`name`]: [`ImageName`], validated at the edge;
-//! - [`store`]: [`ImageStore`] (`<root>/images/<name>/{rootfs,image.json}`, built in a staging
-//!   directory and renamed into place under the image lock), [`Image`] (what a container
-//!   takes from its image: command, entrypoint, environment, working directory);
-//! - [`layer`]: unpacking a tar archive or an image layer (whiteouts) into a tree;
-//! - [`resolve`]: paths resolved inside a tree as if it were `/` (symlinks cannot leave it),
-//!   for layers here and for the runtime's mounts into a container's root;
-//! - [`mounts`]: deleting a tree only once nothing is mounted in it.
+//! - [`meta`]: [`Image`], what the store knows of an image and a container takes from it
+//!   (command, entrypoint, environment, working directory);
+//! - [`store`]: [`ImageStore`], `<root>/images/<name>/{rootfs,image.json}`: images are built
+//!   in a staging directory and renamed into place under the image lock, never written
+//!   afterwards, and what a killed build or removal left is swept;
+//! - where images come from: [`busybox`] (the offline default, from the host's static
+//!   busybox), [`archive`] (`docker save` archives and OCI layouts, for `berth image
+//!   import`) and plain rootfs tarballs, whose layers [`layer`] unpacks (whiteouts
+//!   included);
+//! - tree helpers the store needs and the runtime shares: [`resolve`] (paths resolved inside
+//!   a tree as if it were `/`: symlinks cannot leave it) and [`mounts`] (delete a tree only
+//!   once nothing is mounted in it).
 //!
-//! It knows nothing of containers: the runtime decides which image a container uses and
-//! refuses to remove one in use.
+//! Registry images (issue 13) belong here too: references (`docker.io/library/busybox:latest`)
+//! beside [`name`], a registry client beside [`archive`] as another source, and a
+//! content-addressed blob and layer store under [`store`], which the import paths then
+//! write into as well.
 
+pub mod archive;
+pub mod busybox;
 pub mod layer;
+pub mod meta;
 pub mod mounts;
 pub mod name;
 pub mod resolve;
 pub mod store;
 mod time;
 
+pub use busybox::DEFAULT_IMAGE;
+pub use meta::{DEFAULT_PATH, Image};
 pub use name::{ImageName, NameError};
-pub use store::{DEFAULT_IMAGE, DEFAULT_PATH, Image, ImageError, ImageStore, ImageSummary};
+pub use store::{ImageError, ImageStore, ImageSummary};

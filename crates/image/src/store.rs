@@ -15,18 +15,20 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt, symlink};
-use std::path::{Component, Path, PathBuf};
-use std::process::Command;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use crate::archive::{ArchiveError, ImageArchive};
+use crate::busybox::{BusyboxError, DEFAULT_IMAGE, HostBusybox};
 use crate::layer::{self, LayerError, Mode};
+use crate::meta::{DEFAULT_PATH, Image};
 use crate::name::ImageName;
 use crate::{mounts, time};
 
-/// Errors of the `image` module.
+/// Errors of the `store` module.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error("image {name} not found (import one with `berth image import TARBALL {name}`)")]
@@ -41,18 +43,8 @@ pub enum ImageError {
         #[source]
         source: io::Error,
     },
-    #[error("no busybox found on the host (looked at {looked}): install busybox-static")]
-    NoBusybox { looked: String },
-    #[error(
-        "{path} is dynamically linked: the busybox image needs a static one (install busybox-static)"
-    )]
-    DynamicBusybox { path: PathBuf },
-    #[error("run {program} --list-full")]
-    ListApplets {
-        program: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Busybox(#[from] BusyboxError),
     #[error("build image {name}: {step} {path}")]
     Build {
         name: ImageName,
@@ -79,37 +71,10 @@ pub enum ImageError {
         #[source]
         source: LayerError,
     },
-    #[error("import {archive}: {problem}")]
-    Format { archive: PathBuf, problem: String },
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
     #[error("read random bytes from /dev/urandom")]
     Random(#[source] io::Error),
-}
-
-/// `$PATH` when neither the image nor `-e` sets one (docker's default).
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// The default image, built from the host's busybox.
-pub const DEFAULT_IMAGE: &str = "busybox";
-
-/// `image.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Image {
-    pub name: ImageName,
-    pub created: String,
-    /// Default command (docker's `Cmd`).
-    #[serde(default)]
-    pub cmd: Vec<String>,
-    /// Prepended to the command (docker's `Entrypoint`).
-    #[serde(default)]
-    pub entrypoint: Vec<String>,
-    #[serde(default)]
-    pub env: Vec<String>,
-    #[serde(default)]
-    pub workdir: Option<String>,
-    /// Where it came from: `host:/bin/busybox`, `rootfs:<tarball>`, `docker-archive:…`, `oci:…`.
-    #[serde(default)]
-    pub source: String,
 }
 
 /// A listed image with its size on disk.
@@ -271,126 +236,11 @@ impl ImageStore {
         Ok(image)
     }
 
-    /// Builds the busybox image from the host's static busybox: `/bin/busybox`, one symlink
-    /// per applet in `/bin` (and in `/sbin` for the applets busybox installs there), a minimal
-    /// `/etc`, and the usual mount points.
+    /// Builds the busybox image (see [`crate::busybox`]) in a staging directory.
     fn build_busybox(&self, name: &ImageName) -> Result<Image, ImageError> {
-        const CANDIDATES: [&str; 2] = ["/bin/busybox", "/usr/bin/busybox"];
-        let host = CANDIDATES
-            .iter()
-            .map(Path::new)
-            .find(|p| p.is_file())
-            .ok_or_else(|| ImageError::NoBusybox {
-                looked: CANDIDATES.join(", "),
-            })?;
-        if is_dynamic_elf(host).map_err(|source| ImageError::Read {
-            path: host.to_path_buf(),
-            source,
-        })? {
-            return Err(ImageError::DynamicBusybox {
-                path: host.to_path_buf(),
-            });
-        }
-        let list = Command::new(host)
-            .arg("--list-full")
-            .output()
-            .map_err(|source| ImageError::ListApplets {
-                program: host.to_path_buf(),
-                source,
-            })?;
-        let applets = String::from_utf8_lossy(&list.stdout).into_owned();
-
+        let host = HostBusybox::probe()?;
         let staging = self.staging(name)?;
-        let rootfs = staging.dir.join("rootfs");
-        let step = |step: &'static str, path: &Path| {
-            let name = name.clone();
-            let path = path.to_path_buf();
-            move |source| ImageError::Build {
-                name,
-                step,
-                path,
-                source,
-            }
-        };
-        let dirs: [(&str, u32); 14] = [
-            ("", 0o755),
-            ("bin", 0o755),
-            ("sbin", 0o755),
-            ("etc", 0o755),
-            ("root", 0o700),
-            ("home", 0o755),
-            ("tmp", 0o1777),
-            ("var", 0o755),
-            ("mnt", 0o755),
-            ("proc", 0o555),
-            ("sys", 0o555),
-            ("dev", 0o755),
-            ("usr", 0o755),
-            ("usr/bin", 0o755),
-        ];
-        for (dir, mode) in dirs {
-            let path = rootfs.join(dir);
-            fs::create_dir(&path).map_err(step("create", &path))?;
-            // Set explicitly: the umask would clear the sticky and write bits of /tmp.
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-                .map_err(step("chmod", &path))?;
-        }
-        let target = rootfs.join("bin/busybox");
-        fs::copy(host, &target).map_err(step("copy busybox to", &target))?;
-        fs::set_permissions(&target, fs::Permissions::from_mode(0o755))
-            .map_err(step("chmod", &target))?;
-
-        for line in applets.lines() {
-            let Some(applet) = Path::new(line.trim()).file_name() else {
-                continue;
-            };
-            if applet == "busybox" {
-                continue;
-            }
-            let mut links = vec![rootfs.join("bin").join(applet)];
-            if line.starts_with("sbin/") || line.starts_with("usr/sbin/") {
-                links.push(rootfs.join("sbin").join(applet));
-            }
-            for link in links {
-                match symlink("/bin/busybox", &link) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(step("symlink", &link)(e)),
-                }
-            }
-        }
-
-        let files: [(&str, &str); 6] = [
-            (
-                "etc/passwd",
-                "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n",
-            ),
-            (
-                "etc/group",
-                "root:x:0:\ndaemon:x:1:\nbin:x:2:\nsys:x:3:\nadm:x:4:\ntty:x:5:\nwheel:x:10:\nnogroup:x:65534:\n",
-            ),
-            // Placeholders: the runtime bind-mounts generated ones over them.
-            ("etc/hosts", ""),
-            ("etc/resolv.conf", ""),
-            ("etc/hostname", ""),
-            ("etc/shadow", "root:*:::::::\nnobody:*:::::::\n"),
-        ];
-        for (file, content) in files {
-            let path = rootfs.join(file);
-            fs::write(&path, content).map_err(step("write", &path))?;
-        }
-        fs::set_permissions(rootfs.join("etc/shadow"), fs::Permissions::from_mode(0o600))
-            .map_err(step("chmod", &rootfs.join("etc/shadow")))?;
-
-        let image = Image {
-            name: name.clone(),
-            created: time::now_rfc3339(),
-            cmd: vec!["sh".into()],
-            entrypoint: Vec::new(),
-            env: vec![format!("PATH={DEFAULT_PATH}")],
-            workdir: None,
-            source: format!("host:{}", host.display()),
-        };
+        let image = host.install(name, &staging.dir.join("rootfs"))?;
         self.commit(staging, image)
     }
 
@@ -558,243 +408,4 @@ fn tree_size(dir: &Path) -> u64 {
             _ => 0,
         })
         .sum()
-}
-
-/// Whether the ELF file at `path` names a program interpreter (`PT_INTERP`): dynamically
-/// linked. Static and static-pie binaries have none.
-fn is_dynamic_elf(path: &Path) -> io::Result<bool> {
-    const PT_INTERP: u32 = 3;
-    let mut bytes = Vec::new();
-    File::open(path)?.take(64 * 1024).read_to_end(&mut bytes)?;
-    let u16_at = |o: usize| {
-        bytes
-            .get(o..o + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-    };
-    let u32_at = |o: usize| {
-        bytes
-            .get(o..o + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    let u64_at = |o: usize| {
-        bytes
-            .get(o..o + 8)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map(u64::from_le_bytes)
-    };
-    // Only 64-bit little-endian ELF is inspected; anything else is assumed static.
-    if bytes.get(..4) != Some(b"\x7fELF") || bytes.get(4) != Some(&2) || bytes.get(5) != Some(&1) {
-        return Ok(false);
-    }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
-    else {
-        return Ok(false);
-    };
-    let phoff = usize::try_from(phoff).unwrap_or(usize::MAX);
-    Ok((0..usize::from(phnum)).any(|i| {
-        phoff
-            .checked_add(i * usize::from(phentsize))
-            .and_then(u32_at)
-            == Some(PT_INTERP)
-    }))
-}
-
-/// The image config fields Berth uses (`config` of the OCI/docker image config).
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct RunConfig {
-    cmd: Option<Vec<String>>,
-    entrypoint: Option<Vec<String>>,
-    env: Option<Vec<String>>,
-    working_dir: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ConfigFile {
-    #[serde(default)]
-    config: Option<RunConfig>,
-}
-
-/// `manifest.json` of `docker save`.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct DockerManifest {
-    config: String,
-    layers: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OciDescriptor {
-    #[serde(default)]
-    media_type: String,
-    digest: String,
-    #[serde(default)]
-    platform: Option<OciPlatform>,
-}
-
-#[derive(Debug, Deserialize)]
-struct OciPlatform {
-    architecture: String,
-    os: String,
-}
-
-/// An OCI image index or image manifest (told apart by which list is present).
-#[derive(Debug, Deserialize)]
-struct OciDocument {
-    #[serde(default)]
-    manifests: Option<Vec<OciDescriptor>>,
-    #[serde(default)]
-    config: Option<OciDescriptor>,
-    #[serde(default)]
-    layers: Option<Vec<OciDescriptor>>,
-}
-
-/// A multi-layer image archive found inside an unpacked tarball.
-struct ImageArchive {
-    kind: &'static str,
-    layers: Vec<PathBuf>,
-    config: Option<RunConfig>,
-}
-
-impl ImageArchive {
-    /// `manifest.json` (docker save; preferred, also written by docker ≥ 25 alongside an OCI
-    /// layout) or `index.json` + `oci-layout`; `None` for a plain rootfs.
-    fn detect(dir: &Path, tarball: &Path) -> Result<Option<ImageArchive>, ImageError> {
-        let format_err = |problem: String| ImageError::Format {
-            archive: tarball.to_path_buf(),
-            problem,
-        };
-        let manifest = dir.join("manifest.json");
-        if manifest.is_file() {
-            let manifests: Vec<DockerManifest> = read_json(&manifest)?;
-            let [first, ..] = manifests.as_slice() else {
-                return Err(format_err("manifest.json lists no image".into()));
-            };
-            let layers = first
-                .layers
-                .iter()
-                .map(|l| inside(dir, l).ok_or_else(|| format_err(format!("bad layer path {l:?}"))))
-                .collect::<Result<Vec<_>, _>>()?;
-            let config_path = inside(dir, &first.config)
-                .ok_or_else(|| format_err(format!("bad config path {:?}", first.config)))?;
-            let config: ConfigFile = read_json(&config_path)?;
-            return Ok(Some(ImageArchive {
-                kind: "docker-archive",
-                layers,
-                config: config.config,
-            }));
-        }
-        let index = dir.join("index.json");
-        if index.is_file() && dir.join("oci-layout").is_file() {
-            let mut doc: OciDocument = read_json(&index)?;
-            // Follow indexes down to one image manifest (linux on this architecture first).
-            for _ in 0..4 {
-                let Some(manifests) = doc.manifests.take() else {
-                    break;
-                };
-                let chosen = pick_manifest(&manifests)
-                    .ok_or_else(|| format_err("index.json lists no manifest".into()))?;
-                doc = read_json(
-                    &blob(dir, &chosen.digest)
-                        .ok_or_else(|| format_err(format!("bad digest {:?}", chosen.digest)))?,
-                )?;
-            }
-            let (Some(config), Some(layers)) = (doc.config, doc.layers) else {
-                return Err(format_err(
-                    "no image manifest found in the OCI layout".into(),
-                ));
-            };
-            let layers = layers
-                .iter()
-                .map(|l| {
-                    if l.media_type.ends_with("+zstd") {
-                        return Err(format_err(format!(
-                            "layer {} is zstd-compressed: not supported yet",
-                            l.digest
-                        )));
-                    }
-                    blob(dir, &l.digest)
-                        .ok_or_else(|| format_err(format!("bad digest {:?}", l.digest)))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let config_path = blob(dir, &config.digest)
-                .ok_or_else(|| format_err(format!("bad digest {:?}", config.digest)))?;
-            let config: ConfigFile = read_json(&config_path)?;
-            return Ok(Some(ImageArchive {
-                kind: "oci",
-                layers,
-                config: config.config,
-            }));
-        }
-        Ok(None)
-    }
-}
-
-fn pick_manifest(manifests: &[OciDescriptor]) -> Option<&OciDescriptor> {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    manifests
-        .iter()
-        .find(|m| {
-            m.platform
-                .as_ref()
-                .is_some_and(|p| p.os == "linux" && p.architecture == arch)
-        })
-        .or_else(|| manifests.first())
-}
-
-/// `blobs/<algorithm>/<hex>` for a digest such as `sha256:ab12…`; `None` if malformed.
-fn blob(dir: &Path, digest: &str) -> Option<PathBuf> {
-    let (algorithm, hex) = digest.split_once(':')?;
-    let safe = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric());
-    (safe(algorithm) && safe(hex)).then(|| dir.join("blobs").join(algorithm).join(hex))
-}
-
-/// `rel` under `dir` if it is a clean relative path (archive manifests are input too).
-fn inside(dir: &Path, rel: &str) -> Option<PathBuf> {
-    let path = Path::new(rel);
-    path.components()
-        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
-        .then(|| dir.join(path))
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ImageError> {
-    let bytes = fs::read(path).map_err(|source| ImageError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_slice(&bytes).map_err(|source| ImageError::Parse {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn digests_and_manifest_paths_cannot_escape() {
-        let dir = Path::new("/x");
-        assert_eq!(
-            blob(dir, "sha256:abc123").unwrap(),
-            Path::new("/x/blobs/sha256/abc123")
-        );
-        assert!(blob(dir, "sha256:../../etc").is_none());
-        assert!(blob(dir, "abc").is_none());
-        assert!(inside(dir, "abc/layer.tar").is_some());
-        assert!(inside(dir, "../layer.tar").is_none());
-        assert!(inside(dir, "/etc/passwd").is_none());
-    }
-
-    #[test]
-    fn static_busybox_is_static() {
-        // The host tools this suite relies on: busybox-static, and a dynamic /bin/ls.
-        assert!(!is_dynamic_elf(Path::new("/bin/busybox")).unwrap());
-        assert!(is_dynamic_elf(Path::new("/bin/ls")).unwrap());
-    }
 }

@@ -1,13 +1,21 @@
 //! The Berth container runtime: isolated containers on top of Berth's CNI plugins, run in
-//! the foreground or detached under a monitor.
+//! the foreground or detached under a monitor. The library does the work; the `berth` binary
+//! is a thin clap front end that parses into the library's requests.
 //!
-//! The library does the work; the `berth` binary is a thin clap front end. Layers, top down:
-//! - [`commands`]: one module per `berth` command;
-//! - [`lifecycle`]: what a container goes through (request, create, start, release);
-//! - [`sandbox`]: isolation (namespaces, root filesystem, init, cgroups, capabilities,
-//!   seccomp, user namespaces); [`state`]: the state roots, the lock, container records and
-//!   logs; [`network`]: CNI networks and attachments, name files, ports, firewall reload;
+//! Layers, top down (a module only imports from its own layer's leaves or from below; no
+//! module imports another in a circle):
+//! - [`commands`]: one module and one error type per `berth` command;
+//! - [`lifecycle`]: what a container goes through, the steps commands share (request,
+//!   create, start, release, signal);
+//! - [`network`]: CNI networks, a container's attachments, name files, ports, firewall
+//!   reload; it reads and writes records through [`state`];
+//! - [`state`]: the state roots, the lock, the stored schema, records and logs;
+//! - [`sandbox`]: isolation (namespaces, user namespaces, root filesystem, the init, clone3
+//!   and supervision, pids, cgroups, capabilities, seccomp), which knows nothing of records
+//!   or networks;
 //! - [`names`], [`timing`]: leaves every layer uses.
+//!
+//! Images are the `berth_image` crate's.
 
 pub mod commands;
 pub mod lifecycle;

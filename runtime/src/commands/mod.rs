@@ -1,4 +1,5 @@
-//! One module per `berth` command.
+//! One module per `berth` command, each with its own error type. Commands may use each
+//! other (`run -d` and `start` launch a `monitor`, `restart` stops); nothing below uses them.
 
 pub mod attach;
 pub mod exec;

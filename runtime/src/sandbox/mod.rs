@@ -1,4 +1,5 @@
-//! Isolation: what makes a process a container.
+//! Isolation: what makes a process a container. Nothing here knows of records, networks or
+//! commands: the layers above hand the sandbox what it needs (paths, ids, limits, maps).
 
 pub mod caps;
 pub mod cgroups;

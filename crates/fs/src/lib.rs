@@ -1,5 +1,10 @@
-//! Files as one-shot processes that can be killed at any instruction must handle them.
+//! Files as one-shot processes that can be killed at any instruction must handle them, and
+//! paths inside a tree that is not ours to trust.
 //!
+//! - [`resolve`]: a path resolved inside a root directory as if it were `/` (symlinks
+//!   followed, never out of the root): an image's or a container's tree, from the host.
+//! - [`mounts`]: mount points under a directory, and deleting a tree only once nothing is
+//!   mounted in it.
 //! - [`read_regular`]: a path from a configuration or the environment may name a FIFO (an
 //!   `open` that blocks until a writer comes, i.e. forever), a device or a directory. Open it
 //!   without blocking and refuse anything but a regular file, with a size limit.
@@ -9,6 +14,9 @@
 //! - [`sweep_temporaries`]: a writer killed between write and rename leaves its temporary.
 //!   The next command that owns the directory removes those whose writer is gone (or that are
 //!   older than any write takes), so every write-then-rename has its sweep.
+
+pub mod mounts;
+pub mod resolve;
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};

@@ -14,7 +14,7 @@ use std::path::{Component, Path, PathBuf};
 
 use flate2::read::GzDecoder;
 
-use crate::resolve::{ResolveError, secure_join_parent};
+use berth_fs::resolve::{ResolveError, secure_join_parent};
 
 /// Errors of the `layer` module.
 #[derive(Debug, thiserror::Error)]
@@ -232,7 +232,7 @@ fn apply_whiteouts(archive: &Path, dest: &Path) -> Result<(), LayerError> {
             source,
         };
         if name == OPAQUE {
-            let dir = crate::resolve::secure_join(dest, parent).map_err(resolve_err)?;
+            let dir = berth_fs::resolve::secure_join(dest, parent).map_err(resolve_err)?;
             let children = match fs::read_dir(&dir) {
                 Ok(children) => children,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,

@@ -12,9 +12,8 @@
 //!   busybox), [`archive`] (`docker save` archives and OCI layouts, for `berth image
 //!   import`) and plain rootfs tarballs, whose layers [`layer`] unpacks (whiteouts
 //!   included);
-//! - tree helpers the store needs and the runtime shares: [`resolve`] (paths resolved inside
-//!   a tree as if it were `/`: symlinks cannot leave it) and [`mounts`] (delete a tree only
-//!   once nothing is mounted in it).
+//! - tree helpers (paths resolved inside a tree, deleting a tree with mounts in it) come from
+//!   `berth-fs`, shared with the runtime.
 //!
 //! Registry images (issue 13) belong here too: references (`docker.io/library/busybox:latest`)
 //! beside [`name`], a registry client beside [`archive`] as another source, and a
@@ -25,9 +24,7 @@ pub mod archive;
 pub mod busybox;
 pub mod layer;
 pub mod meta;
-pub mod mounts;
 pub mod name;
-pub mod resolve;
 pub mod store;
 mod time;
 

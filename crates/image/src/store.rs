@@ -26,7 +26,8 @@ use crate::busybox::{BusyboxError, DEFAULT_IMAGE, HostBusybox};
 use crate::layer::{self, LayerError, Mode};
 use crate::meta::{DEFAULT_PATH, Image};
 use crate::name::ImageName;
-use crate::{mounts, time};
+use crate::time;
+use berth_fs::mounts;
 
 /// Errors of the `store` module.
 #[derive(Debug, thiserror::Error)]

@@ -97,10 +97,10 @@ impl Plugin for Portmap {
             owner: &pm.owner,
             request,
         })
-            .map_err(|source| PortmapError::Del {
-                owner: pm.owner.to_string(),
-                source: Box::new(source),
-            })?;
+        .map_err(|source| PortmapError::Del {
+            owner: pm.owner.to_string(),
+            source: Box::new(source),
+        })?;
         Ok(())
     }
 

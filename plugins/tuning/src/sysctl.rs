@@ -15,7 +15,6 @@ pub struct Sysctl {
     pub value: String,
 }
 
-
 /// Errors of resolving a configured key (nothing has been touched yet).
 #[derive(Debug, thiserror::Error)]
 pub enum SysctlKeyError {

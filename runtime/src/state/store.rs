@@ -11,7 +11,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::names::{ContainerId, ContainerName, NameError};
 use crate::state::schema::{ContainerRecord, ContainerState};
-use berth_image::mounts::{self, MountsError};
+use berth_fs::mounts::{self, MountsError};
 
 /// Errors of the `state` module.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use berth_image::mounts::unescape_mountinfo;
+use berth_fs::mounts::unescape_mountinfo;
 
 use super::v1::V1Manager;
 use super::v2::V2Manager;

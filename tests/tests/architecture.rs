@@ -339,7 +339,6 @@ fn child_modules(code: &str) -> Vec<String> {
 /// Every `crate::…`, `super::…` and `self::…` path of `code`, and every path that starts with
 /// a child module the file declares (`mod v1;` … `v1::Layout`), as absolute module paths.
 fn referenced_paths(code: &str, module: &str) -> Vec<Vec<String>> {
-    let s = code.as_bytes();
     let mut out = Vec::new();
     let here: Vec<String> = module
         .split("::")
@@ -360,12 +359,12 @@ fn referenced_paths(code: &str, module: &str) -> Vec<Vec<String>> {
             i = use_tree(s, i + 7, &[], &mut out);
         } else if boundary && s[i..].starts_with(b"self::") {
             i = use_tree(s, i + 6, &here, &mut out);
-        } else if let Some(child) = children
-            .iter()
-            .find(|c| path_start && s[i..].starts_with(format!("{c}::").as_bytes()))
+        } else if path_start
+            && children
+                .iter()
+                .any(|c| s[i..].starts_with(format!("{c}::").as_bytes()))
         {
             i = use_tree(s, i, &here, &mut out);
-            let _ = child;
         } else if boundary && s[i..].starts_with(b"super::") {
             let mut base = here.clone();
             let mut j = i;

@@ -22,13 +22,19 @@
 
 pub mod archive;
 pub mod busybox;
+pub mod digest;
 pub mod layer;
 pub mod meta;
 pub mod name;
+pub mod oci;
+pub mod reference;
 pub mod store;
 mod time;
 
 pub use busybox::DEFAULT_IMAGE;
+pub use digest::{Digest, DigestError};
 pub use meta::{DEFAULT_PATH, Image};
 pub use name::{ImageName, NameError};
+pub use oci::{ImageConfig, Platform};
+pub use reference::{Reference, ReferenceError};
 pub use store::{ImageError, ImageStore, ImageSummary};

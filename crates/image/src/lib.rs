@@ -28,6 +28,7 @@ pub mod meta;
 pub mod name;
 pub mod oci;
 pub mod reference;
+pub mod registry;
 pub mod store;
 mod time;
 

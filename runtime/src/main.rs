@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use berth_image::ImageName;
+use berth_image::Reference;
 use berth_netlink::error_chain;
 use berth_runtime::commands::attach::{self, AttachEnd, Since};
 use berth_runtime::commands::exec::{self, ExecRequest};
@@ -497,10 +497,9 @@ fn inspect(store: &Store, container: &str) -> Result<ExitCode, Failure> {
 }
 
 fn image_import(store: &Store, tarball: &Path, name: &str) -> Result<ExitCode, Failure> {
-    let name = ImageName::try_from(name)?;
-    let image =
-        image::import(store, tarball, &name).with_context(|| format!("import image {name}"))?;
-    println!("{}", image.name);
+    let reference = Reference::parse(name)?;
+    image::import(store, tarball, &reference).with_context(|| format!("import image {name}"))?;
+    println!("{}", reference.familiar());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -510,14 +509,18 @@ fn image_ls(store: &Store, json: bool) -> Result<ExitCode, Failure> {
         print_json(&list)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<24} {:<22} {:>10}  SOURCE", "NAME", "CREATED", "SIZE");
+    println!(
+        "{:<40} {:<12} {:<14} {:<16} {:>10}",
+        "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"
+    );
     for i in &list {
         println!(
-            "{:<24} {:<22} {:>10}  {}",
-            i.image.name.as_str(),
-            clock::ago(&i.image.created),
+            "{:<40} {:<12} {:<14} {:<16} {:>10}",
+            i.repository,
+            i.tag,
+            i.id.short(),
+            i.created.as_deref().map_or_else(String::new, clock::ago),
             human_size(i.size),
-            i.image.source
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -526,8 +529,14 @@ fn image_ls(store: &Store, json: bool) -> Result<ExitCode, Failure> {
 /// `image rm`: stops at the first image it cannot remove.
 fn image_rm(store: &Store, names: &[String]) -> Result<ExitCode, Failure> {
     for name in names {
-        let removed = image::remove(store, name).with_context(|| format!("remove image {name}"))?;
-        println!("{removed}");
+        let removed =
+            image::remove(store, name, false).with_context(|| format!("remove image {name}"))?;
+        for reference in &removed.untagged {
+            println!("Untagged: {}", reference.familiar());
+        }
+        for id in &removed.deleted {
+            println!("Deleted: {id}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

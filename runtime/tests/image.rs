@@ -59,9 +59,9 @@ fn busybox_rootfs<W: Write>(tar: &mut tar::Builder<W>) {
     }
 }
 
-fn sha256_name(n: usize) -> String {
-    // Digests are only names here; any 64 hex digits do.
-    format!("{n:064x}")
+/// The hex digits of the sha256 digest of `bytes` (a blob's name in an OCI layout).
+fn sha256_hex(bytes: &[u8]) -> String {
+    berth_image::Digest::sha256_of(bytes).hex().to_owned()
 }
 
 #[test]
@@ -73,9 +73,11 @@ fn busybox_image_is_built_offline() {
     assert_eq!(out.code, 0, "{out:?}");
     let out = env.berth(&["image", "ls", "--json"]);
     let list: Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(list[0]["name"], "busybox");
-    assert_eq!(list[0]["cmd"], json!(["sh"]));
-    let rootfs = env.root.join("images/busybox/rootfs");
+    assert_eq!(list[0]["repository"], "busybox");
+    assert_eq!(list[0]["tag"], "latest");
+    assert!(list[0]["source"].as_str().unwrap().starts_with("host:"));
+    // One layer, in overlay format, shared by every container of the image.
+    let rootfs = env.only_layer();
     let meta = fs::metadata(rootfs.join("tmp")).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777,
@@ -101,7 +103,11 @@ fn rootfs_tarball_import_gzip() {
     tar.into_inner().unwrap().finish().unwrap();
 
     let out = env.berth(&["image", "import", tarball.to_str().unwrap(), "mini"]);
-    assert_eq!((out.code, out.stdout.as_str()), (0, "mini\n"), "{out:?}");
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "mini:latest\n"),
+        "{out:?}"
+    );
     let out = env.run(&["--rm", "mini", "cat", "/hello"]);
     assert_eq!(out.stdout, "imported\n", "{out:?}");
     // Importing the same name again is refused.
@@ -186,18 +192,24 @@ fn oci_layout_import() {
         file(&mut tar, "oci", b"from oci\n", 0o644);
         tar.into_inner().unwrap()
     };
-    let config = json!({"config": {"Cmd": ["cat", "/oci"]}});
-    let (layer_d, config_d, manifest_d) = (sha256_name(1), sha256_name(2), sha256_name(3));
+    let layer_d = sha256_hex(&layer);
+    let config = json!({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["cat", "/oci"]},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_d}")]}})
+    .to_string();
+    let config_d = sha256_hex(config.as_bytes());
     let manifest = json!({
         "schemaVersion": 2,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{config_d}")},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": format!("sha256:{layer_d}")}]
-    });
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{config_d}"), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": format!("sha256:{layer_d}"), "size": layer.len()}]
+    })
+    .to_string();
+    let manifest_d = sha256_hex(manifest.as_bytes());
     let index = json!({
         "schemaVersion": 2,
         "manifests": [{
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "digest": format!("sha256:{manifest_d}"),
+            "size": manifest.len(),
             "platform": {"architecture": "amd64", "os": "linux"}
         }]
     });
@@ -214,13 +226,13 @@ fn oci_layout_import() {
     file(
         &mut tar,
         &format!("blobs/sha256/{config_d}"),
-        config.to_string().as_bytes(),
+        config.as_bytes(),
         0o644,
     );
     file(
         &mut tar,
         &format!("blobs/sha256/{manifest_d}"),
-        manifest.to_string().as_bytes(),
+        manifest.as_bytes(),
         0o644,
     );
     tar.finish().unwrap();
@@ -260,13 +272,8 @@ fn path_traversal_is_refused() {
     assert!(!env.root.join("evil-escaped").exists());
     let out = env.berth(&["image", "ls", "--json"]);
     assert_eq!(out.stdout.trim(), "[]", "{out:?}");
-    // No staging directory survives.
-    let left: Vec<_> = fs::read_dir(env.root.join("images"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .filter(|n| n != ".lock")
-        .collect();
-    assert!(left.is_empty(), "{left:?}");
+    // No layer, blob, record, partial download or staging directory survives.
+    assert_eq!(stored(&env.root.join("images")), Vec::<String>::new());
     env.assert_clean();
 }
 
@@ -281,35 +288,82 @@ fn image_rm_refuses_images_in_use() {
     assert_eq!(env.berth(&["rm", "user"]).code, 0);
     let out = env.berth(&["image", "rm", "busybox"]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(!env.root.join("images/busybox").exists());
+    assert_eq!(
+        out.stdout.lines().next(),
+        Some("Untagged: busybox:latest"),
+        "{out:?}"
+    );
+    // Its layer, blobs and record are gone with it.
+    assert_eq!(stored(&env.root.join("images")), ["references.json"]);
     let out = env.berth(&["image", "rm", "busybox"]);
     assert_one_line_error(&out);
     env.assert_clean();
 }
 
+/// The files of an image store, but its lock files (`.lock`, `.gc.lock`), relative.
+fn stored(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let rel = e.path().strip_prefix(base).unwrap().display().to_string();
+            if e.file_type().unwrap().is_dir() {
+                walk(base, &e.path(), out);
+            } else if !rel.ends_with(".lock") {
+                out.push(rel);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
 #[test]
-fn staging_left_by_a_killed_build_or_removal_is_swept() {
+fn staging_left_by_a_killed_pull_or_import_is_swept() {
     let env = Env::new();
     assert_eq!(env.berth(&["image", "ls"]).code, 0);
     let images = env.root.join("images");
-    // What `berth` killed while importing, or while deleting a removed image, leaves.
-    for stale in [".tmp-mini-0123456789ab", ".tmp-rm-old-ba9876543210"] {
-        fs::create_dir_all(images.join(stale).join("rootfs/bin")).unwrap();
-        fs::write(images.join(stale).join("rootfs/bin/x"), b"x").unwrap();
+    // What `berth` killed while unpacking a layer, removing one, or importing an archive
+    // leaves (pid 999999999 is nobody's).
+    let stale = [
+        "layers/.tmp-0123456789ab-999999999-0123456789ab",
+        "layers/.tmp-rm-0123456789ab-999999999-0123456789ab",
+        ".tmp-import-999999999-0123456789ab",
+    ];
+    for dir in stale {
+        fs::create_dir_all(images.join(dir).join("diff/bin")).unwrap();
+        fs::write(images.join(dir).join("diff/bin/x"), b"x").unwrap();
     }
-    // The next command that takes the image lock deletes it.
-    let tarball = env.tmp.path().join("rootfs.tar");
+    // The next pull or import deletes them.
+    let tarball = env.tmp.path().join("saved.tar");
     let mut tar = tar::Builder::new(File::create(&tarball).unwrap());
-    busybox_rootfs(&mut tar);
+    let layer = {
+        let mut tar = tar::Builder::new(Vec::new());
+        busybox_rootfs(&mut tar);
+        tar.into_inner().unwrap()
+    };
+    file(
+        &mut tar,
+        "manifest.json",
+        json!([{"Config": "c.json", "Layers": ["l.tar"]}])
+            .to_string()
+            .as_bytes(),
+        0o644,
+    );
+    file(
+        &mut tar,
+        "c.json",
+        br#"{"config": {"Cmd": ["true"]}}"#,
+        0o644,
+    );
+    file(&mut tar, "l.tar", &layer, 0o644);
     tar.finish().unwrap();
     drop(tar);
     let out = env.berth(&["image", "import", tarball.to_str().unwrap(), "mini"]);
     assert_eq!(out.code, 0, "{out:?}");
-    let mut left: Vec<String> = fs::read_dir(&images)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    left.sort();
-    assert_eq!(left, [".lock", "mini"]);
+    for dir in stale {
+        assert!(!images.join(dir).exists(), "{dir}");
+    }
     env.assert_clean();
 }

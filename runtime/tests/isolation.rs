@@ -114,7 +114,7 @@ fn volume_target_symlink_stays_inside_the_rootfs() {
     let env = Env::new();
     let out = env.run(&["--rm", "busybox", "true"]);
     assert_eq!(out.code, 0, "{out:?}");
-    let rootfs = env.root.join("images/busybox/rootfs");
+    let rootfs = env.only_layer();
     let escape = env.tmp.path().join("escape-target");
     fs::create_dir(&escape).unwrap();
     // The image is immutable to containers, but its owner (root on the host) may craft it.
@@ -297,7 +297,7 @@ fn writes_vanish_and_the_image_is_unchanged() {
         "echo new > /bin/newfile && rm /etc/passwd && echo done",
     ]);
     assert_eq!(out.stdout, "done\n", "{out:?}");
-    let rootfs = env.root.join("images/busybox/rootfs");
+    let rootfs = env.only_layer();
     assert!(rootfs.join("etc/passwd").exists());
     assert!(!rootfs.join("bin/newfile").exists());
     let out = env.run(&[

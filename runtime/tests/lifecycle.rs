@@ -175,12 +175,15 @@ fn concurrent_first_use_builds_the_image_once() {
     for out in &outs {
         assert_eq!(out.code, 0, "{out:?}");
     }
-    let entries: Vec<_> = std::fs::read_dir(env.root.join("images"))
+    // One image record, one layer (`only_layer` checks), one reference.
+    let records = std::fs::read_dir(env.root.join("images/records"))
         .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| !n.starts_with(".lock"))
-        .collect();
-    assert_eq!(entries, vec!["busybox".to_owned()]);
+        .count();
+    assert_eq!(records, 1);
+    env.only_layer();
+    let out = env.berth(&["image", "ls", "--json"]);
+    let list: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{out:?}");
     env.assert_clean();
 }
 

@@ -57,7 +57,7 @@ fn start_runs_a_stopped_container_again_with_its_layer_and_log() {
     assert_eq!(logs.stdout, "run 1\nrun 2\nrun 3\n", "{logs:?}");
     assert_eq!(logs.stderr, "err 1\nerr 2\nerr 3\n", "{logs:?}");
     // The image was not written.
-    let lower = env.inspect("again")["paths"]["rootfsLower"]
+    let lower = env.inspect("again")["paths"]["rootfsLowers"][0]
         .as_str()
         .unwrap()
         .to_owned();

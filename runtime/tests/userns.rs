@@ -65,7 +65,8 @@ fn auto_maps_root_to_a_private_host_range() {
     assert_eq!((made.uid(), made.gid()), (100_000, 100_000));
     let doc = env.inspect("first");
     let upper = Path::new(doc["paths"]["rootfsUpper"].as_str().unwrap());
-    let lower = Path::new(doc["paths"]["rootfsLower"].as_str().unwrap());
+    // The image's one layer (busybox).
+    let lower = Path::new(doc["paths"]["rootfsLowers"][0].as_str().unwrap());
     assert_eq!(fs::metadata(upper.join("written")).unwrap().uid(), 100_000);
     assert_eq!(
         fs::metadata(upper.join("etc/passwd")).unwrap().uid(),

@@ -1,14 +1,25 @@
-//! The image archives `berth image import` takes besides a plain rootfs tarball, read from
-//! the unpacked tarball: a `docker save` archive (`manifest.json`) and an OCI image layout
-//! (`index.json` + `oci-layout`, indexes followed down to this platform's manifest). What
-//! they yield is the layers to apply, bottom first, and the run configuration. Every path
-//! and digest they name is input: none may lead outside the archive.
+//! What `berth image import` takes, turned into a [`Fetch`] source for the same pull as a
+//! registry's: a plain rootfs tarball (one layer), a `docker save` archive (`manifest.json`)
+//! or an OCI image layout (`index.json` + `oci-layout`), gzip-compressed or not. The archives
+//! are unpacked into a staging directory first; every path and digest they name is input.
+//!
+//! A rootfs tarball becomes an image of one layer whose blob is the tarball itself, with a
+//! config of docker's defaults (`sh`, `PATH`). A docker-archive config that lacks its diffIDs
+//! (hand-made archives) gets them computed from its layers, which changes the image id; a
+//! complete one is kept byte for byte, so the id is docker's.
 
-use std::fs;
-use std::io;
+use std::fs::File;
+use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
+use serde_json::Value;
+
+use crate::digest::{Algorithm, Digest};
+use crate::fetch::{LocalBlob, LocalSource};
+use crate::oci::{Compression, Platform, RunConfig, media};
+use crate::unpack::{self, HashingReader};
 
 /// Errors of the `archive` module.
 #[derive(Debug, thiserror::Error)]
@@ -29,20 +40,175 @@ pub enum ArchiveError {
     },
 }
 
-/// The image config fields Berth uses (`config` of the OCI/docker image config).
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct RunConfig {
-    pub cmd: Option<Vec<String>>,
-    pub entrypoint: Option<Vec<String>>,
-    pub env: Option<Vec<String>>,
-    pub working_dir: Option<String>,
+/// What kind of tarball an import got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Rootfs,
+    DockerArchive,
+    OciLayout,
 }
 
-#[derive(Debug, Deserialize)]
-struct ConfigFile {
-    #[serde(default)]
-    config: Option<RunConfig>,
+impl Kind {
+    /// The prefix of the image's recorded source.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Rootfs => "rootfs",
+            Kind::DockerArchive => "docker-archive",
+            Kind::OciLayout => "oci",
+        }
+    }
+}
+
+fn read_err(path: &Path) -> impl FnOnce(io::Error) -> ArchiveError {
+    let path = path.to_path_buf();
+    move |source| ArchiveError::Read { path, source }
+}
+
+fn open_decompressed(path: &Path) -> Result<Box<dyn Read>, ArchiveError> {
+    let file = File::open(path).map_err(read_err(path))?;
+    unpack::decompress(file, Compression::None).map_err(read_err(path))
+}
+
+/// Looks at the tarball's top-level names: `manifest.json` (docker save; preferred, also
+/// written by docker ≥ 25 alongside an OCI layout), else `index.json` with `oci-layout`,
+/// else a rootfs.
+pub fn detect(tarball: &Path) -> Result<Kind, ArchiveError> {
+    let mut tar = tar::Archive::new(open_decompressed(tarball)?);
+    let (mut manifest, mut index, mut layout) = (false, false, false);
+    for entry in tar.entries().map_err(read_err(tarball))? {
+        let entry = entry.map_err(read_err(tarball))?;
+        let path = entry.path().map_err(read_err(tarball))?;
+        let name: Vec<Component<'_>> = path
+            .components()
+            .filter(|c| !matches!(c, Component::CurDir))
+            .collect();
+        match name.as_slice() {
+            [Component::Normal(n)] if *n == "manifest.json" => manifest = true,
+            [Component::Normal(n)] if *n == "index.json" => index = true,
+            [Component::Normal(n)] if *n == "oci-layout" => layout = true,
+            _ => {}
+        }
+    }
+    Ok(if manifest {
+        Kind::DockerArchive
+    } else if index && layout {
+        Kind::OciLayout
+    } else {
+        Kind::Rootfs
+    })
+}
+
+/// The sha256 digest and size of a file, and of its decompressed content.
+fn digests(path: &Path) -> Result<(Digest, u64, Digest, Compression), ArchiveError> {
+    let mut head = [0u8; 512];
+    let n = read_head(path, &mut head)?;
+    let compression = unpack::sniff(&head[..n], Compression::None);
+    let file = File::open(path).map_err(read_err(path))?;
+    let mut compressed = HashingReader::new(file, Algorithm::Sha256);
+    let diff_id = {
+        let tar = unpack::decompress(&mut compressed, Compression::None).map_err(read_err(path))?;
+        let (diff_id, _) = HashingReader::new(tar, Algorithm::Sha256)
+            .finish()
+            .map_err(read_err(path))?;
+        diff_id
+    };
+    let (digest, size) = compressed.finish().map_err(read_err(path))?;
+    Ok((digest, size, diff_id, compression))
+}
+
+/// The first bytes of a file (up to `buf`'s length).
+fn read_head(path: &Path, buf: &mut [u8]) -> Result<usize, ArchiveError> {
+    let mut file = File::open(path).map_err(read_err(path))?;
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]).map_err(read_err(path))? {
+            0 => break,
+            m => n += m,
+        }
+    }
+    Ok(n)
+}
+
+fn layer_media_type(compression: Compression) -> &'static str {
+    match compression {
+        Compression::None => media::OCI_LAYER,
+        Compression::Gzip => media::OCI_LAYER_GZIP,
+        Compression::Zstd => media::OCI_LAYER_ZSTD,
+    }
+}
+
+fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Value {
+    serde_json::json!({"mediaType": media_type, "digest": digest.to_string(), "size": size})
+}
+
+/// A source of one image whose layers are `files` and whose config is `config` (completed
+/// with the diffIDs and platform it lacks).
+fn source_of(
+    name: String,
+    mut config: Value,
+    config_bytes: Option<Vec<u8>>,
+    files: &[PathBuf],
+) -> Result<LocalSource, ArchiveError> {
+    let mut layers = Vec::new();
+    let mut diff_ids = Vec::new();
+    let mut blobs = std::collections::BTreeMap::new();
+    for file in files {
+        let (digest, size, diff_id, compression) = digests(file)?;
+        layers.push(descriptor(layer_media_type(compression), &digest, size));
+        diff_ids.push(Value::String(diff_id.to_string()));
+        blobs.insert(digest, LocalBlob::File(file.clone()));
+    }
+    let complete = config
+        .pointer("/rootfs/diff_ids")
+        .and_then(Value::as_array)
+        .is_some_and(|ids| ids.len() == files.len());
+    let config_bytes = match (complete, config_bytes) {
+        (true, Some(bytes)) => bytes,
+        _ => {
+            if let Some(obj) = config.as_object_mut() {
+                let host = Platform::host();
+                obj.entry("os").or_insert_with(|| host.os.clone().into());
+                obj.entry("architecture")
+                    .or_insert_with(|| host.architecture.clone().into());
+                obj.insert(
+                    "rootfs".into(),
+                    serde_json::json!({"type": "layers", "diff_ids": diff_ids}),
+                );
+            }
+            serde_json::to_vec(&config).map_err(|source| ArchiveError::Parse {
+                path: PathBuf::from(&name),
+                source,
+            })?
+        }
+    };
+    let config_digest = Digest::sha256_of(&config_bytes);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media::OCI_MANIFEST,
+        "config": descriptor(media::OCI_CONFIG, &config_digest, config_bytes.len() as u64),
+        "layers": layers,
+    });
+    blobs.insert(config_digest, LocalBlob::Bytes(Arc::from(config_bytes)));
+    Ok(LocalSource {
+        name,
+        manifest: manifest.to_string().into_bytes(),
+        media_type: Some(media::OCI_MANIFEST.into()),
+        blobs,
+    })
+}
+
+/// An image of one layer made of `tarball` (a plain rootfs), with docker's defaults.
+pub fn rootfs_source(tarball: &Path, run: RunConfig) -> Result<LocalSource, ArchiveError> {
+    let config = serde_json::json!({
+        "created": crate::time::now_rfc3339(),
+        "config": run,
+    });
+    source_of(
+        tarball.display().to_string(),
+        config,
+        None,
+        &[tarball.to_path_buf()],
+    )
 }
 
 /// `manifest.json` of `docker save`.
@@ -53,137 +219,30 @@ struct DockerManifest {
     layers: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OciDescriptor {
-    #[serde(default)]
-    media_type: String,
-    digest: String,
-    #[serde(default)]
-    platform: Option<OciPlatform>,
-}
-
-#[derive(Debug, Deserialize)]
-struct OciPlatform {
-    architecture: String,
-    os: String,
-}
-
-/// An OCI image index or image manifest (told apart by which list is present).
-#[derive(Debug, Deserialize)]
-struct OciDocument {
-    #[serde(default)]
-    manifests: Option<Vec<OciDescriptor>>,
-    #[serde(default)]
-    config: Option<OciDescriptor>,
-    #[serde(default)]
-    layers: Option<Vec<OciDescriptor>>,
-}
-
-/// A multi-layer image archive found inside an unpacked tarball.
-pub struct ImageArchive {
-    /// `docker-archive` or `oci`.
-    pub kind: &'static str,
-    /// The layer tarballs, bottom first.
-    pub layers: Vec<PathBuf>,
-    pub config: Option<RunConfig>,
-}
-
-impl ImageArchive {
-    /// `manifest.json` (docker save; preferred, also written by docker ≥ 25 alongside an OCI
-    /// layout) or `index.json` + `oci-layout`; `None` for a plain rootfs.
-    pub fn detect(dir: &Path, tarball: &Path) -> Result<Option<ImageArchive>, ArchiveError> {
-        let format_err = |problem: String| ArchiveError::Format {
-            archive: tarball.to_path_buf(),
-            problem,
-        };
-        let manifest = dir.join("manifest.json");
-        if manifest.is_file() {
-            let manifests: Vec<DockerManifest> = read_json(&manifest)?;
-            let [first, ..] = manifests.as_slice() else {
-                return Err(format_err("manifest.json lists no image".into()));
-            };
-            let layers = first
-                .layers
-                .iter()
-                .map(|l| inside(dir, l).ok_or_else(|| format_err(format!("bad layer path {l:?}"))))
-                .collect::<Result<Vec<_>, _>>()?;
-            let config_path = inside(dir, &first.config)
-                .ok_or_else(|| format_err(format!("bad config path {:?}", first.config)))?;
-            let config: ConfigFile = read_json(&config_path)?;
-            return Ok(Some(ImageArchive {
-                kind: "docker-archive",
-                layers,
-                config: config.config,
-            }));
-        }
-        let index = dir.join("index.json");
-        if index.is_file() && dir.join("oci-layout").is_file() {
-            let mut doc: OciDocument = read_json(&index)?;
-            // Follow indexes down to one image manifest (linux on this architecture first).
-            for _ in 0..4 {
-                let Some(manifests) = doc.manifests.take() else {
-                    break;
-                };
-                let chosen = pick_manifest(&manifests)
-                    .ok_or_else(|| format_err("index.json lists no manifest".into()))?;
-                doc = read_json(
-                    &blob(dir, &chosen.digest)
-                        .ok_or_else(|| format_err(format!("bad digest {:?}", chosen.digest)))?,
-                )?;
-            }
-            let (Some(config), Some(layers)) = (doc.config, doc.layers) else {
-                return Err(format_err(
-                    "no image manifest found in the OCI layout".into(),
-                ));
-            };
-            let layers = layers
-                .iter()
-                .map(|l| {
-                    if l.media_type.ends_with("+zstd") {
-                        return Err(format_err(format!(
-                            "layer {} is zstd-compressed: not supported yet",
-                            l.digest
-                        )));
-                    }
-                    blob(dir, &l.digest)
-                        .ok_or_else(|| format_err(format!("bad digest {:?}", l.digest)))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let config_path = blob(dir, &config.digest)
-                .ok_or_else(|| format_err(format!("bad digest {:?}", config.digest)))?;
-            let config: ConfigFile = read_json(&config_path)?;
-            return Ok(Some(ImageArchive {
-                kind: "oci",
-                layers,
-                config: config.config,
-            }));
-        }
-        Ok(None)
-    }
-}
-
-fn pick_manifest(manifests: &[OciDescriptor]) -> Option<&OciDescriptor> {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
+/// The first image of a `docker save` archive unpacked in `dir`.
+pub fn docker_archive_source(dir: &Path, tarball: &Path) -> Result<LocalSource, ArchiveError> {
+    let format_err = |problem: String| ArchiveError::Format {
+        archive: tarball.to_path_buf(),
+        problem,
     };
-    manifests
+    let manifest_path = dir.join("manifest.json");
+    let manifests: Vec<DockerManifest> = read_json(&manifest_path)?;
+    let [first, ..] = manifests.as_slice() else {
+        return Err(format_err("manifest.json lists no image".into()));
+    };
+    let files = first
+        .layers
         .iter()
-        .find(|m| {
-            m.platform
-                .as_ref()
-                .is_some_and(|p| p.os == "linux" && p.architecture == arch)
-        })
-        .or_else(|| manifests.first())
-}
-
-/// `blobs/<algorithm>/<hex>` for a digest such as `sha256:ab12…`; `None` if malformed.
-fn blob(dir: &Path, digest: &str) -> Option<PathBuf> {
-    let (algorithm, hex) = digest.split_once(':')?;
-    let safe = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric());
-    (safe(algorithm) && safe(hex)).then(|| dir.join("blobs").join(algorithm).join(hex))
+        .map(|l| inside(dir, l).ok_or_else(|| format_err(format!("bad layer path {l:?}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let config_path = inside(dir, &first.config)
+        .ok_or_else(|| format_err(format!("bad config path {:?}", first.config)))?;
+    let bytes = std::fs::read(&config_path).map_err(read_err(&config_path))?;
+    let config: Value = serde_json::from_slice(&bytes).map_err(|source| ArchiveError::Parse {
+        path: config_path.clone(),
+        source,
+    })?;
+    source_of(tarball.display().to_string(), config, Some(bytes), &files)
 }
 
 /// `rel` under `dir` if it is a clean relative path (archive manifests are input too).
@@ -195,10 +254,7 @@ fn inside(dir: &Path, rel: &str) -> Option<PathBuf> {
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ArchiveError> {
-    let bytes = fs::read(path).map_err(|source| ArchiveError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(read_err(path))?;
     serde_json::from_slice(&bytes).map_err(|source| ArchiveError::Parse {
         path: path.to_path_buf(),
         source,
@@ -207,17 +263,13 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ArchiveErro
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
-    fn digests_and_manifest_paths_cannot_escape() {
+    fn manifest_paths_cannot_escape() {
         let dir = Path::new("/x");
-        assert_eq!(
-            blob(dir, "sha256:abc123").unwrap(),
-            Path::new("/x/blobs/sha256/abc123")
-        );
-        assert!(blob(dir, "sha256:../../etc").is_none());
-        assert!(blob(dir, "abc").is_none());
         assert!(inside(dir, "abc/layer.tar").is_some());
         assert!(inside(dir, "../layer.tar").is_none());
         assert!(inside(dir, "/etc/passwd").is_none());

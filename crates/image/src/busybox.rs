@@ -1,16 +1,15 @@
 //! The offline default image: `busybox`, built on first use from the host's static busybox
-//! (Debian: busybox-static), so that `berth run busybox …` works with no registry and no
-//! network. A dynamically linked busybox is refused: it would need the host's libraries.
+//! (Debian: busybox-static) as a one-layer image, so that `berth run busybox …` works with no
+//! registry and no network. A dynamically linked busybox is refused: it would need the host's
+//! libraries.
 
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::meta::{DEFAULT_PATH, Image};
-use crate::name::ImageName;
-use crate::time;
+use crate::meta::DEFAULT_PATH;
+use crate::oci::RunConfig;
 
 /// Errors of the `busybox` module.
 #[derive(Debug, thiserror::Error)]
@@ -33,18 +32,16 @@ pub enum BusyboxError {
         #[source]
         source: io::Error,
     },
-    #[error("build image {name}: {step} {path}")]
+    #[error("build the busybox image: {step}")]
     Build {
-        name: ImageName,
         step: &'static str,
-        path: PathBuf,
         #[source]
         source: io::Error,
     },
 }
 
-/// The name of the default image.
-pub const DEFAULT_IMAGE: &str = "busybox";
+/// The default image: built offline from the host's busybox when the store lacks it.
+pub const DEFAULT_IMAGE: &str = "docker.io/library/busybox:latest";
 
 /// The host's static busybox and the applets it provides (`busybox --list-full`).
 #[derive(Debug)]
@@ -86,49 +83,50 @@ impl HostBusybox {
         })
     }
 
-    /// Builds the image's root filesystem at `rootfs` (which must not exist):
-    /// `/bin/busybox`, one symlink per applet in `/bin` (and in `/sbin` for the applets
-    /// busybox installs there), a minimal `/etc`, and the usual mount points. Returns the
-    /// image's metadata.
-    pub fn install(&self, name: &ImageName, rootfs: &Path) -> Result<Image, BusyboxError> {
-        let step = |step: &'static str, path: &Path| {
-            let name = name.clone();
-            let path = path.to_path_buf();
-            move |source| BusyboxError::Build {
-                name,
-                step,
-                path,
-                source,
-            }
-        };
-        let dirs: [(&str, u32); 14] = [
-            ("", 0o755),
-            ("bin", 0o755),
-            ("sbin", 0o755),
-            ("etc", 0o755),
-            ("root", 0o700),
-            ("home", 0o755),
-            ("tmp", 0o1777),
-            ("var", 0o755),
-            ("mnt", 0o755),
-            ("proc", 0o555),
-            ("sys", 0o555),
-            ("dev", 0o755),
-            ("usr", 0o755),
-            ("usr/bin", 0o755),
-        ];
-        for (dir, mode) in dirs {
-            let path = rootfs.join(dir);
-            fs::create_dir(&path).map_err(step("create", &path))?;
-            // Set explicitly: the umask would clear the sticky and write bits of /tmp.
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-                .map_err(step("chmod", &path))?;
-        }
-        let target = rootfs.join("bin/busybox");
-        fs::copy(&self.path, &target).map_err(step("copy busybox to", &target))?;
-        fs::set_permissions(&target, fs::Permissions::from_mode(0o755))
-            .map_err(step("chmod", &target))?;
+    /// Where the busybox binary came from (the image's source).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 
+    /// The image's one layer, as an uncompressed tar stream: `/bin/busybox`, one symlink per
+    /// applet in `/bin` (and in `/sbin` for the applets busybox installs there), a minimal
+    /// `/etc`, and the usual mount points. A few MB: built in memory.
+    pub fn layer(&self) -> Result<Vec<u8>, BusyboxError> {
+        let read_err = |source| BusyboxError::Read {
+            path: self.path.clone(),
+            source,
+        };
+        let binary = fs::read(&self.path).map_err(read_err)?;
+        let mut tar = tar::Builder::new(Vec::with_capacity(binary.len() + (1 << 20)));
+        let dirs: [(&str, u32); 13] = [
+            ("bin/", 0o755),
+            ("sbin/", 0o755),
+            ("etc/", 0o755),
+            ("root/", 0o700),
+            ("home/", 0o755),
+            ("tmp/", 0o1777),
+            ("var/", 0o755),
+            ("mnt/", 0o755),
+            ("proc/", 0o555),
+            ("sys/", 0o555),
+            ("dev/", 0o755),
+            ("usr/", 0o755),
+            ("usr/bin/", 0o755),
+        ];
+        let build_err = |source| BusyboxError::Build {
+            step: "write the layer",
+            source,
+        };
+        for (dir, mode) in dirs {
+            let mut h = header(tar::EntryType::Directory, mode, 0);
+            tar.append_data(&mut h, dir, io::empty())
+                .map_err(build_err)?;
+        }
+        let mut h = header(tar::EntryType::Regular, 0o755, binary.len() as u64);
+        tar.append_data(&mut h, "bin/busybox", binary.as_slice())
+            .map_err(build_err)?;
+
+        let mut linked = std::collections::BTreeSet::new();
         for line in self.applets.lines() {
             let Some(applet) = Path::new(line.trim()).file_name() else {
                 continue;
@@ -136,51 +134,64 @@ impl HostBusybox {
             if applet == "busybox" {
                 continue;
             }
-            let mut links = vec![rootfs.join("bin").join(applet)];
+            let mut links = vec![Path::new("bin").join(applet)];
             if line.starts_with("sbin/") || line.starts_with("usr/sbin/") {
-                links.push(rootfs.join("sbin").join(applet));
+                links.push(Path::new("sbin").join(applet));
             }
             for link in links {
-                match symlink("/bin/busybox", &link) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(step("symlink", &link)(e)),
+                if linked.insert(link.clone()) {
+                    let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+                    tar.append_link(&mut h, &link, "/bin/busybox")
+                        .map_err(build_err)?;
                 }
             }
         }
 
-        let files: [(&str, &str); 6] = [
+        let files: [(&str, &str, u32); 6] = [
             (
                 "etc/passwd",
                 "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n",
+                0o644,
             ),
             (
                 "etc/group",
                 "root:x:0:\ndaemon:x:1:\nbin:x:2:\nsys:x:3:\nadm:x:4:\ntty:x:5:\nwheel:x:10:\nnogroup:x:65534:\n",
+                0o644,
             ),
             // Placeholders: the runtime bind-mounts generated ones over them.
-            ("etc/hosts", ""),
-            ("etc/resolv.conf", ""),
-            ("etc/hostname", ""),
-            ("etc/shadow", "root:*:::::::\nnobody:*:::::::\n"),
+            ("etc/hosts", "", 0o644),
+            ("etc/resolv.conf", "", 0o644),
+            ("etc/hostname", "", 0o644),
+            ("etc/shadow", "root:*:::::::\nnobody:*:::::::\n", 0o600),
         ];
-        for (file, content) in files {
-            let path = rootfs.join(file);
-            fs::write(&path, content).map_err(step("write", &path))?;
+        for (file, content, mode) in files {
+            let mut h = header(tar::EntryType::Regular, mode, content.len() as u64);
+            tar.append_data(&mut h, file, content.as_bytes())
+                .map_err(build_err)?;
         }
-        fs::set_permissions(rootfs.join("etc/shadow"), fs::Permissions::from_mode(0o600))
-            .map_err(step("chmod", &rootfs.join("etc/shadow")))?;
-
-        Ok(Image {
-            name: name.clone(),
-            created: time::now_rfc3339(),
-            cmd: vec!["sh".into()],
-            entrypoint: Vec::new(),
-            env: vec![format!("PATH={DEFAULT_PATH}")],
-            workdir: None,
-            source: format!("host:{}", self.path.display()),
-        })
+        tar.into_inner().map_err(build_err)
     }
+
+    /// What a container runs by default: `sh`, with docker's `PATH`.
+    pub fn run_config(&self) -> RunConfig {
+        RunConfig {
+            cmd: Some(vec!["sh".into()]),
+            env: Some(vec![format!("PATH={DEFAULT_PATH}")]),
+            ..RunConfig::default()
+        }
+    }
+}
+
+/// A root-owned entry with mtime 0: the layer is the same for the same busybox.
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h
 }
 
 /// Whether the ELF file at `path` names a program interpreter (`PT_INTERP`): dynamically

@@ -1,41 +1,54 @@
-//! Container images for the `berth` runtime: their names, the on-disk store under
-//! `<root>/images`, and the ways images get there. It knows nothing of containers: the
-//! runtime decides which image a container uses and refuses to remove one in use.
+//! Container images for the `berth` runtime: references, the content-addressed store under
+//! `<root>/images`, the ways images get there, and the overlay a container's root is. It knows
+//! nothing of containers: the runtime says which images they use.
 //!
-//! - [`name`]: [`ImageName`], validated at the edge;
-//! - [`meta`]: [`Image`], what the store knows of an image and a container takes from it
-//!   (command, entrypoint, environment, working directory);
-//! - [`store`]: [`ImageStore`], `<root>/images/<name>/{rootfs,image.json}`: images are built
-//!   in a staging directory and renamed into place under the image lock, never written
-//!   afterwards, and what a killed build or removal left is swept;
-//! - where images come from: [`busybox`] (the offline default, from the host's static
-//!   busybox), [`archive`] (`docker save` archives and OCI layouts, for `berth image
-//!   import`) and plain rootfs tarballs, whose layers [`layer`] unpacks (whiteouts
-//!   included);
-//! - tree helpers (paths resolved inside a tree, deleting a tree with mounts in it) come from
-//!   `berth-fs`, shared with the runtime.
-//!
-//! Registry images (issue 13) belong here too: references (`docker.io/library/busybox:latest`)
-//! beside [`name`], a registry client beside [`archive`] as another source, and a
-//! content-addressed blob and layer store under [`store`], which the import paths then
-//! write into as well.
+//! - names: [`reference`] ([`Reference`], docker's grammar and normalization), [`digest`];
+//! - documents: [`oci`] (indexes, manifests, platforms, the image config, chain ids);
+//! - the store ([`store`]: [`ImageStore`]): [`blobs`] (compressed blobs by digest, partial
+//!   downloads), [`layers`] (unpacked once per chain id, in overlay format by [`unpack`]),
+//!   [`images`] (records and references), [`gc`] (what no image needs; `system df`);
+//! - getting images: [`pull`] (the pipeline: parallel, streamed, verified, resumable)
+//!   against a [`fetch::Fetch`] source — the registry client ([`registry`]), an OCI layout, what
+//!   [`archive`] makes of `image import`'s tarballs, the offline [`busybox`] image — with
+//!   [`progress`] for the person waiting;
+//! - running them: [`overlay`] (the container's root: an overlay of the layers, through
+//!   the new mount API for deep images, idmapped for user namespaces); [`meta`] ([`Image`],
+//!   what a container takes from its image).
 
 pub mod archive;
+pub mod blobs;
 pub mod busybox;
 pub mod digest;
-pub mod layer;
+pub mod fetch;
+pub mod gc;
+pub mod images;
+pub mod layers;
 pub mod meta;
-pub mod name;
 pub mod oci;
+pub mod overlay;
+pub mod progress;
+pub mod pull;
 pub mod reference;
 pub mod registry;
 pub mod store;
 mod time;
+pub mod unpack;
 
 pub use busybox::DEFAULT_IMAGE;
 pub use digest::{Digest, DigestError};
 pub use meta::{DEFAULT_PATH, Image};
-pub use name::{ImageName, NameError};
 pub use oci::{ImageConfig, Platform};
 pub use reference::{Reference, ReferenceError};
-pub use store::{ImageError, ImageStore, ImageSummary};
+pub use store::{ImageError, ImageStore, ImageSummary, PullResult, Removed};
+
+/// `err: cause: cause`, on one line.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,132 +1,198 @@
-//! The image store: `<root>/images/<name>/{rootfs, image.json}`.
+//! The image store under `<root>/images`, content-addressed and layered:
 //!
-//! Images are immutable once created: containers use `rootfs` as the read-only lower layer of
-//! their overlay. Creation is atomic: everything is built in `images/.tmp-<name>-<rand>` and
-//! renamed into place under the image lock, so concurrent first uses of `busybox` build it
-//! once and nobody sees a half-built image; removal renames to `images/.tmp-rm-<name>-<rand>`
-//! first. What a killed `berth` leaves of either is deleted by the next command that takes the
-//! image lock.
+//! ```text
+//! blobs/sha256/<hex>          compressed blobs: indexes, manifests, configs, layer tarballs
+//! blobs/.partial/…            downloads in progress or interrupted (resumed by the next pull)
+//! layers/<chain hex>/diff     each layer unpacked once, in overlay format, shared by images
+//! records/<id hex>.json       each image: manifest, layers, platform, size, source
+//! references.json             name:tag (or name@digest) → image id
+//! .lock, .gc.lock             the metadata lock; the collection lock (shared by pulls)
+//! .build.lock                 held while the offline busybox image is built
+//! ```
 //!
-//! Sources:
-//! - `busybox` (the default image) is built offline on first use from the host's static
-//!   busybox (Debian: busybox-static);
-//! - `berth image import TARBALL NAME` takes a rootfs tarball, a `docker save` archive
-//!   (`manifest.json`) or an OCI image layout (`index.json`), gzip-compressed or not.
+//! Every way in is a pull through [`crate::pull`] from a [`Fetch`] source: a registry, an
+//! `image import` archive, or the offline busybox image (built on first use from the host's
+//! static busybox, one layer). Nothing is written that was not verified, and a pull's blobs
+//! and layers exist before its record, so a pull holds the collection lock shared and
+//! `rmi`/`prune` (which delete what no record needs) hold it exclusively. A container's root
+//! is an overlay of its image's layers ([`ImageStore::lower_dirs`], [`crate::overlay`]).
+//!
+//! The store knows nothing of containers: the runtime says which images they use when it
+//! asks to remove or prune.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 
-use crate::archive::{ArchiveError, ImageArchive};
+use crate::archive::{self, ArchiveError, Kind};
+use crate::blobs::{BlobError, Blobs};
 use crate::busybox::{BusyboxError, DEFAULT_IMAGE, HostBusybox};
-use crate::layer::{self, LayerError, Mode};
+use crate::digest::Digest;
+use crate::fetch::{Fetch, LocalBlob, LocalSource, OciLayout};
+use crate::gc::{self, Collected, DiskUsage, GcError};
+use crate::images::{ImageRecord, RecordError, Records};
+use crate::layers::{LayerError, Layers};
 use crate::meta::{DEFAULT_PATH, Image};
-use crate::name::ImageName;
-use crate::time;
-use berth_fs::mounts;
+use crate::oci::{ImageConfig, Platform, RootFs, RunConfig, media};
+use crate::progress::{Event, Progress, Quiet};
+use crate::pull::{Pipeline, PullError, PullOptions};
+use crate::reference::Reference;
+use crate::unpack::{self, UnpackError};
+
+/// Largest image config read back from the store.
+const MAX_CONFIG: u64 = 16 << 20;
 
 /// Errors of the `store` module.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("image {name} not found (import one with `berth image import TARBALL {name}`)")]
-    NotFound { name: ImageName },
-    #[error("image {name} already exists")]
-    Exists { name: ImageName },
-    #[error("image {name} is in use by container {container}")]
-    InUse { name: ImageName, container: String },
+    #[error(
+        "image {query} not found (pull it, or import one with `berth image import TARBALL NAME`)"
+    )]
+    NotFound { query: String },
+    #[error("image {reference} already exists")]
+    Exists { reference: String },
+    #[error("image {image} is in use by container {container}")]
+    InUse { image: String, container: String },
+    #[error(
+        "image {image} has several references ({references}): remove them one by one, or force"
+    )]
+    Referenced { image: String, references: String },
+    #[error("{query} matches {count} image ids: give more of the id")]
+    Ambiguous { query: String, count: usize },
     #[error("lock the image store {path}")]
     Lock {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error(transparent)]
-    Busybox(#[from] BusyboxError),
-    #[error("build image {name}: {step} {path}")]
-    Build {
-        name: ImageName,
+    #[error("parse the config of image {id}")]
+    Config {
+        id: Digest,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("import {archive}")]
+    Import {
+        archive: PathBuf,
+        #[source]
+        source: Box<PullError>,
+    },
+    #[error("import {archive}: unpack it")]
+    Unpack {
+        archive: PathBuf,
+        #[source]
+        source: UnpackError,
+    },
+    #[error("{step} {path}")]
+    Io {
         step: &'static str,
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("read {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("parse {path}")]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("import {archive}")]
-    Unpack {
-        archive: PathBuf,
-        #[source]
-        source: LayerError,
-    },
+    #[error(transparent)]
+    Busybox(#[from] BusyboxError),
     #[error(transparent)]
     Archive(#[from] ArchiveError),
-    #[error("read random bytes from /dev/urandom")]
-    Random(#[source] io::Error),
+    #[error(transparent)]
+    Pull(Box<PullError>),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    Gc(#[from] GcError),
 }
 
-/// A listed image with its size on disk.
-#[derive(Debug, Clone, Serialize)]
+impl From<PullError> for ImageError {
+    fn from(e: PullError) -> ImageError {
+        ImageError::Pull(Box::new(e))
+    }
+}
+
+/// One line of `berth images`: one per reference, `<none>` for an image without any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageSummary {
-    #[serde(flatten)]
-    pub image: Image,
+    /// `busybox`, `127.0.0.1:5000/ns/app` (docker's short form), or `<none>`.
+    pub repository: String,
+    /// The tag, or `<none>`.
+    pub tag: String,
+    /// The full reference, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<Reference>,
+    pub id: Digest,
+    /// When the image was built.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    /// When it entered the store.
+    pub stored: String,
+    /// Bytes of its layers' files.
     pub size: u64,
+    pub source: String,
 }
 
+/// What a pull did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullResult {
+    pub reference: Reference,
+    pub id: Digest,
+    /// What the reference resolved to (the index's digest, or the manifest's): what
+    /// `pull -q` prints.
+    pub digest: Digest,
+    /// The reference already named this image.
+    pub up_to_date: bool,
+    pub fetched_layers: usize,
+    pub fetched_bytes: u64,
+}
+
+/// What `rmi` or `image prune` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Removed {
+    pub untagged: Vec<Reference>,
+    /// Image ids whose record is gone.
+    pub deleted: Vec<Digest>,
+    /// Layers and blobs no image needed any more, deleted.
+    pub collected: Collected,
+}
+
+/// The image store of a root.
 #[derive(Debug, Clone)]
 pub struct ImageStore {
     dir: PathBuf,
+    blobs: Blobs,
+    layers: Layers,
+    records: Records,
 }
 
-/// A directory being built; removed on drop unless committed.
-struct Staging {
-    dir: PathBuf,
-    committed: bool,
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        if !self.committed {
-            if let Err(e) = fs::remove_dir_all(&self.dir) {
-                if e.kind() != io::ErrorKind::NotFound {
-                    eprintln!("berth: remove {}: {e}", self.dir.display());
-                }
-            }
-        }
-    }
-}
+/// The lock files' guards.
+type Guard = Flock<File>;
 
 impl ImageStore {
     /// The store in `dir` (`<root>/images`, which the runtime creates with its state).
     pub fn new(dir: PathBuf) -> ImageStore {
-        ImageStore { dir }
+        ImageStore {
+            blobs: Blobs::new(dir.join("blobs")),
+            layers: Layers::new(dir.join("layers")),
+            records: Records::new(&dir),
+            dir,
+        }
     }
 
-    fn image_dir(&self, name: &ImageName) -> PathBuf {
-        self.dir.join(name.as_str())
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
-    /// The image's root filesystem (the overlay's lower layer).
-    pub fn rootfs(&self, name: &ImageName) -> PathBuf {
-        self.image_dir(name).join("rootfs")
-    }
-
-    fn lock(&self) -> Result<Flock<File>, ImageError> {
-        let path = self.dir.join(".lock");
+    fn lock(&self, name: &str, arg: FlockArg) -> Result<Guard, ImageError> {
+        let path = self.dir.join(name);
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -137,276 +203,580 @@ impl ImageStore {
                 path: path.clone(),
                 source,
             })?;
-        let lock =
-            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| ImageError::Lock {
-                path,
-                source: errno.into(),
-            })?;
-        self.sweep_staging();
-        Ok(lock)
-    }
-
-    /// Deletes the staging directories (`.tmp-<name>-<rand>`, `.tmp-rm-<name>-<rand>`) that a
-    /// `berth` killed while building or removing an image left. Called with the image lock
-    /// held, under which every staging directory is made and renamed: none is anyone's any
-    /// more. Best effort, like [`Staging`]'s own clean-up: a failure costs disk space, never
-    /// the command.
-    fn sweep_staging(&self) {
-        let Ok(entries) = fs::read_dir(&self.dir) else {
-            return;
-        };
-        for entry in entries.filter_map(Result::ok) {
-            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
-                if let Err(e) = mounts::delete_tree(&entry.path()) {
-                    eprintln!("berth: {}", error_chain(&e));
-                }
-            }
-        }
-    }
-
-    /// The image's metadata, `None` if it does not exist.
-    pub fn get(&self, name: &ImageName) -> Result<Option<Image>, ImageError> {
-        let path = self.image_dir(name).join("image.json");
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| ImageError::Parse { path, source }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(ImageError::Read { path, source }),
-        }
-    }
-
-    /// The image `name`; `busybox` is built on first use.
-    pub fn resolve(&self, name: &ImageName) -> Result<Image, ImageError> {
-        if let Some(image) = self.get(name)? {
-            return Ok(image);
-        }
-        if name.as_str() != DEFAULT_IMAGE {
-            return Err(ImageError::NotFound { name: name.clone() });
-        }
-        let _lock = self.lock()?;
-        // Someone else may have built it while we waited for the lock.
-        if let Some(image) = self.get(name)? {
-            return Ok(image);
-        }
-        self.build_busybox(name)
-    }
-
-    fn staging(&self, name: &ImageName) -> Result<Staging, ImageError> {
-        let dir = self.dir.join(format!(".tmp-{name}-{}", random_suffix()?));
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|source| ImageError::Build {
-                name: name.clone(),
-                step: "create staging directory",
-                path: dir.clone(),
-                source,
-            })?;
-        Ok(Staging {
-            dir,
-            committed: false,
+        Flock::lock(file, arg).map_err(|(_, errno)| ImageError::Lock {
+            path,
+            source: errno.into(),
         })
     }
 
-    /// Writes `image.json` into the staging directory and renames it into place.
-    fn commit(&self, mut staging: Staging, image: Image) -> Result<Image, ImageError> {
-        let name = image.name.clone();
-        let meta = staging.dir.join("image.json");
-        let json = serde_json::to_vec_pretty(&image).map_err(|source| ImageError::Parse {
-            path: meta.clone(),
-            source,
-        })?;
-        fs::write(&meta, json).map_err(|source| ImageError::Build {
-            name: name.clone(),
-            step: "write",
-            path: meta,
-            source,
-        })?;
-        let target = self.image_dir(&name);
-        if target.exists() {
-            return Err(ImageError::Exists { name });
-        }
-        fs::rename(&staging.dir, &target).map_err(|source| ImageError::Build {
-            name,
-            step: "rename into place",
-            path: target,
-            source,
-        })?;
-        staging.committed = true;
-        Ok(image)
+    /// The metadata lock: records and references change under it.
+    fn meta_lock(&self) -> Result<Guard, ImageError> {
+        self.lock(".lock", FlockArg::LockExclusive)
     }
 
-    /// Builds the busybox image (see [`crate::busybox`]) in a staging directory.
-    fn build_busybox(&self, name: &ImageName) -> Result<Image, ImageError> {
+    /// Held shared by whatever adds blobs and layers before their record exists, and
+    /// exclusively by what deletes those no record needs.
+    fn gc_lock(&self, exclusive: bool) -> Result<Guard, ImageError> {
+        let arg = if exclusive {
+            FlockArg::LockExclusive
+        } else {
+            FlockArg::LockShared
+        };
+        let guard = self.lock(".gc.lock", arg)?;
+        self.create_dirs()?;
+        Ok(guard)
+    }
+
+    fn create_dirs(&self) -> Result<(), ImageError> {
+        self.blobs.create_dirs()?;
+        self.layers.create_dirs()?;
+        self.records.create_dirs()?;
+        Ok(())
+    }
+
+    // ----- Reading
+
+    /// The image `reference` names, if it is in the store.
+    pub fn get(&self, reference: &Reference) -> Result<Option<Image>, ImageError> {
+        let refs = self.records.references()?;
+        match refs.get(reference) {
+            Some(id) => self.image_by_id(id),
+            None => Ok(None),
+        }
+    }
+
+    /// The image with this id, if any.
+    pub fn image_by_id(&self, id: &Digest) -> Result<Option<Image>, ImageError> {
+        let Some(record) = self.records.get(id)? else {
+            return Ok(None);
+        };
+        let refs = self.records.references()?;
+        self.image(record, &refs).map(Some)
+    }
+
+    fn image(
+        &self,
+        record: ImageRecord,
+        refs: &BTreeMap<Reference, Digest>,
+    ) -> Result<Image, ImageError> {
+        let bytes = self.blobs.read(&record.id, MAX_CONFIG)?;
+        let config: ImageConfig =
+            serde_json::from_slice(&bytes).map_err(|source| ImageError::Config {
+                id: record.id.clone(),
+                source,
+            })?;
+        Ok(Image {
+            id: record.id.clone(),
+            references: refs
+                .iter()
+                .filter(|(_, id)| **id == record.id)
+                .map(|(r, _)| r.clone())
+                .collect(),
+            record,
+            config,
+        })
+    }
+
+    /// The image `query` names: a reference, an id (`sha256:…`), or a unique prefix of an
+    /// id's hex digits, as docker reads them.
+    pub fn lookup(&self, query: &str) -> Result<Option<Image>, ImageError> {
+        let refs = self.records.references()?;
+        if let Ok(reference) = Reference::parse(query) {
+            if let Some(id) = refs.get(&reference) {
+                let id = id.clone();
+                return self.image_by_id(&id);
+            }
+        }
+        if let Ok(id) = Digest::try_from(query) {
+            return self.image_by_id(&id);
+        }
+        let hex = query.strip_prefix("sha256:").unwrap_or(query);
+        if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let hex = hex.to_ascii_lowercase();
+            let matches: Vec<ImageRecord> = self
+                .records
+                .list()?
+                .into_iter()
+                .filter(|r| r.id.hex().starts_with(&hex))
+                .collect();
+            return match matches.len() {
+                0 => Ok(None),
+                1 => {
+                    let record = matches.into_iter().next();
+                    record.map(|r| self.image(r, &refs)).transpose()
+                }
+                count => Err(ImageError::Ambiguous {
+                    query: query.to_owned(),
+                    count,
+                }),
+            };
+        }
+        Ok(None)
+    }
+
+    /// The image `reference` names, without the network: from the store, or for the default
+    /// busybox image built from the host's busybox on first use. `None` if neither.
+    pub fn local(&self, reference: &Reference) -> Result<Option<Image>, ImageError> {
+        if let Some(image) = self.get(reference)? {
+            return Ok(Some(image));
+        }
+        if reference.to_string() != DEFAULT_IMAGE {
+            return Ok(None);
+        }
+        // Concurrent first uses build it once: the others wait, then find it.
+        let _build = self.lock(".build.lock", FlockArg::LockExclusive)?;
+        if let Some(image) = self.get(reference)? {
+            return Ok(Some(image));
+        }
+        self.build_busybox(reference).map(Some)
+    }
+
+    /// [`ImageStore::local`], or an error saying the image is not there.
+    pub fn resolve(&self, reference: &Reference) -> Result<Image, ImageError> {
+        self.local(reference)?.ok_or_else(|| ImageError::NotFound {
+            query: reference.familiar(),
+        })
+    }
+
+    /// The overlay's lower directories of image `id`, **top layer first** (overlayfs'
+    /// order). Fails if a layer is missing.
+    pub fn lower_dirs(&self, id: &Digest) -> Result<Vec<PathBuf>, ImageError> {
+        let record = self.records.get(id)?.ok_or_else(|| ImageError::NotFound {
+            query: id.to_string(),
+        })?;
+        let mut dirs = Vec::with_capacity(record.layers.len());
+        for layer in record.layers.iter().rev() {
+            if !self.layers.exists(&layer.chain_id) {
+                return Err(LayerError::Missing {
+                    chain_id: layer.chain_id.clone(),
+                }
+                .into());
+            }
+            dirs.push(self.layers.diff_dir(&layer.chain_id));
+        }
+        if dirs.is_empty() {
+            // An image of no layer (`FROM scratch` and a config): an empty lower.
+            let empty = self.dir.join("empty");
+            fs::create_dir_all(&empty).map_err(|source| ImageError::Io {
+                step: "create",
+                path: empty.clone(),
+                source,
+            })?;
+            dirs.push(empty);
+        }
+        Ok(dirs)
+    }
+
+    /// Every image, one line per reference (`berth images`), newest first.
+    pub fn list(&self) -> Result<Vec<ImageSummary>, ImageError> {
+        let refs = self.records.references()?;
+        let mut out = Vec::new();
+        for record in self.records.list()? {
+            let mut named = false;
+            for (reference, _) in refs.iter().filter(|(_, id)| **id == record.id) {
+                named = true;
+                let familiar = reference.familiar();
+                let repository = familiar
+                    .split('@')
+                    .next()
+                    .map(|n| match reference.tag() {
+                        Some(t) => n.strip_suffix(&format!(":{t}")).unwrap_or(n),
+                        None => n,
+                    })
+                    .unwrap_or_default()
+                    .to_owned();
+                out.push(summary(
+                    &record,
+                    repository,
+                    reference.tag().unwrap_or("<none>").to_owned(),
+                    Some(reference.clone()),
+                ));
+            }
+            if !named {
+                out.push(summary(&record, "<none>".into(), "<none>".into(), None));
+            }
+        }
+        out.sort_by(|a, b| {
+            b.stored
+                .cmp(&a.stored)
+                .then_with(|| a.repository.cmp(&b.repository))
+                .then_with(|| a.tag.cmp(&b.tag))
+        });
+        Ok(out)
+    }
+
+    // ----- Writing
+
+    /// Pulls `reference` from `source` (see [`crate::pull`]) and records it under
+    /// `reference`.
+    pub fn pull(
+        &self,
+        source: &dyn Fetch,
+        reference: &Reference,
+        options: &PullOptions,
+        progress: &dyn Progress,
+    ) -> Result<PullResult, ImageError> {
+        let _gc = self.gc_lock(false)?;
+        self.layers.sweep(false);
+        let pulled = Pipeline {
+            blobs: &self.blobs,
+            layers: &self.layers,
+            source,
+            progress,
+            options,
+        }
+        .pull(reference)?;
+        for (digest, bytes) in pulled.documents() {
+            self.blobs.put(digest, bytes)?;
+        }
+        let _meta = self.meta_lock()?;
+        let mut refs = self.records.references()?;
+        let mut record = pulled.record.clone();
+        if let Some(old) = self.records.get(&record.id)? {
+            for d in old.repo_digests {
+                if !record.repo_digests.contains(&d) {
+                    record.repo_digests.push(d);
+                }
+            }
+            record.stored = old.stored;
+        }
+        self.records.put(&record)?;
+        let previous = refs.insert(reference.clone(), record.id.clone());
+        self.records.set_references(&refs)?;
+        let result = PullResult {
+            reference: reference.clone(),
+            id: record.id.clone(),
+            digest: pulled.digest.clone(),
+            up_to_date: previous.as_ref() == Some(&record.id) && pulled.fetched_layers == 0,
+            fetched_layers: pulled.fetched_layers,
+            fetched_bytes: pulled.fetched_bytes,
+        };
+        progress.event(Event::Done {
+            reference: reference.clone(),
+            digest: result.digest.clone(),
+            id: result.id.clone(),
+            up_to_date: result.up_to_date,
+        });
+        Ok(result)
+    }
+
+    /// Builds the busybox image from the host's busybox (one layer) under `reference`.
+    fn build_busybox(&self, reference: &Reference) -> Result<Image, ImageError> {
         let host = HostBusybox::probe()?;
-        let staging = self.staging(name)?;
-        let image = host.install(name, &staging.dir.join("rootfs"))?;
-        self.commit(staging, image)
+        let layer = host.layer()?;
+        let diff_id = Digest::sha256_of(&layer);
+        let host_platform = Platform::host();
+        let config = ImageConfig {
+            created: Some(crate::time::now_rfc3339()),
+            architecture: host_platform.architecture,
+            os: host_platform.os,
+            variant: host_platform.variant,
+            config: host.run_config(),
+            rootfs: RootFs {
+                kind: "layers".into(),
+                diff_ids: vec![diff_id.clone()],
+            },
+            ..ImageConfig::default()
+        };
+        let source = single_layer(
+            format!("host:{}", host.path().display()),
+            &config,
+            layer,
+            diff_id,
+        )?;
+        let options = PullOptions {
+            source: format!("host:{}", host.path().display()),
+            ..PullOptions::default()
+        };
+        self.pull(&source, reference, &options, &Quiet)?;
+        self.get(reference)?.ok_or_else(|| ImageError::NotFound {
+            query: reference.familiar(),
+        })
     }
 
-    /// Imports `tarball` as image `name`: a rootfs tarball, a `docker save` archive or an
-    /// OCI image layout.
-    pub fn import(&self, tarball: &Path, name: &ImageName) -> Result<Image, ImageError> {
-        let _lock = self.lock()?;
-        if self.get(name)?.is_some() {
-            return Err(ImageError::Exists { name: name.clone() });
+    /// Imports `tarball` as image `reference`: a rootfs tarball, a `docker save` archive or
+    /// an OCI image layout. An existing reference is refused.
+    pub fn import(&self, tarball: &Path, reference: &Reference) -> Result<Image, ImageError> {
+        if self.get(reference)?.is_some() {
+            return Err(ImageError::Exists {
+                reference: reference.familiar(),
+            });
         }
-        let staging = self.staging(name)?;
-        let unpacked = staging.dir.join("unpacked");
-        let rootfs = staging.dir.join("rootfs");
-        for dir in [&unpacked, &rootfs] {
-            fs::DirBuilder::new()
-                .mode(0o755)
-                .create(dir)
-                .map_err(|source| ImageError::Build {
-                    name: name.clone(),
-                    step: "create",
-                    path: dir.clone(),
-                    source,
-                })?;
-        }
-        let unpack_err = |source| ImageError::Unpack {
+        let kind = archive::detect(tarball)?;
+        let options = PullOptions {
+            source: format!("{}:{}", kind.name(), tarball.display()),
+            ..PullOptions::default()
+        };
+        let import_err = |source| ImageError::Import {
             archive: tarball.to_path_buf(),
             source,
         };
-        layer::unpack(tarball, &unpacked, Mode::Plain).map_err(unpack_err)?;
-
-        let mut image = Image {
-            name: name.clone(),
-            created: time::now_rfc3339(),
-            cmd: Vec::new(),
-            entrypoint: Vec::new(),
-            env: vec![format!("PATH={DEFAULT_PATH}")],
-            workdir: None,
-            source: format!("rootfs:{}", tarball.display()),
-        };
-        let archive = ImageArchive::detect(&unpacked, tarball)?;
-        match archive {
-            None => {
-                // A plain rootfs: what was unpacked is the tree itself.
-                fs::remove_dir(&rootfs).map_err(|source| ImageError::Build {
-                    name: name.clone(),
-                    step: "replace",
-                    path: rootfs.clone(),
-                    source,
-                })?;
-                fs::rename(&unpacked, &rootfs).map_err(|source| ImageError::Build {
-                    name: name.clone(),
-                    step: "rename",
-                    path: unpacked.clone(),
-                    source,
-                })?;
-                image.cmd = vec!["sh".into()];
+        match kind {
+            Kind::Rootfs => {
+                let run = RunConfig {
+                    cmd: Some(vec!["sh".into()]),
+                    env: Some(vec![format!("PATH={DEFAULT_PATH}")]),
+                    ..RunConfig::default()
+                };
+                let source = archive::rootfs_source(tarball, run)?;
+                self.import_from(&source, reference, &options)
+                    .map_err(|e| lift(e, import_err))?;
             }
-            Some(archive) => {
-                for layer in &archive.layers {
-                    layer::unpack(layer, &rootfs, Mode::Layer).map_err(unpack_err)?;
+            Kind::DockerArchive | Kind::OciLayout => {
+                let _gc = self.gc_lock(false)?;
+                let staging = Staging::new(&self.dir)?;
+                let file = File::open(tarball).map_err(|source| ImageError::Io {
+                    step: "open",
+                    path: tarball.to_path_buf(),
+                    source,
+                })?;
+                let unpack_err = |source| ImageError::Unpack {
+                    archive: tarball.to_path_buf(),
+                    source,
+                };
+                let tar = unpack::decompress(file, crate::oci::Compression::None)
+                    .map_err(|e| unpack_err(UnpackError::Read(e)))?;
+                unpack::unpack_layer(tar, &staging.dir).map_err(unpack_err)?;
+                if kind == Kind::DockerArchive {
+                    let source = archive::docker_archive_source(&staging.dir, tarball)?;
+                    self.import_from(&source, reference, &options)
+                        .map_err(|e| lift(e, import_err))?;
+                } else {
+                    let source = OciLayout::new(&staging.dir);
+                    self.import_from(&source, reference, &options)
+                        .map_err(|e| lift(e, import_err))?;
                 }
-                image.source = format!("{}:{}", archive.kind, tarball.display());
-                if let Some(config) = archive.config {
-                    image.cmd = config.cmd.unwrap_or_default();
-                    image.entrypoint = config.entrypoint.unwrap_or_default();
-                    if let Some(env) = config.env {
-                        image.env = env;
-                    }
-                    image.workdir = config.working_dir.filter(|w| !w.is_empty());
-                }
-                fs::remove_dir_all(&unpacked).map_err(|source| ImageError::Build {
-                    name: name.clone(),
-                    step: "remove",
-                    path: unpacked.clone(),
-                    source,
-                })?;
             }
         }
-        self.commit(staging, image)
-    }
-
-    /// Every image, by name.
-    pub fn list(&self) -> Result<Vec<ImageSummary>, ImageError> {
-        let entries = fs::read_dir(&self.dir).map_err(|source| ImageError::Read {
-            path: self.dir.clone(),
-            source,
-        })?;
-        let mut images = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|source| ImageError::Read {
-                path: self.dir.clone(),
-                source,
-            })?;
-            let Some(name) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| ImageName::try_from(n).ok())
-            else {
-                continue; // .lock, .tmp-*
-            };
-            if let Some(image) = self.get(&name)? {
-                let size = tree_size(&self.rootfs(&name));
-                images.push(ImageSummary { image, size });
-            }
-        }
-        images.sort_by(|a, b| a.image.name.cmp(&b.image.name));
-        Ok(images)
-    }
-
-    /// Removes image `name`. The caller checks that no container uses it.
-    pub fn remove(&self, name: &ImageName) -> Result<(), ImageError> {
-        let _lock = self.lock()?;
-        if self.get(name)?.is_none() {
-            return Err(ImageError::NotFound { name: name.clone() });
-        }
-        // Rename first: the image disappears atomically even if the deletion is interrupted.
-        let doomed = Staging {
-            dir: self
-                .dir
-                .join(format!(".tmp-rm-{name}-{}", random_suffix()?)),
-            committed: false,
-        };
-        fs::rename(self.image_dir(name), &doomed.dir).map_err(|source| ImageError::Build {
-            name: name.clone(),
-            step: "remove",
-            path: self.image_dir(name),
-            source,
-        })?;
-        drop(doomed);
-        Ok(())
-    }
-}
-
-/// 12 random hex digits: staging directories of concurrent builds never collide.
-fn random_suffix() -> Result<String, ImageError> {
-    let mut buf = [0u8; 6];
-    File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .map_err(ImageError::Random)?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// `err: cause: cause`, on one line.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-/// Total size of the regular files under `dir` (symlinks not followed).
-fn tree_size(dir: &Path) -> u64 {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => tree_size(&e.path()),
-            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
-            _ => 0,
+        self.get(reference)?.ok_or_else(|| ImageError::NotFound {
+            query: reference.familiar(),
         })
-        .sum()
+    }
+
+    fn import_from(
+        &self,
+        source: &dyn Fetch,
+        reference: &Reference,
+        options: &PullOptions,
+    ) -> Result<PullResult, ImageError> {
+        let result = self.pull(source, reference, options, &Quiet)?;
+        Ok(result)
+    }
+
+    /// Gives image `query` the reference `target` as well (`berth tag`).
+    pub fn tag(&self, query: &str, target: &Reference) -> Result<Image, ImageError> {
+        let image = self.lookup(query)?.ok_or_else(|| ImageError::NotFound {
+            query: query.to_owned(),
+        })?;
+        let _meta = self.meta_lock()?;
+        let mut refs = self.records.references()?;
+        refs.insert(target.clone(), image.id.clone());
+        self.records.set_references(&refs)?;
+        drop(_meta);
+        self.image_by_id(&image.id)?
+            .ok_or_else(|| ImageError::NotFound {
+                query: query.to_owned(),
+            })
+    }
+
+    /// `berth rmi QUERY`: a reference among several of its image is only untagged; the last
+    /// reference, or an id, removes the image unless a container uses it (`in_use` gives
+    /// that container's name); then the layers and blobs no image needs are deleted. With
+    /// `force`, an id removes all its references.
+    pub fn remove(
+        &self,
+        query: &str,
+        force: bool,
+        in_use: &dyn Fn(&Digest) -> Option<String>,
+    ) -> Result<Removed, ImageError> {
+        let _gc = self.gc_lock(true)?;
+        let meta = self.meta_lock()?;
+        let mut refs = self.records.references()?;
+        let by_reference = Reference::parse(query)
+            .ok()
+            .filter(|r| refs.contains_key(r));
+        let image = self.lookup(query)?.ok_or_else(|| ImageError::NotFound {
+            query: query.to_owned(),
+        })?;
+        let id = image.id.clone();
+        let mut out = Removed::default();
+        let names: Vec<Reference> = image.references.clone();
+        match by_reference {
+            Some(reference) if names.len() > 1 => {
+                refs.remove(&reference);
+                self.records.set_references(&refs)?;
+                out.untagged.push(reference);
+                return Ok(out);
+            }
+            None if names.len() > 1 && !force => {
+                return Err(ImageError::Referenced {
+                    image: id.short().to_owned(),
+                    references: names
+                        .iter()
+                        .map(Reference::familiar)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+            _ => {}
+        }
+        if let Some(container) = in_use(&id) {
+            return Err(ImageError::InUse {
+                image: query.to_owned(),
+                container,
+            });
+        }
+        for name in names {
+            refs.remove(&name);
+            out.untagged.push(name);
+        }
+        self.records.set_references(&refs)?;
+        self.records.remove(&id)?;
+        out.deleted.push(id);
+        drop(meta);
+        out.collected = gc::collect(&self.blobs, &self.layers, &self.records.list()?)?;
+        Ok(out)
+    }
+
+    /// `berth image prune`: removes the images without a reference (with `all`, every image)
+    /// that no container uses, the layers and blobs no image needs, and the interrupted
+    /// downloads.
+    pub fn prune(
+        &self,
+        all: bool,
+        in_use: &dyn Fn(&Digest) -> bool,
+    ) -> Result<Removed, ImageError> {
+        let _gc = self.gc_lock(true)?;
+        let meta = self.meta_lock()?;
+        let mut refs = self.records.references()?;
+        let mut out = Removed::default();
+        for record in self.records.list()? {
+            let names: Vec<Reference> = refs
+                .iter()
+                .filter(|(_, id)| **id == record.id)
+                .map(|(r, _)| r.clone())
+                .collect();
+            if in_use(&record.id) || (!all && !names.is_empty()) {
+                continue;
+            }
+            for name in names {
+                refs.remove(&name);
+                out.untagged.push(name);
+            }
+            self.records.remove(&record.id)?;
+            out.deleted.push(record.id);
+        }
+        self.records.set_references(&refs)?;
+        drop(meta);
+        out.collected = gc::collect(&self.blobs, &self.layers, &self.records.list()?)?;
+        out.collected.freed += self.blobs.remove_partials();
+        Ok(out)
+    }
+
+    /// `berth system df`: what the store holds and what a prune would free.
+    pub fn df(&self, in_use: &dyn Fn(&Digest) -> bool) -> Result<DiskUsage, ImageError> {
+        Ok(gc::usage(
+            &self.blobs,
+            &self.layers,
+            &self.records.list()?,
+            in_use,
+        )?)
+    }
+}
+
+/// A pull error of an import reads as the import's.
+fn lift(e: ImageError, import_err: impl FnOnce(Box<PullError>) -> ImageError) -> ImageError {
+    match e {
+        ImageError::Pull(p) => import_err(p),
+        other => other,
+    }
+}
+
+fn summary(
+    record: &ImageRecord,
+    repository: String,
+    tag: String,
+    reference: Option<Reference>,
+) -> ImageSummary {
+    ImageSummary {
+        repository,
+        tag,
+        reference,
+        id: record.id.clone(),
+        created: record.created.clone(),
+        stored: record.stored.clone(),
+        size: record.size,
+        source: record.source.clone(),
+    }
+}
+
+/// A source of an image of one layer held in memory, with `config` (whose diffIDs must
+/// already name it).
+fn single_layer(
+    name: String,
+    config: &ImageConfig,
+    layer: Vec<u8>,
+    layer_digest: Digest,
+) -> Result<LocalSource, ImageError> {
+    let config_bytes = serde_json::to_vec(config).map_err(|source| ImageError::Config {
+        id: layer_digest.clone(),
+        source,
+    })?;
+    let config_digest = Digest::sha256_of(&config_bytes);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media::OCI_MANIFEST,
+        "config": {"mediaType": media::OCI_CONFIG, "digest": config_digest.to_string(),
+                   "size": config_bytes.len()},
+        "layers": [{"mediaType": media::OCI_LAYER, "digest": layer_digest.to_string(),
+                    "size": layer.len()}],
+    });
+    let mut blobs = BTreeMap::new();
+    blobs.insert(config_digest, LocalBlob::Bytes(config_bytes.into()));
+    blobs.insert(layer_digest, LocalBlob::Bytes(layer.into()));
+    Ok(LocalSource {
+        name,
+        manifest: manifest.to_string().into_bytes(),
+        media_type: Some(media::OCI_MANIFEST.into()),
+        blobs,
+    })
+}
+
+/// An import's scratch directory, `<images>/.tmp-import-<pid>-<rand>`, removed on drop.
+struct Staging {
+    dir: PathBuf,
+}
+
+impl Staging {
+    fn new(images: &Path) -> Result<Staging, ImageError> {
+        // Those of killed imports first.
+        if let Ok(entries) = fs::read_dir(images) {
+            for entry in entries.filter_map(Result::ok) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let pid = name
+                    .strip_prefix(".tmp-import-")
+                    .and_then(|r| r.split('-').next())
+                    .and_then(|p| p.parse::<u32>().ok());
+                if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+                    let _ = berth_fs::mounts::delete_tree(&entry.path());
+                }
+            }
+        }
+        let suffix = crate::layers::random_suffix()?;
+        let dir = images.join(format!(".tmp-import-{}-{suffix}", std::process::id()));
+        fs::create_dir(&dir).map_err(|source| ImageError::Io {
+            step: "create",
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Staging { dir })
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Err(e) = berth_fs::mounts::delete_tree(&self.dir) {
+            eprintln!("berth: {}", crate::error_chain(&e));
+        }
+    }
 }

@@ -1,9 +1,13 @@
-//! `berth image import|ls|rm`: the image store (`berth_image`), with what only the runtime
-//! knows: which containers use an image.
+//! `berth image import|ls|rm|prune` and `system df`'s images: the image store
+//! (`berth_image`), with what only the runtime knows: which containers use an image.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use berth_image::{Image, ImageError, ImageName, ImageStore, ImageSummary, NameError};
+use berth_image::gc::DiskUsage;
+use berth_image::{
+    Digest, Image, ImageError, ImageStore, ImageSummary, Reference, ReferenceError, Removed,
+};
 
 use crate::state::{StateError, Store};
 
@@ -11,35 +15,69 @@ use crate::state::{StateError, Store};
 #[derive(Debug, thiserror::Error)]
 pub enum ImageCommandError {
     #[error(transparent)]
-    Name(#[from] NameError),
+    Reference(#[from] ReferenceError),
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error(transparent)]
     State(#[from] StateError),
 }
 
+fn images(store: &Store) -> ImageStore {
+    ImageStore::new(store.images_dir())
+}
+
 /// `berth image import TARBALL NAME`.
-pub fn import(store: &Store, tarball: &Path, name: &ImageName) -> Result<Image, ImageCommandError> {
-    Ok(ImageStore::new(store.images_dir()).import(tarball, name)?)
+pub fn import(store: &Store, tarball: &Path, name: &Reference) -> Result<Image, ImageCommandError> {
+    Ok(images(store).import(tarball, name)?)
 }
 
 /// `berth image ls`.
 pub fn list(store: &Store) -> Result<Vec<ImageSummary>, ImageCommandError> {
-    Ok(ImageStore::new(store.images_dir()).list()?)
+    Ok(images(store).list()?)
+}
+
+/// The image id of every container (running or not: a stopped container's layers are its
+/// root's lower layers when it restarts) and the name of one container using it. Call with
+/// the store lock held, so no container appears meanwhile.
+fn users(
+    store: &Store,
+    images: &ImageStore,
+) -> Result<BTreeMap<Digest, String>, ImageCommandError> {
+    let mut out = BTreeMap::new();
+    for record in store.records()? {
+        // Records from before image ids were recorded name their image by reference.
+        let id = match &record.config.image_id {
+            Some(id) => Some(id.clone()),
+            None => images.get(&record.config.image)?.map(|i| i.id),
+        };
+        if let Some(id) = id {
+            out.entry(id).or_insert_with(|| record.name.to_string());
+        }
+    }
+    Ok(out)
 }
 
 /// `berth image rm`: refuses while a container (running or not) uses the image, since its
-/// rootfs is that container's lower layer.
-pub fn remove(store: &Store, name: &str) -> Result<ImageName, ImageCommandError> {
-    let name = ImageName::try_from(name)?;
+/// layers are that container's lower layers; then deletes the layers and blobs no image
+/// needs.
+pub fn remove(store: &Store, query: &str, force: bool) -> Result<Removed, ImageCommandError> {
+    let images = images(store);
     let _lock = store.lock()?;
-    if let Some(user) = store.records()?.iter().find(|r| r.config.image == name) {
-        return Err(ImageError::InUse {
-            name,
-            container: user.name.to_string(),
-        }
-        .into());
-    }
-    ImageStore::new(store.images_dir()).remove(&name)?;
-    Ok(name)
+    let users = users(store, &images)?;
+    Ok(images.remove(query, force, &|id| users.get(id).cloned())?)
+}
+
+/// `berth image prune [-a]`.
+pub fn prune(store: &Store, all: bool) -> Result<Removed, ImageCommandError> {
+    let images = images(store);
+    let _lock = store.lock()?;
+    let users = users(store, &images)?;
+    Ok(images.prune(all, &|id| users.contains_key(id))?)
+}
+
+/// The images' part of `berth system df`.
+pub fn disk_usage(store: &Store) -> Result<DiskUsage, ImageCommandError> {
+    let images = images(store);
+    let users = users(store, &images)?;
+    Ok(images.df(&|id| users.contains_key(id))?)
 }

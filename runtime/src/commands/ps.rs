@@ -74,7 +74,7 @@ impl ContainerSummary {
         ContainerSummary {
             id: record.id.clone(),
             name: record.name.to_string(),
-            image: record.config.image.to_string(),
+            image: record.config.image.familiar(),
             command: record.config.args.clone(),
             created: record.created.clone(),
             status,
@@ -153,7 +153,8 @@ pub struct Inspection {
 #[serde(rename_all = "camelCase")]
 pub struct InspectPaths {
     pub directory: PathBuf,
-    pub rootfs_lower: PathBuf,
+    /// The image's layers, top first (empty if the image is gone).
+    pub rootfs_lowers: Vec<PathBuf>,
     pub rootfs_upper: PathBuf,
     pub netns: PathBuf,
     pub cgroups: Vec<PathBuf>,
@@ -171,7 +172,10 @@ pub fn inspect(store: &Store, query: &str) -> Result<Inspection, PsError> {
     Ok(Inspection {
         status: record.live_status(),
         paths: InspectPaths {
-            rootfs_lower: images.rootfs(&record.config.image),
+            rootfs_lowers: match &record.config.image_id {
+                Some(id) => images.lower_dirs(id).unwrap_or_default(),
+                None => Vec::new(),
+            },
             rootfs_upper: dir.join("upper"),
             hosts: dir.join("hosts"),
             resolv_conf: dir.join("resolv.conf"),

@@ -139,9 +139,9 @@ fn container_config(
     id: &ContainerId,
     userns: Option<UserNamespace>,
 ) -> Result<ContainerConfig, RequestError> {
-    let mut args = image.entrypoint.clone();
+    let mut args = image.entrypoint().to_vec();
     if spec.command.is_empty() {
-        args.extend(image.cmd.iter().cloned());
+        args.extend(image.cmd().iter().cloned());
     } else {
         args.extend(spec.command);
     }
@@ -155,7 +155,7 @@ fn container_config(
         ("HOSTNAME".into(), hostname.clone()),
     ];
     let image_env = image
-        .env
+        .env()
         .iter()
         .filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())));
     for (key, value) in image_env.chain(spec.env) {
@@ -172,8 +172,7 @@ fn container_config(
         .workdir
         .or_else(|| {
             image
-                .workdir
-                .as_deref()
+                .workdir()
                 .map(PathBuf::from)
                 .filter(|w| is_clean_absolute(w))
         })
@@ -181,6 +180,7 @@ fn container_config(
 
     Ok(ContainerConfig {
         image: spec.image,
+        image_id: Some(image.id.clone()),
         args,
         env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
         workdir,
@@ -206,22 +206,23 @@ fn container_config(
 mod tests {
     use std::path::Path;
 
-    use berth_image::ImageName;
+    use berth_image::oci::RunConfig;
+    use berth_image::{Image, ImageConfig};
 
     use super::*;
     use crate::lifecycle::request::DEFAULT_CGROUP_PARENT;
 
     #[test]
     fn config_merges_image_defaults() {
-        let image = Image {
-            name: ImageName::try_from("busybox").unwrap(),
-            created: String::new(),
-            cmd: vec!["sh".into()],
-            entrypoint: vec![],
-            env: vec!["PATH=/bin".into(), "IMG=1".into()],
-            workdir: Some("/srv".into()),
-            source: String::new(),
-        };
+        let image = Image::of_config(ImageConfig {
+            config: RunConfig {
+                cmd: Some(vec!["sh".into()]),
+                env: Some(vec!["PATH=/bin".into(), "IMG=1".into()]),
+                working_dir: Some("/srv".into()),
+                ..RunConfig::default()
+            },
+            ..ImageConfig::default()
+        });
         let id = ContainerId::try_from("12".repeat(32).as_str()).unwrap();
         let spec = RunRequest {
             image_and_command: vec!["busybox".into()],

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 
 use berth_cni::NetworkName;
-use berth_image::ImageName;
+use berth_image::Reference;
 
 use crate::names::{ContainerName, NameError};
 use crate::network::DEFAULT_NETWORK;
@@ -26,7 +26,7 @@ pub enum RequestError {
     #[error(transparent)]
     Name(#[from] NameError),
     #[error(transparent)]
-    ImageName(#[from] berth_image::NameError),
+    Reference(#[from] berth_image::ReferenceError),
     #[error("--cap-add/--cap-drop")]
     Caps(#[from] CapsError),
     #[error(
@@ -90,7 +90,7 @@ pub enum RequestError {
     )]
     Mac { input: String },
     #[error("no command given and image {image} has no default command")]
-    NoCommand { image: ImageName },
+    NoCommand { image: Reference },
     #[error(transparent)]
     Userns(#[from] UsernsError),
     #[error(
@@ -188,7 +188,7 @@ pub struct RunRequest {
 /// Validated `berth run` flags, before the image's defaults are applied.
 #[derive(Debug, Clone)]
 pub struct RunSpec {
-    pub image: ImageName,
+    pub image: Reference,
     pub command: Vec<String>,
     pub name: Option<ContainerName>,
     pub hostname: Option<String>,
@@ -224,7 +224,7 @@ impl RunRequest {
         cpus_available: usize,
     ) -> Result<RunSpec, RequestError> {
         let mut words = self.image_and_command.into_iter();
-        let image = ImageName::try_from(words.next().unwrap_or_default().as_str())?;
+        let image = Reference::parse(words.next().unwrap_or_default().as_str())?;
         let command: Vec<String> = words.collect();
         let name = self
             .name

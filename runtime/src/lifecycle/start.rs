@@ -6,7 +6,7 @@ use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use berth_image::ImageStore;
+use berth_image::{ImageError, ImageStore};
 
 use crate::network::Networks;
 use crate::network::attachments::{self, AttachmentError};
@@ -52,6 +52,12 @@ pub enum StartError {
         id: String,
         #[source]
         source: CgroupError,
+    },
+    #[error("the image of container {id}")]
+    Image {
+        id: String,
+        #[source]
+        source: Box<ImageError>,
     },
     #[error("give {path} to the container's root")]
     Chown {
@@ -178,8 +184,20 @@ pub fn start(
             });
         }
     }
+    // The image's layers (by the id recorded at create: a tag moved since does not change
+    // the container), the overlay's lower directories.
+    let lowers = match &config.image_id {
+        Some(image_id) => images.lower_dirs(image_id),
+        None => images
+            .resolve(&config.image)
+            .and_then(|image| images.lower_dirs(&image.id)),
+    }
+    .map_err(|source| StartError::Image {
+        id: short(),
+        source: Box::new(source),
+    })?;
     let rootfs = RootfsSpec {
-        lower: images.rootfs(&config.image),
+        lowers,
         upper,
         work,
         merged,
@@ -189,7 +207,7 @@ pub fn start(
     };
 
     // The container's root owns its root directory (the upper layer's) and its name files;
-    // the init idmaps the image onto `lower`.
+    // the init idmaps the image's layers.
     let init_userns = match &userns {
         Some((holder, ns)) => {
             let (uid, gid) = ns.root();
@@ -205,7 +223,6 @@ pub fn start(
                 root_uid: uid,
                 root_gid: gid,
                 tty_gid: ns.gid_map.to_host(TTY_GID),
-                lower_mount: mkdir(dir.join("lower"))?,
             })
         }
         None => None,

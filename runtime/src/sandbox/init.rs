@@ -100,8 +100,6 @@ pub struct InitUserns {
     pub root_gid: u32,
     /// Host gid of the container's group 5 (`tty`), the group of its ptys, if mapped.
     pub tty_gid: Option<u32>,
-    /// Where the init mounts the image idmapped, inside its own mount namespace only.
-    pub lower_mount: PathBuf,
 }
 
 /// Everything `berth exec-init` needs: the container to join and the command to become.
@@ -313,7 +311,6 @@ fn setup_and_exec(config_fd: RawFd, sync_fd: RawFd) -> Result<Infallible, InitEr
         uid: u.root_uid,
         gid: u.root_gid,
         tty_gid: u.tty_gid,
-        lower_mount: &u.lower_mount,
     });
     rootfs::prepare(&config.rootfs, mapped.as_ref())?;
     rootfs::pivot(&config.rootfs.merged)?;

@@ -1,8 +1,10 @@
 //! The container's root filesystem, assembled by the init inside its own mount namespace:
 //!
 //! 1. make every mount private (nothing below propagates back to the host);
-//! 2. overlayfs: lower = the image's rootfs (never written), upper/work in the container's
-//!    directory, mounted on `merged`;
+//! 2. overlayfs: lower = the image's layers (never written; shared by every container of
+//!    every image that has them), upper/work in the container's directory, mounted on
+//!    `merged` through the new mount API, which takes deep images (see
+//!    [`berth_image::overlay`]);
 //! 3. `/proc` (of the new pid namespace), a tmpfs `/dev` with the usual nodes, `/dev/pts`
 //!    (a new devpts instance), `/dev/shm`, `/dev/mqueue` (of the new IPC namespace), `/sys`
 //!    read-only (of the new network namespace);
@@ -17,11 +19,12 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{DirBuilderExt, symlink};
 use std::path::{Path, PathBuf};
 
 use berth_fs::resolve::{ResolveError, secure_join};
+use berth_image::overlay::{self, Lower, Overlay, OverlayError};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 use nix::sys::statvfs::{FsFlags, statvfs};
@@ -33,13 +36,8 @@ use serde::{Deserialize, Serialize};
 pub enum RootfsError {
     #[error("make the mount namespace private")]
     MakePrivate(#[source] nix::Error),
-    #[error("mount overlay on {merged} (lower {lower})")]
-    Overlay {
-        lower: PathBuf,
-        merged: PathBuf,
-        #[source]
-        source: nix::Error,
-    },
+    #[error(transparent)]
+    Overlay(#[from] OverlayError),
     #[error("mount {what} on {target}")]
     Mount {
         what: &'static str,
@@ -114,15 +112,6 @@ pub enum RootfsError {
     },
     #[error("remount / read-only")]
     ReadOnlyRoot(#[source] nix::Error),
-    #[error(
-        "mount the image {source_path} idmapped for the user namespace ({step}; needs a filesystem with idmapped mounts)"
-    )]
-    Idmap {
-        source_path: PathBuf,
-        step: &'static str,
-        #[source]
-        source: nix::Error,
-    },
 }
 
 /// A bind mount into the container (`-v HOST:CONTAINER[:ro]`, validated; also the name
@@ -139,8 +128,8 @@ pub struct Volume {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RootfsSpec {
-    /// The image's rootfs: the overlay's read-only lower layer.
-    pub lower: PathBuf,
+    /// The image's layers, top first: the overlay's read-only lower directories.
+    pub lowers: Vec<PathBuf>,
     pub upper: PathBuf,
     pub work: PathBuf,
     /// Mount point of the overlay (only in the container's mount namespace).
@@ -151,7 +140,7 @@ pub struct RootfsSpec {
 }
 
 /// The container's root as the host sees it, when the container has a user namespace: the
-/// image is mounted idmapped with that namespace, and what the init creates on the
+/// image's layers are mounted idmapped with that namespace, and what the init creates on the
 /// container's behalf belongs to its root (see [`crate::sandbox::userns`]).
 #[derive(Debug)]
 pub struct MappedRoot<'a> {
@@ -162,8 +151,6 @@ pub struct MappedRoot<'a> {
     pub gid: u32,
     /// Host gid of the container's group 5 (`tty`), if mapped: the group of its ptys.
     pub tty_gid: Option<u32>,
-    /// An empty directory where the idmapped image is mounted (in this mount namespace).
-    pub lower_mount: &'a Path,
 }
 
 /// Hidden from the container (docker's list): kernel memory, keys, timers, hardware.
@@ -237,37 +224,24 @@ pub fn prepare(spec: &RootfsSpec, mapped: Option<&MappedRoot<'_>>) -> Result<(),
     )
     .map_err(RootfsError::MakePrivate)?;
 
-    // 2. The overlay. The option string cannot carry ',' or ':' inside paths; the state roots
-    // are validated for that (Store::open) and ids/image names cannot contain them. With a
-    // user namespace the lower layer is the image idmapped: its root-owned files belong to
-    // the container's root, and copy-ups keep that owner in the upper layer. The overlay
-    // keeps its own clone of the layer mounts, so this mount is only a way to name one.
+    // 2. The overlay of the image's layers. With a user namespace each layer is an idmapped
+    // detached mount: its root-owned files belong to the container's root, and copy-ups keep
+    // that owner in the upper layer; the layers on disk never change. The overlay keeps its
+    // own reference to each, so nothing is attached anywhere but the overlay itself.
     let root = &spec.merged;
-    let lower = match mapped {
-        None => spec.lower.as_path(),
-        Some(m) => {
-            idmap_mount(&spec.lower, m.lower_mount, m.userns)?;
-            m.lower_mount
-        }
-    };
-    let options = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.display(),
-        spec.upper.display(),
-        spec.work.display()
-    );
-    mount(
-        Some("overlay"),
-        root,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(options.as_str()),
-    )
-    .map_err(|source| RootfsError::Overlay {
-        lower: lower.to_path_buf(),
-        merged: root.clone(),
-        source,
-    })?;
+    let lowers = spec
+        .lowers
+        .iter()
+        .map(|layer| match mapped {
+            None => Ok(Lower::Path(layer.clone())),
+            Some(m) => overlay::idmapped(layer, m.userns),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Overlay {
+        lowers,
+        upper: Some((spec.upper.clone(), spec.work.clone())),
+    }
+    .mount(root)?;
 
     // 3. Kernel filesystems.
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
@@ -356,87 +330,6 @@ pub fn prepare(spec: &RootfsSpec, mapped: Option<&MappedRoot<'_>>) -> Result<(),
         }
     }
     Ok(())
-}
-
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const AT_EMPTY_PATH: libc::c_uint = 0x1000;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-
-/// Mounts `source` at `target` with its ids mapped through the user namespace `userns`
-/// (Linux 5.12+, on a filesystem that supports idmapped mounts): a detached copy of the
-/// tree (`open_tree`), idmapped (`mount_setattr`, allowed only before it is attached),
-/// then attached (`move_mount`). Files owned by id N on disk appear owned by the host id
-/// that N is mapped to, and writes through the mount map back; the image itself is never
-/// changed.
-fn idmap_mount(source: &Path, target: &Path, userns: BorrowedFd<'_>) -> Result<(), RootfsError> {
-    let err = |step| {
-        let source_path = source.to_path_buf();
-        move |errno| RootfsError::Idmap {
-            source_path,
-            step,
-            source: errno,
-        }
-    };
-    let c_source = cpath(source).map_err(err("open_tree"))?;
-    let c_target = cpath(target).map_err(err("move_mount"))?;
-    // SAFETY: open_tree reads the NUL-terminated path; a non-negative result is a new
-    // descriptor we own.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            c_source.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
-        )
-    };
-    if fd < 0 {
-        return Err(err("open_tree")(nix::Error::last()));
-    }
-    // Truncation impossible: descriptors are ints.
-    // SAFETY: a fresh descriptor returned by the kernel, owned by nobody else.
-    let tree = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
-        attr_clr: 0,
-        propagation: 0,
-        // A descriptor number is non-negative: the conversion cannot fail.
-        userns_fd: u64::try_from(userns.as_raw_fd()).unwrap_or_default(),
-    };
-    // SAFETY: mount_setattr reads `size_of::<MountAttr>()` bytes from `attr` and the empty
-    // NUL-terminated path; all outlive the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            AT_EMPTY_PATH | AT_RECURSIVE,
-            &raw const attr,
-            size_of::<MountAttr>(),
-        )
-    };
-    if rc != 0 {
-        return Err(err("mount_setattr MOUNT_ATTR_IDMAP")(nix::Error::last()));
-    }
-    // SAFETY: move_mount reads the two NUL-terminated paths, which outlive the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            c_target.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if rc != 0 {
-        return Err(err("move_mount")(nix::Error::last()));
-    }
-    Ok(())
-}
-
-fn cpath(path: &Path) -> Result<std::ffi::CString, nix::Error> {
-    std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| nix::Error::EINVAL)
 }
 
 /// Device nodes, the standard symlinks, `/dev/pts`, `/dev/shm`, `/dev/mqueue`.

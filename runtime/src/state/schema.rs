@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use berth_cni::NetworkName;
-use berth_image::ImageName;
+use berth_image::{Digest, Reference};
 use serde::{Deserialize, Serialize};
 
 use crate::names::{ContainerId, ContainerName};
@@ -75,7 +75,12 @@ impl ContainerRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerConfig {
-    pub image: ImageName,
+    /// The image as `run` named it (`docker.io/library/busybox:latest`).
+    pub image: Reference,
+    /// The image's id when the container was created: its layers are the container's, even
+    /// if the reference names another image since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<Digest>,
     /// argv of PID 1 (entrypoint + command).
     pub args: Vec<String>,
     pub env: Vec<String>,

@@ -217,6 +217,19 @@ impl Env {
     /// side (inside the test's host netns): no veth (bridges may stay, as with docker), no
     /// per-container iptables chain or rule, no IPAM reservation (only `lock`), no cached CNI
     /// result; and no process of ours (monitors, plugins).
+    /// The files of the one layer in the image store (the busybox image's, in tests that
+    /// use only it): `<root>/images/layers/<chain id>/diff`.
+    pub fn only_layer(&self) -> PathBuf {
+        let layers: Vec<PathBuf> = fs::read_dir(self.root.join("images/layers"))
+            .expect("list the image layers")
+            .filter_map(Result::ok)
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| e.path().join("diff"))
+            .collect();
+        assert_eq!(layers.len(), 1, "{layers:?}");
+        layers.into_iter().next().unwrap_or_default()
+    }
+
     pub fn assert_clean(&self) {
         self.assert_clean_containers();
         let left = self.leftovers();

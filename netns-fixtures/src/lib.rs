@@ -27,6 +27,7 @@ mod leaks;
 mod names;
 mod netns;
 mod plugin;
+mod registry;
 mod root;
 mod subnet;
 mod traffic;
@@ -37,6 +38,9 @@ pub use leaks::LeakAudit;
 pub use names::{MAX_NAME, PREFIX, unique_name};
 pub use netns::{RUN_NETNS, TestNetns, TestNetnsError};
 pub use plugin::{CniCall, PluginError, PluginOutput, run_plugin};
+pub use registry::{
+    FixtureError, TestRegistry, TestRegistryBuilder, Throttle, TokenRequest, TokenServer,
+};
 pub use root::require_root;
 pub use subnet::{test_subnet_v4, test_subnet_v6};
 pub use traffic::{EchoServer, TrafficError, tcp_get, udp_get, wire};

@@ -102,7 +102,6 @@ impl BlobStream {
                     registry: self.ep.key.clone(),
                     repository: self.ep.repository.clone(),
                     op: Op::Blob(self.digest.clone()),
-                    url: self.digest.to_string(),
                     source: Box::new(ureq::Error::Io(e)),
                 }
             })?;

@@ -94,7 +94,7 @@ impl RegistryClient {
         let t = &self.transport;
         let ep = t.registry_endpoint(registry);
         let host = t.host(&ep)?;
-        t.probe(&ep, &host).map(|_| ())
+        t.probe(&ep, &host, &Op::Ping).map(|_| ())
     }
 
     /// `berth login`: checks the credentials this client has for `registry` (a token with no
@@ -103,7 +103,7 @@ impl RegistryClient {
         let t = &self.transport;
         let ep = t.registry_endpoint(registry);
         let host = t.host(&ep)?;
-        let probe = t.probe(&ep, &host)?;
+        let probe = t.probe(&ep, &host, &Op::Login)?;
         if t.credentials_for(&ep)?.is_none() {
             return Err(RegistryError::AuthenticationRequired {
                 registry: ep.key.clone(),
@@ -159,7 +159,6 @@ impl RegistryClient {
                         registry: ep.key.clone(),
                         repository: ep.repository.clone(),
                         op: op.clone(),
-                        url: name.clone(),
                         source: Box::new(e),
                     },
                 })?;
@@ -465,7 +464,6 @@ impl RegistryClient {
                     registry: ep.key.clone(),
                     repository: ep.repository.clone(),
                     op: op.clone(),
-                    url: "tags/list".to_owned(),
                     source: Box::new(source),
                 };
                 let bytes = resp

@@ -62,21 +62,30 @@ fn when(retry_after: &Option<Duration>) -> String {
 /// (`docker.io`, `127.0.0.1:5000`), `repository` the repository on it (empty for a ping).
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("{op} in {}: cannot reach {url}", at(registry, repository))]
+    #[error("{op} in {registry}: cannot reach {url}")]
     Transport {
         registry: String,
-        repository: String,
         op: Op,
         url: String,
         #[source]
         source: Box<ureq::Error>,
     },
-    #[error("{op} in {}: reading the answer from {url}", at(registry, repository))]
+    #[error(
+        "{op} in {registry}: the TLS certificate of {url} is not trusted (put its CA in \
+         certs.d/{registry}/ca.crt or a --cert-dir; --tls-verify=false skips the check)"
+    )]
+    Certificate {
+        registry: String,
+        op: Op,
+        url: String,
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    #[error("{op} in {}: reading the answer", at(registry, repository))]
     Read {
         registry: String,
         repository: String,
         op: Op,
-        url: String,
         #[source]
         source: Box<ureq::Error>,
     },
@@ -223,7 +232,10 @@ impl RegistryError {
 
     /// The error says the registry or mirror could not be reached at all.
     pub(crate) fn is_unreachable(&self) -> bool {
-        matches!(self, RegistryError::Transport { .. })
+        matches!(
+            self,
+            RegistryError::Transport { .. } | RegistryError::Certificate { .. }
+        )
     }
 }
 

@@ -277,19 +277,22 @@ impl Transport {
     /// The first contact with a host, once per client: `GET /v2/` over https, then over http
     /// where allowed. It tells which scheme works and how the registry wants to be
     /// authenticated (a 401 and its challenge).
-    pub fn probe(&self, ep: &Endpoint, host: &Host) -> Result<Probe, RegistryError> {
+    pub fn probe(&self, ep: &Endpoint, host: &Host, op: &Op) -> Result<Probe, RegistryError> {
         let mut state = lock(&host.state);
         if let Some(p) = &state.probe {
             return Ok(p.clone());
         }
         let https = format!("https://{}", ep.host);
-        let first = self.ping(ep, host, &https);
+        let first = self.ping(ep, host, &https, op);
         let result = match first {
             Err(e) if e.is_unreachable() && host.allow_http => {
                 let http = format!("http://{}", ep.host);
-                match self.ping(ep, host, &http) {
+                match self.ping(ep, host, &http, op) {
                     Ok(p) => Ok(p),
-                    // Both failed: the https error says more (a certificate problem, say).
+                    // A registry on http asking to slow down: that is the news.
+                    Err(http_err @ RegistryError::Throttled { .. }) => Err(http_err),
+                    // Otherwise the https error says more: a TLS registry answers plain http
+                    // with a 400, and its certificate is the problem.
                     Err(_) => Err(e),
                 }
             }
@@ -300,7 +303,13 @@ impl Transport {
         Ok(probe)
     }
 
-    fn ping(&self, ep: &Endpoint, host: &Host, base: &str) -> Result<Probe, RegistryError> {
+    fn ping(
+        &self,
+        ep: &Endpoint,
+        host: &Host,
+        base: &str,
+        op: &Op,
+    ) -> Result<Probe, RegistryError> {
         let url = format!("{base}/v2/");
         // Reaching a mirror is not retried: the next endpoint is the better bet.
         let tries = if ep.mirror { 0 } else { self.options.retries };
@@ -308,7 +317,7 @@ impl Transport {
         loop {
             let req = http::Request::get(&url)
                 .body(SendBody::none())
-                .map_err(|e| self.transport_err(ep, &Op::Ping, &url, ureq::Error::Http(e)))?;
+                .map_err(|e| self.transport_err(ep, op, &url, ureq::Error::Http(e)))?;
             let resp = match host.agent.run(req) {
                 Ok(r) => r,
                 Err(e) if attempt < tries && transient_transport(&e) => {
@@ -316,7 +325,7 @@ impl Transport {
                     attempt += 1;
                     continue;
                 }
-                Err(e) => return Err(self.transport_err(ep, &Op::Ping, &url, e)),
+                Err(e) => return Err(self.transport_err(ep, op, &url, e)),
             };
             let status = resp.status().as_u16();
             match status {
@@ -332,11 +341,11 @@ impl Transport {
                         challenge: challenge_of(&resp),
                     });
                 }
-                s if transient_status(s) && attempt < tries => {
+                s if transient_status(s) && attempt < tries && !self.too_long(&resp) => {
                     std::thread::sleep(self.delay(&resp, attempt));
                     attempt += 1;
                 }
-                429 | 503 => return Err(self.throttled(ep, &Op::Ping, &resp)),
+                429 | 503 => return Err(self.throttled(ep, op, &resp)),
                 _ => {
                     return Err(RegistryError::NotARegistry {
                         registry: ep.key.clone(),
@@ -346,6 +355,11 @@ impl Transport {
                 }
             }
         }
+    }
+
+    /// The registry asks for a longer wait than the client waits out by itself.
+    fn too_long(&self, resp: &Response<ureq::Body>) -> bool {
+        retry_after(resp).is_some_and(|d| d > self.options.max_retry_after)
     }
 
     /// How long to wait before retry `attempt`: what the registry asked for, else backoff.
@@ -360,9 +374,18 @@ impl Transport {
         url: &str,
         e: ureq::Error,
     ) -> RegistryError {
+        // rustls's verdict reaches here wrapped in an io::Error; its text is what is left to
+        // tell an untrusted certificate from other connection failures.
+        if e.to_string().contains("certificate") {
+            return RegistryError::Certificate {
+                registry: ep.key.clone(),
+                op: op.clone(),
+                url: url.to_owned(),
+                source: Box::new(e),
+            };
+        }
         RegistryError::Transport {
             registry: ep.key.clone(),
-            repository: ep.repository.clone(),
             op: op.clone(),
             url: url.to_owned(),
             source: Box::new(e),
@@ -394,7 +417,7 @@ impl Transport {
         mut call: Call<'_>,
     ) -> Result<Response<ureq::Body>, RegistryError> {
         let host = self.host(ep)?;
-        let probe = self.probe(ep, &host)?;
+        let probe = self.probe(ep, &host, op)?;
         let url = if call.target.starts_with('/') {
             format!("{}{}", probe.base, call.target)
         } else {
@@ -442,10 +465,8 @@ impl Transport {
                 continue;
             }
             if transient_status(status) {
-                let delay = self.delay(&resp, attempt);
-                let too_long = retry_after(&resp).is_some_and(|d| d > self.options.max_retry_after);
-                if replayable && attempt < tries && !too_long {
-                    std::thread::sleep(delay);
+                if replayable && attempt < tries && !self.too_long(&resp) {
+                    std::thread::sleep(self.delay(&resp, attempt));
                     attempt += 1;
                     continue;
                 }

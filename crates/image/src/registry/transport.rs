@@ -183,12 +183,14 @@ impl Transport {
     }
 
     pub fn is_down(&self, ep: &Endpoint) -> bool {
-        let hosts = lock(&self.hosts);
-        hosts.get(&ep.host).is_some_and(|h| lock(&h.state).down)
+        // Not under the hosts lock: the state lock may be held through a slow first contact.
+        let host = lock(&self.hosts).get(&ep.host).cloned();
+        host.is_some_and(|h| lock(&h.state).down)
     }
 
     pub fn mark_down(&self, ep: &Endpoint) {
-        if let Some(h) = lock(&self.hosts).get(&ep.host) {
+        let host = lock(&self.hosts).get(&ep.host).cloned();
+        if let Some(h) = host {
             lock(&h.state).down = true;
         }
     }
@@ -459,6 +461,13 @@ impl Transport {
                     extra_scope.clone_from(scope);
                 }
                 if let Some(c) = fresh {
+                    // A registry whose /v2/ is open may still guard its repositories: keep
+                    // what this 401 taught for the host's next requests.
+                    if let Some(p) = lock(&host.state).probe.as_mut() {
+                        if p.challenge.is_none() {
+                            p.challenge = Some(c.clone());
+                        }
+                    }
                     challenge = Some(c);
                 }
                 self.tokens.forget(&ep.host, &all_scopes);

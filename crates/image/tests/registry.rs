@@ -561,10 +561,25 @@ fn credentials_from_docker_config_and_a_helper() {
     let client = RegistryClient::new(certs_d(&registry), from_helper, options());
     ns.run(|| assert_eq!(client.manifest(&app).unwrap().bytes, image.manifest))
         .unwrap();
-    // The helper's "not found" for another registry is no credentials, not an error.
+    // credsStore: the same helper for every registry; its "not found" for another registry
+    // is no credentials, not an error.
+    let store = dir.path().join("store");
+    fs::create_dir(&store).unwrap();
+    fs::write(
+        store.join("config.json"),
+        serde_json::json!({"credsStore": "test"}).to_string(),
+    )
+    .unwrap();
     let from_store =
-        Credentials::from_env(env(&[("DOCKER_CONFIG", &helped), ("PATH", &helper_dir)]));
+        Credentials::from_env(env(&[("DOCKER_CONFIG", &store), ("PATH", &helper_dir)]));
     assert_eq!(from_store.lookup("other.example", "x").unwrap(), None);
+    let client = RegistryClient::new(certs_d(&registry), from_store, options());
+    ns.run(|| assert_eq!(client.manifest(&app).unwrap().bytes, image.manifest))
+        .unwrap();
+    // A helper that is not on PATH is an error naming it.
+    let missing = Credentials::from_env(env(&[("DOCKER_CONFIG", &store)]));
+    let err = missing.lookup(&host, "ns/app").unwrap_err();
+    assert!(err.to_string().contains("docker-credential-test"), "{err}");
 }
 
 fn base64_encode(s: &str) -> String {

@@ -599,6 +599,13 @@ impl Pipeline<'_> {
         staged: &StagedLayer,
     ) -> Result<unpack::Unpacked, PullError> {
         let file = self.blobs.open(&job.blob.digest)?;
+        self.status(
+            job,
+            LayerStatus::Extracting {
+                done: 0,
+                total: job.blob.size,
+            },
+        );
         let feed = Feed::new(0);
         feed.finish(job.blob.size);
         let unpacked = self.extract(job, file, &feed, staged)?;

@@ -191,6 +191,17 @@ impl ImageStore {
         &self.dir
     }
 
+    /// The blobs (for `save` and `push`: an image's record names its manifest, config and
+    /// layer blobs).
+    pub fn blobs(&self) -> &Blobs {
+        &self.blobs
+    }
+
+    /// The unpacked layers.
+    pub fn layers(&self) -> &Layers {
+        &self.layers
+    }
+
     fn lock(&self, name: &str, arg: FlockArg) -> Result<Guard, ImageError> {
         let path = self.dir.join(name);
         let file = OpenOptions::new()

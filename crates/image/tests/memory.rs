@@ -226,7 +226,7 @@ fn peak_memory_stays_bounded_while_pulling_a_large_layer() {
     // The line follows the harness's `test … ` on the same line.
     for line in stdout
         .lines()
-        .filter_map(|l| l.find("layer ").map(|i| &l[i..]))
+        .filter_map(|l| l.rfind("layer ").map(|i| &l[i..]))
     {
         println!("{line}; peak rss {peak} kB");
     }

@@ -6,12 +6,13 @@ use std::io::{self, Read};
 use ureq::http::Method;
 
 use crate::digest::Digest;
+use crate::reference::Reference;
 
 use super::challenge::Scope;
-use super::client::{RegistryClient, expect_success};
+use super::client::RegistryClient;
 use super::error::{Op, RegistryError};
 use super::retry::backoff;
-use super::transport::{Call, Endpoint, header};
+use super::transport::{Call, Endpoint, expect_success, header};
 
 /// A blob being downloaded. `Read` yields its bytes from [`BlobStream::start`] on; an error
 /// the client could not cure comes as an `io::Error` wrapping the [`RegistryError`].
@@ -203,6 +204,27 @@ fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
         Some(total.parse().ok()?)
     };
     Some((first.parse().ok()?, total))
+}
+
+impl RegistryClient {
+    /// Opens the blob `digest` of `reference`'s repository for reading from byte `offset`
+    /// (`Range: bytes=offset-`), trying the mirrors first. Whether the registry honoured the
+    /// range is in [`BlobStream::start`]: it is `offset`, or 0 when the registry sent the
+    /// whole blob. The bytes are not verified here: wrap them in a [`VerifyingReader`] (or use
+    /// [`RegistryClient::blob_bytes`] for small blobs).
+    ///
+    /// The stream is never whole in memory, and a connection lost midway is reopened from
+    /// where it broke (up to `options.retries` times), invisibly to the reader.
+    pub fn blob(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<BlobStream, RegistryError> {
+        self.pull(reference, |ep| {
+            BlobStream::open(self.clone(), ep.clone(), digest.clone(), offset)
+        })
+    }
 }
 
 #[cfg(test)]

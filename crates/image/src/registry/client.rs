@@ -10,12 +10,11 @@ use crate::digest::{Digest, Hasher};
 use crate::oci::{DocError, ManifestDoc, media};
 use crate::reference::Reference;
 
-use super::blob::BlobStream;
 use super::challenge::{Challenge, Scope};
 use super::config::{ClientOptions, RegistriesConfig};
 use super::credentials::Credentials;
 use super::error::{Op, RegistryError};
-use super::transport::{Call, Endpoint, Payload, Transport, header};
+use super::transport::{Call, Endpoint, Payload, Transport, expect_success, header};
 use super::verify::VerifyingReader;
 
 /// Manifests larger than this are refused (containers/image's limit): a manifest is read
@@ -248,25 +247,6 @@ impl RegistryClient {
         ))
     }
 
-    /// Opens the blob `digest` of `reference`'s repository for reading from byte `offset`
-    /// (`Range: bytes=offset-`), trying the mirrors first. Whether the registry honoured the
-    /// range is in [`BlobStream::start`]: it is `offset`, or 0 when the registry sent the
-    /// whole blob. The bytes are not verified here: wrap them in a [`VerifyingReader`] (or use
-    /// [`RegistryClient::blob_bytes`] for small blobs).
-    ///
-    /// The stream is never whole in memory, and a connection lost midway is reopened from
-    /// where it broke (up to `options.retries` times), invisibly to the reader.
-    pub fn blob(
-        &self,
-        reference: &Reference,
-        digest: &Digest,
-        offset: u64,
-    ) -> Result<BlobStream, RegistryError> {
-        self.pull(reference, |ep| {
-            BlobStream::open(self.clone(), ep.clone(), digest.clone(), offset)
-        })
-    }
-
     /// A whole small blob (a config), verified against `digest` and at most `limit` bytes.
     pub fn blob_bytes(
         &self,
@@ -488,7 +468,7 @@ impl RegistryClient {
     /// Runs `f` against the mirrors of `reference`'s registry in order, then the registry: the
     /// first success wins. A mirror that cannot be reached is not tried again by this client.
     /// When all fail, the registry's own error is returned.
-    fn pull<T>(
+    pub(super) fn pull<T>(
         &self,
         reference: &Reference,
         f: impl Fn(&Endpoint) -> Result<T, RegistryError>,
@@ -519,20 +499,6 @@ impl RegistryClient {
             op: Op::Manifest(reference.manifest_ref()),
             what: "no endpoint to try",
         }))
-    }
-}
-
-/// A 2xx answer passes; anything else becomes its error.
-pub(crate) fn expect_success(
-    t: &Transport,
-    ep: &Endpoint,
-    op: &Op,
-    resp: Response<ureq::Body>,
-) -> Result<Response<ureq::Body>, RegistryError> {
-    if resp.status().is_success() {
-        Ok(resp)
-    } else {
-        Err(t.status_err(ep, op, resp))
     }
 }
 

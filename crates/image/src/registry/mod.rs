@@ -38,6 +38,7 @@ mod config;
 mod credentials;
 mod error;
 mod retry;
+mod tokens;
 mod transport;
 mod verify;
 

@@ -18,12 +18,12 @@ use ureq::{Agent, SendBody};
 
 use crate::reference::Reference;
 
-use super::auth::Tokens;
 use super::challenge::Challenge;
 use super::config::{ClientOptions, RegistriesConfig, split_location};
 use super::credentials::{AuthEntry, Credentials};
 use super::error::{Op, RegistryError, transient_status, transient_transport};
 use super::retry::{backoff, parse_retry_after};
+use super::tokens::Tokens;
 
 /// Where the system's CA bundle is on Debian and its derivatives; custom CAs are added to it.
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -748,6 +748,20 @@ fn system_roots() -> Vec<Certificate<'static>> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A 2xx answer passes; anything else becomes its error.
+pub(crate) fn expect_success(
+    t: &Transport,
+    ep: &Endpoint,
+    op: &Op,
+    resp: Response<ureq::Body>,
+) -> Result<Response<ureq::Body>, RegistryError> {
+    if resp.status().is_success() {
+        Ok(resp)
+    } else {
+        Err(t.status_err(ep, op, resp))
+    }
 }
 
 #[cfg(test)]

@@ -190,6 +190,9 @@ fn connection(mut client: TcpStream, target: SocketAddr, state: &Shared) -> io::
             headers.push(("Retry-After", retry_after.to_string()));
         }
         let body = json!({"errors": [{"code": "TOOMANYREQUESTS", "message": "slow down"}]});
+        // Counted before the answer leaves: a client may read it and the test check the
+        // count before this thread runs again.
+        state.answered_429.fetch_add(1, Ordering::SeqCst);
         respond(
             &mut client,
             429,
@@ -197,7 +200,6 @@ fn connection(mut client: TcpStream, target: SocketAddr, state: &Shared) -> io::
             &headers,
             body.to_string().as_bytes(),
         )?;
-        state.answered_429.fetch_add(1, Ordering::SeqCst);
         return Ok(());
     }
     let server = TcpStream::connect_timeout(&target, Duration::from_secs(5))?;

@@ -216,19 +216,54 @@ pub fn rootfs_source(tarball: &Path, run: RunConfig) -> Result<LocalSource, Arch
 #[serde(rename_all = "PascalCase")]
 struct DockerManifest {
     config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
     layers: Vec<String>,
 }
 
 /// The first image of a `docker save` archive unpacked in `dir`.
 pub fn docker_archive_source(dir: &Path, tarball: &Path) -> Result<LocalSource, ArchiveError> {
+    docker_archive_sources(dir, tarball)?
+        .into_iter()
+        .next()
+        .map(|(source, _)| source)
+        .ok_or_else(|| ArchiveError::Format {
+            archive: tarball.to_path_buf(),
+            problem: "manifest.json lists no image".into(),
+        })
+}
+
+/// Every image of a `docker save` archive unpacked in `dir`, with its `RepoTags` (`load`).
+pub fn docker_archive_sources(
+    dir: &Path,
+    tarball: &Path,
+) -> Result<Vec<(LocalSource, Vec<String>)>, ArchiveError> {
+    let manifest_path = dir.join("manifest.json");
+    let manifests: Vec<DockerManifest> = read_json(&manifest_path)?;
+    if manifests.is_empty() {
+        return Err(ArchiveError::Format {
+            archive: tarball.to_path_buf(),
+            problem: "manifest.json lists no image".into(),
+        });
+    }
+    manifests
+        .iter()
+        .map(|m| {
+            let source = docker_image_source(dir, tarball, m)?;
+            Ok((source, m.repo_tags.clone().unwrap_or_default()))
+        })
+        .collect()
+}
+
+/// One entry of a `docker save` archive's `manifest.json`.
+fn docker_image_source(
+    dir: &Path,
+    tarball: &Path,
+    first: &DockerManifest,
+) -> Result<LocalSource, ArchiveError> {
     let format_err = |problem: String| ArchiveError::Format {
         archive: tarball.to_path_buf(),
         problem,
-    };
-    let manifest_path = dir.join("manifest.json");
-    let manifests: Vec<DockerManifest> = read_json(&manifest_path)?;
-    let [first, ..] = manifests.as_slice() else {
-        return Err(format_err("manifest.json lists no image".into()));
     };
     let files = first
         .layers
@@ -243,6 +278,46 @@ pub fn docker_archive_source(dir: &Path, tarball: &Path) -> Result<LocalSource, 
         source,
     })?;
     source_of(tarball.display().to_string(), config, Some(bytes), &files)
+}
+
+/// The annotation containerd and docker ≥ 25 give an OCI layout's entries: the full name.
+const CONTAINERD_NAME: &str = "io.containerd.image.name";
+/// The OCI annotation: a full reference (podman, Berth) or only a tag (skopeo).
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// The entries of the OCI layout unpacked in `dir`: each manifest (or index) digest once,
+/// with the names its entries give it, in the order `index.json` lists them. A tag alone
+/// (`latest`) names nothing: it has no repository.
+pub fn oci_layout_entries(
+    dir: &Path,
+    tarball: &Path,
+) -> Result<Vec<(Digest, Vec<String>)>, ArchiveError> {
+    #[derive(Deserialize)]
+    struct LayoutIndex {
+        #[serde(default)]
+        manifests: Vec<crate::oci::Descriptor>,
+    }
+    let index: LayoutIndex = read_json(&dir.join("index.json"))?;
+    if index.manifests.is_empty() {
+        return Err(ArchiveError::Format {
+            archive: tarball.to_path_buf(),
+            problem: "index.json lists no image".into(),
+        });
+    }
+    let mut out: Vec<(Digest, Vec<String>)> = Vec::new();
+    for entry in index.manifests {
+        let name = entry
+            .annotations
+            .get(CONTAINERD_NAME)
+            .or_else(|| entry.annotations.get(REF_NAME))
+            .filter(|n| n.contains('/') || n.contains(':'))
+            .cloned();
+        match out.iter_mut().find(|(d, _)| *d == entry.digest) {
+            Some((_, names)) => names.extend(name.filter(|n| !names.contains(n))),
+            None => out.push((entry.digest, name.into_iter().collect())),
+        }
+    }
+    Ok(out)
 }
 
 /// `rel` under `dir` if it is a clean relative path (archive manifests are input too).

@@ -11,6 +11,8 @@
 //!   against a [`fetch::Fetch`] source — the registry client ([`registry`]), an OCI layout, what
 //!   [`archive`] makes of `image import`'s tarballs, the offline [`busybox`] image — with
 //!   [`progress`] for the person waiting;
+//! - giving them away: [`push`] (to a registry), [`save`] (docker-archive and OCI archives,
+//!   which [`ImageStore::load`] reads back), [`inspect`] (docker's `image inspect`);
 //! - running them: [`overlay`] (the container's root: an overlay of the layers, through
 //!   the new mount API for deep images, idmapped for user namespaces); [`meta`] ([`Image`],
 //!   what a container takes from its image).
@@ -22,14 +24,17 @@ pub mod digest;
 pub mod fetch;
 pub mod gc;
 pub mod images;
+pub mod inspect;
 pub mod layers;
 pub mod meta;
 pub mod oci;
 pub mod overlay;
 pub mod progress;
 pub mod pull;
+pub mod push;
 pub mod reference;
 pub mod registry;
+pub mod save;
 pub mod store;
 mod time;
 pub mod unpack;
@@ -39,7 +44,7 @@ pub use digest::{Digest, DigestError};
 pub use meta::{DEFAULT_PATH, Image};
 pub use oci::{ImageConfig, Platform};
 pub use reference::{Reference, ReferenceError};
-pub use store::{ImageError, ImageStore, ImageSummary, PullResult, Removed};
+pub use store::{ImageError, ImageStore, ImageSummary, Loaded, PullResult, Removed};
 
 /// `err: cause: cause`, on one line.
 pub fn error_chain(err: &dyn std::error::Error) -> String {

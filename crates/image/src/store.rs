@@ -137,6 +137,10 @@ pub struct ImageSummary {
     /// Bytes of its layers' files.
     pub size: u64,
     pub source: String,
+    /// The digest this repository's registry knows the image by (`images --digests`), if
+    /// it was pulled from or pushed to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
 }
 
 /// What a pull did.
@@ -200,6 +204,12 @@ impl ImageStore {
     /// The unpacked layers.
     pub fn layers(&self) -> &Layers {
         &self.layers
+    }
+
+    /// Keeps what the store holds from being collected while the guard lives (`save` and
+    /// `push` read blobs; `rmi` and `prune` wait for them).
+    pub fn hold(&self) -> Result<Guard, ImageError> {
+        self.gc_lock(false)
     }
 
     fn lock(&self, name: &str, arg: FlockArg) -> Result<Guard, ImageError> {
@@ -427,6 +437,28 @@ impl ImageStore {
         options: &PullOptions,
         progress: &dyn Progress,
     ) -> Result<PullResult, ImageError> {
+        self.pull_named(
+            source,
+            reference,
+            std::slice::from_ref(reference),
+            options,
+            progress,
+            true,
+        )
+    }
+
+    /// Pulls `reference` from `source` and records it under each of `names` (none: an image
+    /// known by its id only), replacing what they named before. A source that is not a
+    /// registry (`load`) gives the image no repo digest.
+    fn pull_named(
+        &self,
+        source: &dyn Fetch,
+        reference: &Reference,
+        names: &[Reference],
+        options: &PullOptions,
+        progress: &dyn Progress,
+        registry: bool,
+    ) -> Result<PullResult, ImageError> {
         let _gc = self.gc_lock(false)?;
         self.layers.sweep(false);
         let pulled = Pipeline {
@@ -443,6 +475,9 @@ impl ImageStore {
         let _meta = self.meta_lock()?;
         let mut refs = self.records.references()?;
         let mut record = pulled.record.clone();
+        if !registry {
+            record.repo_digests.clear();
+        }
         if let Some(old) = self.records.get(&record.id)? {
             for d in old.repo_digests {
                 if !record.repo_digests.contains(&d) {
@@ -452,7 +487,13 @@ impl ImageStore {
             record.stored = old.stored;
         }
         self.records.put(&record)?;
-        let previous = refs.insert(reference.clone(), record.id.clone());
+        let mut previous = None;
+        for (i, name) in names.iter().enumerate() {
+            let before = refs.insert(name.clone(), record.id.clone());
+            if i == 0 {
+                previous = before;
+            }
+        }
         self.records.set_references(&refs)?;
         let result = PullResult {
             reference: reference.clone(),
@@ -562,6 +603,94 @@ impl ImageStore {
         self.get(reference)?.ok_or_else(|| ImageError::NotFound {
             query: reference.familiar(),
         })
+    }
+
+    /// `berth load`: every image of a `docker save` archive or an OCI layout archive, under
+    /// the names the archive gives them (`RepoTags`; the `io.containerd.image.name` or a
+    /// full `org.opencontainers.image.ref.name` annotation), replacing what those names
+    /// named before, as docker does. An image without a name is known by its id.
+    pub fn load(&self, tarball: &Path) -> Result<Vec<Loaded>, ImageError> {
+        let kind = archive::detect(tarball)?;
+        if kind == Kind::Rootfs {
+            return Err(ArchiveError::Format {
+                archive: tarball.to_path_buf(),
+                problem: "neither a docker-archive (manifest.json) nor an OCI layout \
+                          (index.json, oci-layout): import a rootfs with `berth import`"
+                    .into(),
+            }
+            .into());
+        }
+        let _gc = self.gc_lock(false)?;
+        let staging = Staging::new(&self.dir)?;
+        let unpack_err = |source| ImageError::Unpack {
+            archive: tarball.to_path_buf(),
+            source,
+        };
+        let file = File::open(tarball).map_err(|source| ImageError::Io {
+            step: "open",
+            path: tarball.to_path_buf(),
+            source,
+        })?;
+        let tar = unpack::decompress(file, crate::oci::Compression::None)
+            .map_err(|e| unpack_err(UnpackError::Read(e)))?;
+        unpack::unpack_layer(tar, &staging.dir).map_err(unpack_err)?;
+        let options = PullOptions {
+            source: format!("{}:{}", kind.name(), tarball.display()),
+            ..PullOptions::default()
+        };
+        let import_err = |source| ImageError::Import {
+            archive: tarball.to_path_buf(),
+            source,
+        };
+        // What the sources are asked for when an image has no name of its own.
+        let unnamed =
+            Reference::parse("localhost/berth-load").map_err(|_| ArchiveError::Format {
+                archive: tarball.to_path_buf(),
+                problem: "internal reference".into(),
+            })?;
+        let mut out = Vec::new();
+        if kind == Kind::DockerArchive {
+            for (source, tags) in archive::docker_archive_sources(&staging.dir, tarball)? {
+                let names = parse_names(tarball, &tags)?;
+                let fetch = names.first().cloned().unwrap_or_else(|| unnamed.clone());
+                let pulled = self
+                    .pull_named(&source, &fetch, &names, &options, &Quiet, false)
+                    .map_err(|e| lift(e, import_err))?;
+                out.push(Loaded {
+                    id: pulled.id,
+                    references: names,
+                });
+            }
+        } else {
+            let layout = OciLayout::new(&staging.dir);
+            for (digest, names) in archive::oci_layout_entries(&staging.dir, tarball)? {
+                let names = parse_names(tarball, &names)?;
+                let fetch = names.first().unwrap_or(&unnamed).with_digest(digest);
+                let pulled = self
+                    .pull_named(&layout, &fetch, &names, &options, &Quiet, false)
+                    .map_err(|e| lift(e, import_err))?;
+                out.push(Loaded {
+                    id: pulled.id,
+                    references: names,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds `repo_digest` (`name@digest`, what a push made) to image `id`'s record.
+    pub fn add_repo_digest(&self, id: &Digest, repo_digest: &str) -> Result<(), ImageError> {
+        let _meta = self.meta_lock()?;
+        if let Some(mut record) = self.records.get(id)? {
+            // One per repository: the newest push wins.
+            let name = repo_digest.split('@').next().unwrap_or_default();
+            record
+                .repo_digests
+                .retain(|d| d.split('@').next() != Some(name));
+            record.repo_digests.push(repo_digest.to_owned());
+            self.records.put(&record)?;
+        }
+        Ok(())
     }
 
     fn import_from(
@@ -695,6 +824,30 @@ impl ImageStore {
     }
 }
 
+/// One image `load` stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    pub id: Digest,
+    /// The names the archive gave it (none: known by its id).
+    pub references: Vec<Reference>,
+}
+
+/// The names an archive gives an image, parsed (a bad one fails the load, naming it).
+fn parse_names(tarball: &Path, names: &[String]) -> Result<Vec<Reference>, ImageError> {
+    names
+        .iter()
+        .map(|n| {
+            Reference::parse(n).map_err(|e| {
+                ArchiveError::Format {
+                    archive: tarball.to_path_buf(),
+                    problem: format!("bad image name {n:?}: {e}"),
+                }
+                .into()
+            })
+        })
+        .collect()
+}
+
 /// A pull error of an import reads as the import's.
 fn lift(e: ImageError, import_err: impl FnOnce(Box<PullError>) -> ImageError) -> ImageError {
     match e {
@@ -712,12 +865,19 @@ fn summary(
     ImageSummary {
         repository,
         tag,
-        reference,
         id: record.id.clone(),
         created: record.created.clone(),
         stored: record.stored.clone(),
         size: record.size,
         source: record.source.clone(),
+        digest: reference.as_ref().and_then(|r| {
+            let name = r.name();
+            record.repo_digests.iter().find_map(|d| {
+                let (n, digest) = d.split_once('@')?;
+                (n == name).then(|| Digest::try_from(digest).ok()).flatten()
+            })
+        }),
+        reference,
     }
 }
 

@@ -13,6 +13,8 @@ use berth_image::Reference;
 use berth_netlink::error_chain;
 use berth_runtime::commands::attach::{self, AttachEnd, Since};
 use berth_runtime::commands::exec::{self, ExecRequest};
+use berth_runtime::commands::image::cli::{ImageCommand, ImageVerb};
+use berth_runtime::commands::image::{PullPolicy, PullSpec};
 use berth_runtime::commands::ps::{self, ContainerSummary};
 use berth_runtime::commands::{image, logs, monitor, network, prune, rm, run, start, stop};
 use berth_runtime::lifecycle::request::RunRequest;
@@ -45,6 +47,10 @@ struct Cli {
     /// berth, then /usr/libexec/berth/cni).
     #[arg(long, global = true, value_name = "DIR")]
     cni_plugin_dir: Vec<PathBuf>,
+    /// Mirrors, insecure registries and CAs (default: $BERTH_REGISTRIES_CONFIG, else
+    /// /etc/berth/registries.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    registries_config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -133,6 +139,8 @@ enum Command {
         #[arg(value_name = "NAME|ID")]
         container: String,
     },
+    #[command(flatten)]
+    ImageVerb(ImageVerb),
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -161,23 +169,6 @@ enum Command {
     /// The supervisor of a detached container (internal: started by `berth run -d`).
     #[command(hide = true)]
     Monitor { id: String },
-}
-
-#[derive(Debug, Subcommand)]
-enum ImageCommand {
-    /// Import a rootfs tarball, a `docker save` archive or an OCI layout (.tar or .tar.gz).
-    Import { tarball: PathBuf, name: String },
-    /// List images.
-    Ls {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Remove images not used by any container.
-    Rm {
-        #[arg(required = true)]
-        names: Vec<String>,
-    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -213,6 +204,12 @@ enum SystemCommand {
         #[arg(short, long)]
         force: bool,
     },
+    /// Disk use of the image store: images, layers, blobs, and what a prune reclaims.
+    Df {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `berth run`'s flags: the library's request, and `--help` without `-h` (which is
@@ -223,6 +220,12 @@ struct RunArgs {
     /// Print help (`-h` is --hostname, as in docker).
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
+    /// Pull the image: missing (when not in the store), always, never.
+    #[arg(long, value_enum, default_value = "missing", value_name = "POLICY")]
+    pull: PullPolicy,
+    /// The platform to pull: os/arch[/variant] (default: the host's).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<String>,
     #[command(flatten)]
     request: RunRequest,
 }
@@ -281,7 +284,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     let store = &Store::open(&cli.root, &cli.runroot).map_err(Failure::setup)?;
     let networks = &networks(store, &cli.cni_plugin_dir)?;
     match cli.command {
-        Command::Run(args) => run(store, networks, args.request),
+        Command::Run(args) => {
+            pull_for_run(store, cli.registries_config.as_deref(), &args)?;
+            run(store, networks, args.request)
+        }
         Command::Exec(request) => exec(store, request),
         Command::Ps { all, json } => ps(store, all, json),
         Command::Start {
@@ -309,11 +315,20 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             container,
         } => logs(store, &container, follow, timestamps),
         Command::Inspect { container } => inspect(store, &container),
-        Command::Image(ImageCommand::Import { tarball, name }) => {
-            image_import(store, &tarball, &name)
+        Command::ImageVerb(verb) => {
+            image::cli::dispatch_verb(store, cli.registries_config.as_deref(), verb)
+                .map_err(Failure::setup)?;
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Image(ImageCommand::Ls { json }) => image_ls(store, json),
-        Command::Image(ImageCommand::Rm { names }) => image_rm(store, &names),
+        Command::Image(command) => {
+            image::cli::dispatch(store, cli.registries_config.as_deref(), command)
+                .map_err(Failure::setup)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::System(SystemCommand::Df { json }) => {
+            image::cli::disk_usage(store, json).map_err(Failure::setup)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Network(NetworkCommand::Create(request)) => {
             network_create(store, networks, request)
         }
@@ -496,49 +511,38 @@ fn inspect(store: &Store, container: &str) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn image_import(store: &Store, tarball: &Path, name: &str) -> Result<ExitCode, Failure> {
-    let reference = Reference::parse(name)?;
-    image::import(store, tarball, &reference).with_context(|| format!("import image {name}"))?;
-    println!("{}", reference.familiar());
-    Ok(ExitCode::SUCCESS)
-}
-
-fn image_ls(store: &Store, json: bool) -> Result<ExitCode, Failure> {
-    let list = image::list(store)?;
-    if json {
-        print_json(&list)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!(
-        "{:<40} {:<12} {:<14} {:<16} {:>10}",
-        "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"
-    );
-    for i in &list {
-        println!(
-            "{:<40} {:<12} {:<14} {:<16} {:>10}",
-            i.repository,
-            i.tag,
-            i.id.short(),
-            i.created.as_deref().map_or_else(String::new, clock::ago),
-            human_size(i.size),
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `image rm`: stops at the first image it cannot remove.
-fn image_rm(store: &Store, names: &[String]) -> Result<ExitCode, Failure> {
-    for name in names {
-        let removed =
-            image::remove(store, name, false).with_context(|| format!("remove image {name}"))?;
-        for reference in &removed.untagged {
-            println!("Untagged: {}", reference.familiar());
-        }
-        for id in &removed.deleted {
-            println!("Deleted: {id}");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+/// `run --pull`/`--platform`: the image pulled first if the policy says so (progress on
+/// stderr, as docker shows it before the container starts).
+fn pull_for_run(
+    store: &Store,
+    registries_config: Option<&Path>,
+    args: &RunArgs,
+) -> Result<(), Failure> {
+    let Some(name) = args.request.image_and_command.first() else {
+        return Ok(());
+    };
+    // A bad reference is reported by the run request's validation, like any bad flag.
+    let Ok(reference) = Reference::parse(name) else {
+        return Ok(());
+    };
+    let platform = args
+        .platform
+        .as_deref()
+        .map(berth_image::Platform::parse)
+        .transpose()
+        .map_err(Failure::setup)?;
+    let spec = PullSpec {
+        platform,
+        config: Some(
+            image::registry::registries_config(registries_config).map_err(Failure::setup)?,
+        ),
+        ..PullSpec::default()
+    };
+    let progress = image::cli::progress_sink(false);
+    image::ensure(store, &reference, args.pull, &spec, progress.as_ref()).map_err(|e| {
+        Failure::setup(anyhow::Error::from(e).context(format!("pull {}", reference.familiar())))
+    })?;
+    Ok(())
 }
 
 fn network_create(
@@ -643,21 +647,6 @@ fn print_ps(list: &[ContainerSummary]) {
             c.ports.join(", "),
             c.name
         );
-    }
-}
-
-fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{value:.1}{}", UNITS[unit])
     }
 }
 

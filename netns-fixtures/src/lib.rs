@@ -23,6 +23,7 @@
 //! ```
 
 mod bin;
+pub mod images;
 mod leaks;
 mod names;
 mod netns;

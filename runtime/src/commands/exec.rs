@@ -34,6 +34,7 @@ use crate::sandbox::process::{
     self, InitProcess, ProcessError, Relay, SignalForwarder, SpawnOptions, StdioMode,
 };
 use crate::sandbox::sealed::{self, SealedError};
+use crate::sandbox::user::UserSpec;
 use crate::state::{StateError, Status, Store};
 
 /// The flags of `berth exec`, as typed; the `berth` binary parses its command line straight
@@ -52,6 +53,9 @@ pub struct ExecRequest {
     /// Working directory (default: the container's).
     #[arg(short = 'w', long = "workdir", value_name = "DIR")]
     pub workdir: Option<String>,
+    /// Run as this user (name or uid, optionally :group or :gid; default: the container's).
+    #[arg(short = 'u', long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
     /// The container, then the command and its arguments.
     #[arg(
         required = true,
@@ -169,6 +173,9 @@ pub fn exec(store: &Store, request: ExecRequest) -> Result<i32, ExecError> {
         Some(w) => return Err(RequestError::Workdir { input: w }.into()),
         None => record.config.workdir.clone(),
     };
+    if let Some(user) = &request.user {
+        UserSpec::parse(user).map_err(RequestError::User)?;
+    }
     if request.command().is_empty() {
         return Err(RequestError::NoCommand {
             image: record.config.image.clone(),
@@ -237,6 +244,7 @@ pub fn exec(store: &Store, request: ExecRequest) -> Result<i32, ExecError> {
                 .tty
                 .then(|| process::terminal_size().unwrap_or((24, 80))),
             userns: record.config.userns.is_some(),
+            user: request.user.clone().or_else(|| record.config.user.clone()),
         })
         .map_err(start_err)?;
     // 4.–5.

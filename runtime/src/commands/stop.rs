@@ -1,16 +1,14 @@
 //! `berth stop` and `berth kill`: signals to a container's PID 1.
 //!
-//! `stop` is docker's: SIGTERM, and SIGKILL if PID 1 is still there after the timeout
-//! (remember that PID 1 only receives signals it handles: a shell without a trap ignores
-//! SIGTERM). It then waits for the container's supervisor to record the exit and release the
+//! `stop` is docker's: the container's stop signal (the image's `StopSignal`, or
+//! `run --stop-signal`; SIGTERM by default), and SIGKILL if PID 1 is still there after the
+//! timeout (remember that PID 1 only receives signals it handles: a shell without a trap
+//! ignores SIGTERM). It then waits for the container's supervisor to record the exit and release the
 //! network, so that a `stop` that returned leaves no attachment behind; if that supervisor
 //! is gone (killed), `stop` releases the container itself. `kill` only delivers a signal.
 
 use std::os::fd::AsFd;
-use std::str::FromStr;
 use std::time::Duration;
-
-use nix::sys::signal::Signal;
 
 use crate::lifecycle::release::{self, SettleError};
 use crate::lifecycle::signal::{self, SignalError};
@@ -38,19 +36,9 @@ pub enum StopError {
 
 /// `KILL`, `SIGKILL`, `kill` or `9`.
 pub fn parse_signal(input: &str) -> Result<i32, StopError> {
-    let bad = || StopError::BadSignal {
+    signal::parse_signal(input).ok_or_else(|| StopError::BadSignal {
         input: input.to_owned(),
-    };
-    if let Ok(n) = input.parse::<i32>() {
-        return Signal::try_from(n).map(|s| s as i32).map_err(|_| bad());
-    }
-    let upper = input.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    Signal::from_str(&name).map(|s| s as i32).map_err(|_| bad())
+    })
 }
 
 /// `berth kill [-s SIG]`: delivers `signal` to PID 1 of a running container.
@@ -65,7 +53,9 @@ pub fn kill(store: &Store, query: &str, signal: i32) -> Result<ContainerId, Stop
     }
 }
 
-/// `berth stop [-t N]`: SIGTERM, SIGKILL after `timeout`, then settle (see the module doc).
+/// `berth stop [-t N]`: the container's stop signal (the image's `StopSignal` or
+/// `--stop-signal`; default SIGTERM), SIGKILL after `timeout`, then settle (see the module
+/// doc).
 /// Stopping a container that is not running is not an error.
 pub fn stop(
     store: &Store,
@@ -79,7 +69,13 @@ pub fn stop(
         return Ok(found.id);
     };
     if record.live_status() == Status::Running {
-        if let Some(pidfd) = signal::signal_pid1(&record, libc::SIGTERM)? {
+        let first = record
+            .config
+            .stop_signal
+            .as_deref()
+            .and_then(signal::parse_signal)
+            .unwrap_or(libc::SIGTERM);
+        if let Some(pidfd) = signal::signal_pid1(&record, first)? {
             if !pid::wait_pidfd(pidfd.as_fd(), timeout) {
                 let _ = signal::signal_pid1(&record, libc::SIGKILL)?;
                 if !pid::wait_pidfd(pidfd.as_fd(), Duration::from_secs(10)) {

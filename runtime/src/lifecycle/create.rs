@@ -6,11 +6,13 @@ use std::path::PathBuf;
 use berth_image::{DEFAULT_PATH, Image, ImageError, ImageStore};
 
 use crate::lifecycle::request::{RequestError, RunRequest, RunSpec, is_clean_absolute, set_env};
+use crate::lifecycle::signal;
 use crate::names::{ContainerId, ContainerName, NameError};
-use crate::network::ports::{self, PortError};
+use crate::network::ports::{self, PortError, PortMapping, PublishAllError};
 use crate::network::{NetworkError, Networks};
 use crate::sandbox::cgroups::{self, CgroupError, Layout};
 use crate::sandbox::pid::ProcessRef;
+use crate::sandbox::user::UserSpec;
 use crate::sandbox::userns::{self, UserNamespace, UsernsError, UsernsRequest};
 use crate::state::clock;
 use crate::state::{
@@ -32,6 +34,8 @@ pub enum CreateError {
     Network(#[from] NetworkError),
     #[error(transparent)]
     Ports(#[from] PortError),
+    #[error(transparent)]
+    PublishAll(#[from] PublishAllError),
     #[error(transparent)]
     Userns(#[from] UsernsError),
     #[error("detect the cgroup layout")]
@@ -62,7 +66,9 @@ pub fn create(
         .iter()
         .map(|name| networks.load(store, name.as_str()))
         .collect::<Result<Vec<_>, _>>()?;
-    networks.check_capabilities(&loaded, !spec.ports.is_empty(), spec.mac.is_some(), spec.ip)?;
+    let publishes = !spec.ports.is_empty()
+        || (spec.publish_all && !image.run_config().exposed_ports.is_empty());
+    networks.check_capabilities(&loaded, publishes, spec.mac.is_some(), spec.ip)?;
     let wanted_name = spec.name.clone();
 
     let lock = store.lock()?;
@@ -84,7 +90,15 @@ pub fn create(
             records.iter().filter_map(|r| r.config.userns.as_ref()),
         )?),
     };
-    let config = container_config(spec, &image, &id, userns)?;
+    let mut config = container_config(spec, &image, &id, userns)?;
+    if config.publish_all {
+        let taken: Vec<PortMapping> = records
+            .iter()
+            .filter(|r| r.is_active())
+            .flat_map(|r| r.config.ports.iter().copied())
+            .collect();
+        ports::publish_exposed(&mut config.ports, &config.exposed_ports, &taken)?;
+    }
     if !config.ports.is_empty() {
         ports::check_free(
             &config.ports,
@@ -130,24 +144,78 @@ fn generate_name(store: &Store, lock: &StoreLock) -> Result<ContainerName, Creat
 
 /// The stored configuration: the validated request with the image's defaults applied:
 /// argv = entrypoint + (command or the image's cmd), the environment (PATH, HOSTNAME, the
-/// image's, `-e`, HOME, TERM with `-t`; later wins), the working directory, and the short id
-/// as hostname. `userns` is what the request resolved to (`--userns=auto` is allocated under
+/// image's, `-e`, TERM with `-t`; later wins), the working directory, the short id as
+/// hostname, the user, exposed ports, stop signal and labels (`-u`, `--stop-signal` and
+/// `--label` win over the image's). `userns` is what the request resolved to (`--userns=auto` is allocated under
 /// the store lock).
 fn container_config(
     spec: RunSpec,
     image: &Image,
     id: &ContainerId,
     userns: Option<UserNamespace>,
-) -> Result<ContainerConfig, RequestError> {
-    let mut args = image.entrypoint().to_vec();
+) -> Result<ContainerConfig, CreateError> {
+    // Docker's rule: `--entrypoint` replaces the image's entrypoint (`""` clears it) and
+    // then the image's `Cmd` is not used either, only a command given to `run`.
+    let (entrypoint, default_cmd) = match spec.entrypoint.as_deref() {
+        Some("") => (Vec::new(), Vec::new()),
+        Some(e) => (vec![e.to_owned()], Vec::new()),
+        None => (image.entrypoint().to_vec(), image.cmd().to_vec()),
+    };
+    let mut args = entrypoint;
     if spec.command.is_empty() {
-        args.extend(image.cmd().iter().cloned());
+        args.extend(default_cmd);
     } else {
         args.extend(spec.command);
     }
     if args.is_empty() {
-        return Err(RequestError::NoCommand { image: spec.image });
+        return Err(RequestError::NoCommand { image: spec.image }.into());
     }
+    let run_config = image.run_config();
+    let user = match spec.user {
+        Some(user) => Some(user),
+        None => match run_config.user.as_deref().filter(|u| !u.is_empty()) {
+            Some(user) => {
+                UserSpec::parse(user).map_err(|source| RequestError::ImageUser {
+                    user: user.to_owned(),
+                    source,
+                })?;
+                Some(user.to_owned())
+            }
+            None => None,
+        },
+    };
+    let stop_signal = match spec.stop_signal {
+        Some(signal) => Some(signal),
+        None => match run_config.stop_signal.as_deref().filter(|s| !s.is_empty()) {
+            Some(input) => Some(
+                signal::parse_signal(input)
+                    .and_then(signal::signal_name)
+                    .map(str::to_owned)
+                    .ok_or_else(|| RequestError::ImageStopSignal {
+                        input: input.to_owned(),
+                    })?,
+            ),
+            None => None,
+        },
+    };
+    // Exposure alone is documentation: a key Berth cannot publish (sctp) is only an error
+    // when `-P` asks to publish it.
+    let mut exposed_ports = Vec::new();
+    for key in run_config.exposed_ports.keys() {
+        match ports::parse_exposed(key) {
+            Ok(list) => exposed_ports.extend(list),
+            Err(problem) if spec.publish_all => {
+                return Err(PublishAllError::Exposed {
+                    key: key.clone(),
+                    problem,
+                }
+                .into());
+            }
+            Err(_) => {}
+        }
+    }
+    let mut labels = run_config.labels.clone().unwrap_or_default();
+    labels.extend(spec.labels);
     let hostname = spec.hostname.unwrap_or_else(|| id.short().to_owned());
 
     let mut env: Vec<(String, String)> = vec![
@@ -161,9 +229,8 @@ fn container_config(
     for (key, value) in image_env.chain(spec.env) {
         set_env(&mut env, key, value);
     }
-    if !env.iter().any(|(k, _)| k == "HOME") {
-        env.push(("HOME".into(), "/root".into()));
-    }
+    // HOME, unless set here, comes from the user's passwd entry when the container starts
+    // (crate::sandbox::user), as docker does.
     if spec.tty && !env.iter().any(|(k, _)| k == "TERM") {
         env.push(("TERM".into(), "xterm".into()));
     }
@@ -199,6 +266,11 @@ fn container_config(
         auto_remove: spec.auto_remove,
         detach: spec.detach,
         userns,
+        user,
+        exposed_ports,
+        publish_all: spec.publish_all,
+        stop_signal,
+        labels,
     })
 }
 
@@ -243,7 +315,6 @@ mod tests {
                 "HOSTNAME=121212121212",
                 "IMG=2",
                 "X=y",
-                "HOME=/root",
                 "TERM=xterm"
             ]
         );

@@ -10,6 +10,7 @@ use std::path::{Component, Path, PathBuf};
 use berth_cni::NetworkName;
 use berth_image::Reference;
 
+use crate::lifecycle::signal;
 use crate::names::{ContainerName, NameError};
 use crate::network::DEFAULT_NETWORK;
 use crate::network::definition::{DefinitionError, parse_network_name};
@@ -17,6 +18,7 @@ use crate::network::ports::{self, PortError, PortMapping};
 use crate::sandbox::caps::{CapSet, CapsError};
 use crate::sandbox::cgroups::{CpuQuota, Resources};
 use crate::sandbox::rootfs::Volume;
+use crate::sandbox::user::{UserError, UserSpec};
 use crate::sandbox::userns::{UsernsError, UsernsRequest};
 use crate::state::NetworkMode;
 
@@ -97,6 +99,22 @@ pub enum RequestError {
         "a user namespace (--userns, --uidmap) needs a network namespace of its own: it does not work with --network host"
     )]
     UsernsHostNetwork,
+    #[error("-u")]
+    User(#[source] UserError),
+    // Without the image's name (the command line has it): a Reference would make every
+    // Result of this error too large to pass around by value.
+    #[error("the image's User {user:?}")]
+    ImageUser {
+        user: String,
+        #[source]
+        source: UserError,
+    },
+    #[error("invalid --stop-signal {input:?}: use a name such as TERM or SIGQUIT, or a number")]
+    StopSignal { input: String },
+    #[error("the image's StopSignal {input:?} names no signal")]
+    ImageStopSignal { input: String },
+    #[error("invalid --label {input:?}: expected KEY=VALUE or KEY (with a non-empty KEY)")]
+    Label { input: String },
 }
 
 /// The flags of `berth run`, as typed (the wire stage). The `berth` binary parses its
@@ -173,6 +191,21 @@ pub struct RunRequest {
     /// Map container gids to host gids (repeatable; default: like --uidmap).
     #[arg(long, value_name = "CONTAINER:HOST:COUNT")]
     pub gidmap: Vec<String>,
+    /// Run as this user (name or uid, optionally :group or :gid; default: the image's User).
+    #[arg(short = 'u', long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+    /// Replace the image's entrypoint ("" clears it); the image's command is then not used.
+    #[arg(long, value_name = "COMMAND")]
+    pub entrypoint: Option<String>,
+    /// Publish every port the image exposes on a free host port.
+    #[arg(short = 'P', long)]
+    pub publish_all: bool,
+    /// The signal `stop` sends first (default: the image's StopSignal, else SIGTERM).
+    #[arg(long, value_name = "SIGNAL")]
+    pub stop_signal: Option<String>,
+    /// Set a label (KEY=VALUE, or KEY for an empty value); wins over the image's.
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
     /// The image, then the command and its arguments (default: the image's command).
     // One list, as on the command line: every word after the image is the command's, even
     // one that looks like a flag (`berth run busybox ls -l`).
@@ -210,6 +243,15 @@ pub struct RunSpec {
     pub auto_remove: bool,
     pub detach: bool,
     pub userns: UsernsRequest,
+    /// `-u` (checked for syntax; resolved in the container).
+    pub user: Option<String>,
+    /// `--entrypoint`: `Some("")` clears the image's.
+    pub entrypoint: Option<String>,
+    pub publish_all: bool,
+    /// `--stop-signal`, by name (`SIGQUIT`).
+    pub stop_signal: Option<String>,
+    /// `--label`, in order.
+    pub labels: Vec<(String, String)>,
 }
 
 /// The cgroup parent when `--cgroup-parent` is not given.
@@ -267,6 +309,8 @@ impl RunRequest {
         if !matches!(network, NetworkMode::Cni(_)) {
             let flag = if !ports.is_empty() {
                 Some("-p")
+            } else if self.publish_all {
+                Some("-P")
             } else if ip.is_some() {
                 Some("--ip")
             } else if mac.is_some() {
@@ -299,6 +343,32 @@ impl RunRequest {
             None => DEFAULT_CGROUP_PARENT.to_owned(),
             Some(p) => parse_cgroup_parent(&p)?,
         };
+        if let Some(user) = &self.user {
+            UserSpec::parse(user).map_err(RequestError::User)?;
+        }
+        let stop_signal = self
+            .stop_signal
+            .map(|input| {
+                signal::parse_signal(&input)
+                    .and_then(signal::signal_name)
+                    .map(str::to_owned)
+                    .ok_or(RequestError::StopSignal { input })
+            })
+            .transpose()?;
+        let labels = self
+            .labels
+            .iter()
+            .map(|input| match input.split_once('=') {
+                Some(("", _)) => Err(RequestError::Label {
+                    input: input.clone(),
+                }),
+                Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
+                None if input.is_empty() => Err(RequestError::Label {
+                    input: input.clone(),
+                }),
+                None => Ok((input.clone(), String::new())),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(RunSpec {
             image,
             command,
@@ -320,6 +390,11 @@ impl RunRequest {
             auto_remove: self.auto_remove,
             detach: self.detach,
             userns,
+            user: self.user,
+            entrypoint: self.entrypoint,
+            publish_all: self.publish_all,
+            stop_signal,
+            labels,
         })
     }
 }

@@ -28,6 +28,30 @@ pub enum SignalError {
     KillTimeout { name: ContainerName, pid: i32 },
 }
 
+/// A signal as docker and `kill` take it: `KILL`, `SIGKILL`, `kill` or `9`; `None` if it
+/// names no signal. The number is the kernel's.
+pub fn parse_signal(input: &str) -> Option<i32> {
+    if let Ok(n) = input.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n).ok().map(|s| s as i32);
+    }
+    let upper = input.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
+}
+
+/// The name of signal `number` (`SIGQUIT`), as a record stores a stop signal.
+pub fn signal_name(number: i32) -> Option<&'static str> {
+    nix::sys::signal::Signal::try_from(number)
+        .ok()
+        .map(|s| s.as_str())
+}
+
 /// How long a supervisor gets to record an exit and release the container (CNI DEL of
 /// every network) before `rm -f` stops waiting for it.
 pub const SUPERVISOR_GRACE: Duration = Duration::from_secs(20);

@@ -251,6 +251,7 @@ pub fn start(
             .tty
             .then(|| process::terminal_size().unwrap_or((24, 80))),
         userns: init_userns,
+        user: config.user.clone(),
     })
     .map_err(start_err)?;
     let terminal = timing::step("init to exec", || init.wait_exec()).map_err(start_err)?;

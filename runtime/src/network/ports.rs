@@ -125,6 +125,104 @@ impl fmt::Display for PortMapping {
     }
 }
 
+/// A port an image exposes (a key of its `ExposedPorts`), shown as `8080/tcp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExposedPort {
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+impl fmt::Display for ExposedPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.port, self.protocol.as_str())
+    }
+}
+
+/// A key of an image's `ExposedPorts`: `8080/tcp`, `53/udp`, `80` (tcp), or a range
+/// `8000-8001/tcp` as `EXPOSE` allows.
+pub fn parse_exposed(key: &str) -> Result<Vec<ExposedPort>, PortProblem> {
+    let (ports, protocol) = match key.rsplit_once('/') {
+        Some((ports, "tcp")) => (ports, Protocol::Tcp),
+        Some((ports, "udp")) => (ports, Protocol::Udp),
+        Some((_, other)) => return Err(PortProblem::Protocol(other.to_owned())),
+        None => (key, Protocol::Tcp),
+    };
+    Ok(parse_range(ports)?
+        .map(|port| ExposedPort { port, protocol })
+        .collect())
+}
+
+/// Why `-P` could not publish the exposed ports.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishAllError {
+    #[error("-P: the image exposes {key:?}: {problem}")]
+    Exposed { key: String, problem: PortProblem },
+    #[error("-P: find a free host port for {exposed}")]
+    Bind {
+        exposed: ExposedPort,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("-P: every free host port the kernel offered for {exposed} is published already")]
+    Exhausted { exposed: ExposedPort },
+}
+
+/// `-P`: publishes each of `exposed` that no `-p` of `ports` publishes already on a free
+/// host port, appended to `ports`. A port is free when the kernel hands it out for a wildcard
+/// bind of its protocol here (the runtime's network namespace, where portmap listens) and no
+/// other container (`taken`) publishes it; docker's allocator takes the same ephemeral range.
+pub fn publish_exposed(
+    ports: &mut Vec<PortMapping>,
+    exposed: &[ExposedPort],
+    taken: &[PortMapping],
+) -> Result<(), PublishAllError> {
+    for e in exposed {
+        let published = ports
+            .iter()
+            .any(|m| m.container_port == e.port && m.protocol == e.protocol);
+        if published {
+            continue;
+        }
+        let mut chosen = None;
+        // The kernel rarely hands out a port another container publishes (portmap's DNAT
+        // does not bind it), and then never twice in a row: a few attempts suffice.
+        for _ in 0..16 {
+            let host_port = free_port(e.protocol).map_err(|source| PublishAllError::Bind {
+                exposed: *e,
+                source,
+            })?;
+            let candidate = PortMapping {
+                host_ip: None,
+                host_port,
+                container_port: e.port,
+                protocol: e.protocol,
+            };
+            if !taken
+                .iter()
+                .chain(ports.iter())
+                .any(|m| m.conflicts_with(&candidate))
+            {
+                chosen = Some(candidate);
+                break;
+            }
+        }
+        ports.push(chosen.ok_or(PublishAllError::Exhausted { exposed: *e })?);
+    }
+    Ok(())
+}
+
+/// A port the kernel considers free for `protocol` on every IPv4 address: bind port 0, read
+/// what it chose, release it.
+fn free_port(protocol: Protocol) -> std::io::Result<u16> {
+    let any = (std::net::Ipv4Addr::UNSPECIFIED, 0);
+    match protocol {
+        Protocol::Tcp => std::net::TcpListener::bind(any)?.local_addr(),
+        Protocol::Udp => std::net::UdpSocket::bind(any)?.local_addr(),
+    }
+    .map(|a| a.port())
+}
+
 /// Parses one `-p` value into its mappings, one per port of the range.
 pub fn parse_publish(input: &str) -> Result<Vec<PortMapping>, PortError> {
     let invalid = |problem| PortError::Invalid {
@@ -299,6 +397,33 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn exposed_ports_and_publish_all() {
+        let keys = |k: &str| {
+            parse_exposed(k)
+                .unwrap()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys("8080/tcp"), ["8080/tcp"]);
+        assert_eq!(keys("53/udp"), ["53/udp"]);
+        assert_eq!(keys("80"), ["80/tcp"]);
+        assert_eq!(keys("8000-8001/tcp"), ["8000/tcp", "8001/tcp"]);
+        for bad in ["", "80/sctp", "x/tcp", "0/tcp", "70000"] {
+            assert!(parse_exposed(bad).is_err(), "{bad}");
+        }
+        // 80/tcp is published by -p already: nothing to allocate (allocation itself binds
+        // sockets, so it is tested end to end in a throwaway namespace: image_config.rs).
+        let exposed = [ExposedPort {
+            port: 80,
+            protocol: Protocol::Tcp,
+        }];
+        let mut ports = vec![one("8080:80")];
+        publish_exposed(&mut ports, &exposed, &[]).unwrap();
+        assert_eq!(ports, [one("8080:80")]);
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! bounding set), so the bounding set is what the container ends up with; capset makes the
 //! current sets agree, and inheritable and ambient are cleared (CVE-2022-24769: a non-empty
 //! inheritable set lets file capabilities grant more than the bounding set suggests).
+//! A non-root user (see [`crate::sandbox::user`]) keeps the bounding set but gets empty
+//! current sets, as in docker; with `no_new_privs` no file capability or setuid bit can
+//! raise them again.
 
 use std::fmt;
 use std::fs;
@@ -266,10 +269,15 @@ struct CapData {
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
-/// Reduces the calling thread to `set`: bounding set, effective and permitted become `set`,
-/// inheritable and ambient become empty. Call it in the single-threaded init, after every
-/// privileged setup step and before installing seccomp (so the filter need not allow capset).
-pub fn apply(set: CapSet) -> Result<(), CapsError> {
+/// Reducing the calling thread to `set` takes two calls, with the change of user between
+/// them. Call both in the single-threaded init, after every privileged setup step and before
+/// installing seccomp (so the filter need not allow capset).
+///
+/// First, the bounding set becomes `set`. The current sets are left as they are, so the
+/// caller keeps CAP_SETUID/CAP_SETGID to change user afterwards; a non-root user then gets
+/// the empty set from [`set_process`], as in docker, where a non-root user has the bounding
+/// set only.
+pub fn limit_bounding(set: CapSet) -> Result<(), CapsError> {
     // The bounding set first: dropping from it needs CAP_SETPCAP, which capset below may
     // remove. EINVAL means the kernel does not know that capability: nothing to drop.
     for n in 0..=last_cap() {
@@ -286,7 +294,12 @@ pub fn apply(set: CapSet) -> Result<(), CapsError> {
             }
         }
     }
+    Ok(())
+}
 
+/// Second (see [`limit_bounding`]): effective and permitted become `set` (which may only
+/// lower them), inheritable and ambient become empty.
+pub fn set_process(set: CapSet) -> Result<(), CapsError> {
     // Truncation intended: the mask is split into its low and high 32 bits.
     let low = (set.0 & 0xffff_ffff) as u32;
     let high = (set.0 >> 32) as u32;

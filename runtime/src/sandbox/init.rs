@@ -28,10 +28,13 @@
 //!    is done as host root, then the pty is allocated (`-t`), the user namespace entered
 //!    (uid and gid 0 inside) and a cgroup namespace unshared in it;
 //! 5. with `-t` the pty (allocated in the container's devpts), session and controlling
-//!    terminal, working directory, find the command (so that "not found" is 127 before
-//!    anything is locked down);
-//! 6. rlimits, groups, umask, close stray descriptors;
-//! 7. lock down: `no_new_privs`, capabilities, seccomp (last: from here on only `execve`);
+//!    terminal, working directory, resolve the user (`User`/`-u`) through the container's
+//!    `/etc/passwd` and `/etc/group` ([`crate::sandbox::user`]), find the command (so that
+//!    "not found" is 127 before anything is locked down);
+//! 6. rlimits, umask, close stray descriptors;
+//! 7. lock down: `no_new_privs`, the bounding set, the user's groups, gid and uid, the
+//!    current capabilities (none for a non-root user), seccomp (last: from here on only
+//!    `execve`);
 //! 8. `execve`.
 //!
 //! **`berth exec-init`** is the same helper for `berth exec`: the runtime has joined the
@@ -64,6 +67,7 @@ use crate::sandbox::pid::ProcessRef;
 use crate::sandbox::process::InitFailure;
 use crate::sandbox::rootfs::{self, MappedRoot, RootfsError, RootfsSpec};
 use crate::sandbox::seccomp::{self, SeccompError, SeccompPolicy};
+use crate::sandbox::user::{self, UserError};
 
 /// Everything the init needs, sent by the runtime over the config pipe.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,6 +89,10 @@ pub struct InitConfig {
     /// With a user namespace: how to enter it (see [`crate::sandbox::userns`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub userns: Option<InitUserns>,
+    /// `USER[:GROUP]` to run the command as, resolved in the container's root (see
+    /// [`crate::sandbox::user`]); `None`: root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// The init's part of a user namespace.
@@ -120,6 +128,9 @@ pub struct ExecConfig {
     /// The container has a user namespace: join it last and become its root.
     #[serde(default)]
     pub userns: bool,
+    /// `USER[:GROUP]` to run the command as (`exec -u`, else the container's); `None`: root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// Errors of the init, one variant per step.
@@ -161,8 +172,8 @@ pub enum InitError {
     NotExecutable { command: String, path: PathBuf },
     #[error("{what} contains a NUL byte")]
     Nul { what: &'static str },
-    #[error("drop supplementary groups")]
-    Groups(#[source] nix::Error),
+    #[error(transparent)]
+    User(#[from] UserError),
     #[error("set no_new_privs")]
     NoNewPrivs(#[source] std::io::Error),
     #[error(transparent)]
@@ -344,6 +355,7 @@ fn setup_and_exec(config_fd: RawFd, sync_fd: RawFd) -> Result<Infallible, InitEr
             capabilities: config.capabilities,
             deny_device_nodes: config.deny_device_nodes,
             tty,
+            user: config.user.as_deref(),
         },
         sync_fd,
     )
@@ -373,6 +385,7 @@ fn join_and_exec(config_fd: RawFd, sync_fd: RawFd) -> Result<Infallible, InitErr
                 },
                 None => Tty::None,
             },
+            user: config.user.as_deref(),
         },
         sync_fd,
     )
@@ -386,6 +399,8 @@ struct CommandSpec<'a> {
     capabilities: CapSet,
     deny_device_nodes: bool,
     tty: Tty,
+    /// `USER[:GROUP]`, `None`: root.
+    user: Option<&'a str>,
 }
 
 /// The command's terminal.
@@ -420,9 +435,16 @@ fn become_command(config: &CommandSpec<'_>, sync_fd: RawFd) -> Result<Infallible
         path: config.workdir.to_path_buf(),
         source,
     })?;
+    // The user, through the container's passwd and group files: our root is the
+    // container's by now (pivot_root, or the joined mount namespace), so the image's files
+    // are read as the container sees them. HOME from passwd unless the environment has one.
+    let user = user::resolve_in_root(config.user)?;
+    let mut env = config.env.to_vec();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
     let command = config.args.first().cloned().unwrap_or_default();
-    let path_env = config
-        .env
+    let path_env = env
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(berth_image::DEFAULT_PATH);
@@ -433,15 +455,13 @@ fn become_command(config: &CommandSpec<'_>, sync_fd: RawFd) -> Result<Infallible
         .iter()
         .map(|a| cstring(OsStr::new(a), "an argument"))
         .collect::<Result<Vec<_>, _>>()?;
-    let c_env = config
-        .env
+    let c_env = env
         .iter()
         .map(|e| cstring(OsStr::new(e), "an environment variable"))
         .collect::<Result<Vec<_>, _>>()?;
 
-    // 6. Process attributes.
+    // 6. Process attributes (the user's groups and ids come with the capabilities below).
     set_rlimits();
-    nix::unistd::setgroups(&[]).map_err(InitError::Groups)?;
     umask(Mode::from_bits_truncate(0o022));
     close_stray_fds();
 
@@ -455,7 +475,16 @@ fn become_command(config: &CommandSpec<'_>, sync_fd: RawFd) -> Result<Infallible
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(InitError::NoNewPrivs(std::io::Error::last_os_error()));
     }
-    caps::apply(config.capabilities)?;
+    // The bounding set while still root (it needs CAP_SETPCAP), then the user (needing
+    // CAP_SETUID/SETGID, still effective), then the current sets: the container's set for
+    // root; for anyone else the kernel emptied them at setresuid and they stay empty.
+    caps::limit_bounding(config.capabilities)?;
+    user::switch_to(&user)?;
+    caps::set_process(if user.uid == 0 {
+        config.capabilities
+    } else {
+        CapSet::EMPTY
+    })?;
     seccomp::install(&filters)?;
 
     // 8. Become the command.

@@ -11,4 +11,5 @@ pub mod process;
 pub mod rootfs;
 pub mod sealed;
 pub mod seccomp;
+pub mod user;
 pub mod userns;

@@ -3,6 +3,7 @@
 //! defaults applied) and the state of its current or last run. `berth inspect` shows it as it
 //! is; changing a field's name or meaning is a change of the on-disk format.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -11,7 +12,7 @@ use berth_image::{Digest, Reference};
 use serde::{Deserialize, Serialize};
 
 use crate::names::{ContainerId, ContainerName};
-use crate::network::ports::PortMapping;
+use crate::network::ports::{ExposedPort, PortMapping};
 use crate::sandbox::caps::CapSet;
 use crate::sandbox::cgroups::Resources;
 use crate::sandbox::pid::{self, ProcessRef};
@@ -104,6 +105,24 @@ pub struct ContainerConfig {
     /// The container's user namespace (`None`: the host's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub userns: Option<UserNamespace>,
+    /// `USER[:GROUP]` of PID 1 (and the default of `exec`): `-u`, else the image's `User`,
+    /// resolved in the container's root at each start; `None`: root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The ports the image exposes (`ExposedPorts`, tcp and udp); with `-P` each is also in
+    /// `ports`, on a free host port chosen at creation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exposed_ports: Vec<ExposedPort>,
+    /// `-P`: every exposed port is published.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub publish_all: bool,
+    /// What `stop` sends first (`SIGQUIT`): `--stop-signal`, else the image's `StopSignal`;
+    /// `None`: SIGTERM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    /// The image's labels, then `--label` (which wins).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,1 @@
+//! Rendering a topology: back to containerlab YAML, and as pictures' sources.

@@ -199,9 +199,12 @@ impl LayerBuilder {
                 zstd::stream::write::Encoder::new(blob, 3).map_err(ImageError::Compress)?,
             ),
         };
+        // Uncompressed, the blob is the tar: its digest is the diffID, hashed once (sha256
+        // dominates the time of a big layer in a debug build).
+        let hasher = (compression != Compression::None).then(Sha256::new);
         let mut tar = tar::Builder::new(DiffIdWriter {
             inner: encoder,
-            hasher: Sha256::new(),
+            hasher,
         });
         // Hardlinks after everything else: their targets must come first in the stream.
         let (links, others): (Vec<_>, Vec<_>) = self
@@ -218,9 +221,9 @@ impl LayerBuilder {
             entry: "the end of the archive".into(),
             source,
         })?;
-        let diff_id = digest_string(diff.hasher);
         let blob = diff.inner.finish().map_err(ImageError::Compress)?;
         let (digest, size) = blob.finish()?;
+        let diff_id = diff.hasher.map_or_else(|| digest.clone(), digest_string);
         Ok(Layer {
             digest,
             size,
@@ -271,16 +274,18 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, path: &str, e: &Entry) -> io::Res
     }
 }
 
-/// Hashes the tar stream (the diffID) on its way into the compressor.
+/// Hashes the tar stream (the diffID) on its way into the compressor, unless it is the blob.
 struct DiffIdWriter {
     inner: Encoder,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
 }
 
 impl Write for DiffIdWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         Ok(n)
     }
 

@@ -182,6 +182,21 @@ impl OciLayout {
         })
     }
 
+    /// Stores `bytes` whose digest the caller knows (a blob cached from another layout), unless
+    /// the layout has it already.
+    pub fn put_known(&self, digest: &str, bytes: &[u8]) -> Result<(), ImageError> {
+        let path = self.blob_path(digest);
+        if path.exists() {
+            return Ok(());
+        }
+        let mut w = self.blob_writer()?;
+        w.write_all(bytes).map_err(|source| ImageError::Write {
+            path: w.tmp.clone(),
+            source,
+        })?;
+        w.finish_as(digest)
+    }
+
     /// Stores `doc` as compact JSON.
     pub fn put_json(&self, media_type: &str, doc: &Value) -> Result<Descriptor, ImageError> {
         // INVARIANT: a serde_json::Value always serializes.
@@ -261,6 +276,14 @@ impl BlobWriter {
 
     /// Flushes, names the blob after its digest and returns `(digest, size)`.
     pub fn finish(mut self) -> Result<(String, u64), ImageError> {
+        let digest = digest_string(std::mem::take(&mut self.hasher));
+        let size = self.size;
+        self.finish_as(&digest)?;
+        Ok((digest, size))
+    }
+
+    /// Flushes and names the blob `digest` (known to the caller: no hashing).
+    fn finish_as(mut self, digest: &str) -> Result<(), ImageError> {
         let write_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| ImageError::Write { path, source }
@@ -270,12 +293,9 @@ impl BlobWriter {
                 .map_err(|e| e.into_error())
                 .map_err(write_err(&self.tmp))?;
         }
-        let hasher = std::mem::take(&mut self.hasher);
-        let digest = digest_string(hasher);
-        let hex = digest.strip_prefix("sha256:").unwrap_or(&digest);
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
         let path = self.blobs.join(hex);
-        fs::rename(&self.tmp, &path).map_err(write_err(&path))?;
-        Ok((digest, self.size))
+        fs::rename(&self.tmp, &path).map_err(write_err(&path))
     }
 }
 

@@ -441,3 +441,68 @@ fn push_with_tls_and_credentials() {
         app.manifest.digest.as_str()
     );
 }
+
+const BIG_TEST: &str = "big_layers_are_written_streaming";
+const BIG_CHILD: &str = "BERTH_IMAGES_BIG_CHILD";
+
+/// `big` never holds its layer in memory: a child process (this test re-executed, so the peak
+/// RSS is its own) writes a layer larger than the limit and reports `VmHWM`. The suite writes
+/// 48 MiB uncompressed; the figure (500 MB, gzip) comes from
+/// `BERTH_IMAGES_BIG_MB=500 BERTH_IMAGES_BIG_GZIP=1 cargo test --release -p netns-fixtures
+/// --test images big_layers -- --nocapture`.
+#[test]
+fn big_layers_are_written_streaming() {
+    let mb: u64 = std::env::var("BERTH_IMAGES_BIG_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48);
+    let gzip = std::env::var("BERTH_IMAGES_BIG_GZIP").is_ok_and(|v| v == "1");
+    if std::env::var_os(BIG_CHILD).is_some() {
+        let mut layout = OciLayout::temp().unwrap();
+        let t = Instant::now();
+        let big = images::big(&mut layout, mb << 20, gzip).unwrap();
+        let elapsed = t.elapsed();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let hwm = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .unwrap()
+            .trim()
+            .trim_end_matches(" kB")
+            .to_owned();
+        println!(
+            "BIG {mb} MiB gzip={gzip}: {elapsed:?}, blob {} bytes, VmHWM {hwm} kB",
+            big.layers[1].size
+        );
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", BIG_TEST, "--nocapture", "--test-threads", "1"])
+        .env(BIG_CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The harness prints "test … ... " before the child's line.
+    let line = stdout
+        .lines()
+        .find_map(|l| l.find("BIG ").map(|at| &l[at..]))
+        .unwrap();
+    eprintln!("{line}");
+    let hwm_kb: u64 = line
+        .rsplit("VmHWM ")
+        .next()
+        .unwrap()
+        .trim_end_matches(" kB")
+        .parse()
+        .unwrap();
+    let limit_kb = 32 * 1024;
+    assert!(
+        hwm_kb < limit_kb && hwm_kb < mb * 1024,
+        "peak RSS {hwm_kb} kB writing a {mb} MiB layer (limit {limit_kb} kB)"
+    );
+}

@@ -69,6 +69,10 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only containers with this label: label=KEY or label=KEY=VALUE (repeatable: all
+        /// must hold).
+        #[arg(short, long, value_name = "label=KEY[=VALUE]")]
+        filter: Vec<String>,
     },
     /// Start stopped containers again (same id, name, writable layer), under a monitor.
     Start {
@@ -81,7 +85,7 @@ enum Command {
         #[arg(required = true, value_name = "NAME|ID")]
         containers: Vec<String>,
     },
-    /// Stop containers (SIGTERM, SIGKILL after the timeout), then start them again.
+    /// Stop containers (their stop signal, SIGKILL after the timeout), then start them again.
     Restart {
         /// Seconds to wait before SIGKILL.
         #[arg(short, long, default_value_t = 10)]
@@ -99,7 +103,8 @@ enum Command {
         #[arg(value_name = "NAME|ID")]
         container: String,
     },
-    /// Stop containers: SIGTERM, then SIGKILL after the timeout.
+    /// Stop containers: their stop signal (the image's StopSignal, --stop-signal, default
+    /// SIGTERM), then SIGKILL after the timeout.
     Stop {
         /// Seconds to wait before SIGKILL.
         #[arg(short, long, default_value_t = 10)]
@@ -289,7 +294,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             run(store, networks, args.request)
         }
         Command::Exec(request) => exec(store, request),
-        Command::Ps { all, json } => ps(store, all, json),
+        Command::Ps { all, json, filter } => ps(store, all, json, &filter),
         Command::Start {
             attach,
             interactive,
@@ -424,8 +429,13 @@ fn exec(store: &Store, request: ExecRequest) -> Result<ExitCode, Failure> {
     }
 }
 
-fn ps(store: &Store, all: bool, json: bool) -> Result<ExitCode, Failure> {
-    let list = ps::list(store, all)?;
+fn ps(store: &Store, all: bool, json: bool, filters: &[String]) -> Result<ExitCode, Failure> {
+    let filters = filters
+        .iter()
+        .map(|f| ps::Filter::parse(f))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Failure::setup)?;
+    let list = ps::list(store, all, &filters)?;
     if json {
         print_json(&list)?;
     } else {
@@ -697,6 +707,44 @@ mod tests {
         assert_eq!(r.mac.as_deref(), Some("02:42:ac:11:00:02"));
         assert_eq!(r.pids_limit, Some(-1));
         assert_eq!(r.image_and_command, ["busybox", "ls", "-l"]);
+    }
+
+    #[test]
+    fn image_config_flags_land_in_the_requests() {
+        let Command::Run(args) = parse(&[
+            "run",
+            "-u",
+            "app:staff",
+            "--entrypoint",
+            "",
+            "-P",
+            "--stop-signal",
+            "QUIT",
+            "-l",
+            "a=b",
+            "--label",
+            "c",
+            "busybox",
+            "-u",
+        ]) else {
+            panic!("not run");
+        };
+        let r = args.request;
+        assert_eq!(r.user.as_deref(), Some("app:staff"));
+        assert_eq!(r.entrypoint.as_deref(), Some(""));
+        assert!(r.publish_all);
+        assert_eq!(r.stop_signal.as_deref(), Some("QUIT"));
+        assert_eq!(r.labels, ["a=b", "c"]);
+        assert_eq!(r.image_and_command, ["busybox", "-u"]);
+        let Command::Exec(request) = parse(&["exec", "-u", "65534", "box", "id"]) else {
+            panic!("not exec");
+        };
+        assert_eq!(request.user.as_deref(), Some("65534"));
+        assert_eq!(request.command(), ["id"]);
+        let Command::Ps { filter, .. } = parse(&["ps", "-f", "label=a=b"]) else {
+            panic!("not ps");
+        };
+        assert_eq!(filter, ["label=a=b"]);
     }
 
     #[test]

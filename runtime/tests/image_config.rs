@@ -396,6 +396,23 @@ fn labels_merge_and_show_in_inspect() {
         doc["config"]["exposedPorts"],
         json!([{"port": 8080, "protocol": "tcp"}])
     );
+    // ps --filter label=KEY[=VALUE].
+    let names = |filter: &str| {
+        let out = env.berth(&["ps", "-a", "--json", "--filter", filter]);
+        assert_eq!(out.code, 0, "{out:?}");
+        let list: Value = serde_json::from_str(&out.stdout).unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names("label=flag"), ["l"]);
+    assert_eq!(names("label=org.berth.kind=run"), ["l"]);
+    assert!(names("label=org.berth.kind=image").is_empty());
+    let out = env.berth(&["ps", "-f", "status=running"]);
+    assert_eq!(out.code, 125, "{out:?}");
+    assert_one_line_error(&out);
     let out = env.berth(&["rm", "l"]);
     assert_eq!(out.code, 0, "{out:?}");
     let out = env.run(&["--rm", "-l", "=x", "app", "true"]);

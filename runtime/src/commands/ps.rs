@@ -20,6 +20,45 @@ pub enum PsError {
     State(#[from] StateError),
     #[error("detect the cgroup layout")]
     CgroupLayout(#[source] CgroupError),
+    #[error("invalid --filter {input:?}: berth filters on label=KEY or label=KEY=VALUE")]
+    Filter { input: String },
+}
+
+/// A `ps --filter`: docker's `label=KEY` (the label is set) and `label=KEY=VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    Label { key: String, value: Option<String> },
+}
+
+impl Filter {
+    pub fn parse(input: &str) -> Result<Filter, PsError> {
+        let bad = || PsError::Filter {
+            input: input.to_owned(),
+        };
+        let label = input.strip_prefix("label=").ok_or_else(bad)?;
+        let (key, value) = match label.split_once('=') {
+            Some((key, value)) => (key, Some(value.to_owned())),
+            None => (label, None),
+        };
+        if key.is_empty() {
+            return Err(bad());
+        }
+        Ok(Filter::Label {
+            key: key.to_owned(),
+            value,
+        })
+    }
+
+    /// Whether a container with these labels passes.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        match self {
+            Filter::Label { key, value } => match (labels.get(key), value) {
+                (Some(have), Some(want)) => have == want,
+                (Some(_), None) => true,
+                (None, _) => false,
+            },
+        }
+    }
 }
 
 /// A line of `berth ps`.
@@ -41,6 +80,8 @@ pub struct ContainerSummary {
     pub ports: Vec<String>,
     /// network name → addresses, while attached.
     pub networks: BTreeMap<String, Vec<String>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl ContainerSummary {
@@ -94,6 +135,7 @@ impl ContainerSummary {
                 Vec::new()
             },
             networks,
+            labels: record.config.labels.clone(),
         }
     }
 }
@@ -120,13 +162,18 @@ impl ContainerSummary {
             pid: None,
             ports: Vec::new(),
             networks: BTreeMap::new(),
+            labels: BTreeMap::new(),
         }
     }
 }
 
-/// `berth ps [-a]`: running containers, or all of them, remnants included (see
-/// [`crate::state`]).
-pub fn list(store: &Store, all: bool) -> Result<Vec<ContainerSummary>, PsError> {
+/// `berth ps [-a] [--filter …]`: running containers, or all of them, remnants included (see
+/// [`crate::state`]); those that pass every filter.
+pub fn list(
+    store: &Store,
+    all: bool,
+    filters: &[Filter],
+) -> Result<Vec<ContainerSummary>, PsError> {
     let scan = store.scan()?;
     let records = scan.records.iter().map(ContainerSummary::of);
     let remnants = scan
@@ -136,6 +183,7 @@ pub fn list(store: &Store, all: bool) -> Result<Vec<ContainerSummary>, PsError> 
     Ok(records
         .chain(remnants)
         .filter(|s| all || s.status == Status::Running)
+        .filter(|s| filters.iter().all(|f| f.matches(&s.labels)))
         .collect())
 }
 
@@ -186,4 +234,27 @@ pub fn inspect(store: &Store, query: &str) -> Result<Inspection, PsError> {
         },
         record,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_filters() {
+        let labels: BTreeMap<String, String> = [
+            ("tier".to_owned(), "web".to_owned()),
+            ("x".to_owned(), String::new()),
+        ]
+        .into();
+        let pass = |f: &str| Filter::parse(f).unwrap().matches(&labels);
+        assert!(pass("label=tier"));
+        assert!(pass("label=tier=web"));
+        assert!(pass("label=x="));
+        assert!(!pass("label=tier=db"));
+        assert!(!pass("label=other"));
+        for bad in ["tier=web", "label=", "label==v", "status=running"] {
+            assert!(Filter::parse(bad).is_err(), "{bad}");
+        }
+    }
 }

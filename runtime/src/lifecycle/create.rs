@@ -319,5 +319,85 @@ mod tests {
             ]
         );
         assert_eq!(config.cgroup_parent, DEFAULT_CGROUP_PARENT);
+        // Without a user, ports, stop signal or labels, none of their keys is written: a
+        // record written before they existed reads the same.
+        let json = serde_json::to_value(&config).unwrap();
+        for key in ["user", "exposedPorts", "publishAll", "stopSignal", "labels"] {
+            assert!(json.get(key).is_none(), "{key}");
+        }
+        assert_eq!(
+            serde_json::from_value::<ContainerConfig>(json).unwrap(),
+            config
+        );
+    }
+
+    #[test]
+    fn config_takes_user_ports_signal_and_labels_from_the_image() {
+        let image = Image::of_config(ImageConfig {
+            config: RunConfig {
+                user: Some("app".into()),
+                entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
+                cmd: Some(vec!["echo hi".into()]),
+                exposed_ports: [
+                    ("8080/tcp".to_owned(), serde_json::json!({})),
+                    ("9/sctp".to_owned(), serde_json::json!({})),
+                ]
+                .into(),
+                stop_signal: Some("quit".into()),
+                labels: Some(
+                    [
+                        ("a".to_owned(), "1".to_owned()),
+                        ("b".to_owned(), "2".to_owned()),
+                    ]
+                    .into(),
+                ),
+                ..RunConfig::default()
+            },
+            ..ImageConfig::default()
+        });
+        let id = ContainerId::try_from("34".repeat(32).as_str()).unwrap();
+        let config = |args: &[&str]| {
+            let mut words = vec!["run"];
+            words.extend_from_slice(args);
+            let request = <RunArgsForTest as clap::Parser>::try_parse_from(words)
+                .unwrap()
+                .request;
+            container_config(request.validate(|_| None, 2).unwrap(), &image, &id, None)
+        };
+        let c = config(&["busybox"]).unwrap();
+        assert_eq!(c.args, ["/bin/sh", "-c", "echo hi"]);
+        assert_eq!(c.user.as_deref(), Some("app"));
+        assert_eq!(c.stop_signal.as_deref(), Some("SIGQUIT"));
+        // sctp cannot be published, which only matters with -P.
+        assert_eq!(c.exposed_ports.len(), 1);
+        assert_eq!(c.labels["a"], "1");
+        let c = config(&[
+            "-u",
+            "0",
+            "--stop-signal",
+            "9",
+            "-l",
+            "b=3",
+            "--entrypoint",
+            "env",
+            "busybox",
+        ])
+        .unwrap();
+        assert_eq!(c.args, ["env"]);
+        assert_eq!(c.user.as_deref(), Some("0"));
+        assert_eq!(c.stop_signal.as_deref(), Some("SIGKILL"));
+        assert_eq!((c.labels["a"].as_str(), c.labels["b"].as_str()), ("1", "3"));
+        assert!(matches!(
+            config(&["-P", "busybox"]),
+            Err(CreateError::PublishAll(PublishAllError::Exposed { .. }))
+        ));
+    }
+
+    /// `berth run`'s flags as the binary parses them.
+    #[derive(clap::Parser)]
+    #[command(disable_help_flag = true)]
+    struct RunArgsForTest {
+        #[command(flatten)]
+        request: RunRequest,
     }
 }

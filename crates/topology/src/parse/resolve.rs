@@ -230,6 +230,12 @@ pub fn resolve(cx: &mut Cx, input: Input) -> Topology {
 
         match kind {
             Kind::Bridge => {
+                // A bridge is no container: it keeps only what describes it, not the
+                // image or commands `defaults` give every container.
+                let mut bridge = Node::new(node_name.clone(), kind);
+                bridge.labels = std::mem::take(&mut node.labels);
+                bridge.group = node.group.take();
+                node = bridge;
                 // The bridge is a link in the host namespace named after the node.
                 if let Err(error) = IfName::try_from(node_name.as_str()) {
                     cx.error(

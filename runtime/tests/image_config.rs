@@ -477,3 +477,56 @@ fn users_in_a_user_namespace_are_container_ids() {
     );
     env.assert_clean();
 }
+
+/// The shared test images (netns-fixtures' catalog): `app` and `app2` written as OCI
+/// archives and imported, then run as the issue asks.
+#[test]
+fn catalog_images_run_as_their_authors_meant() {
+    use netns_fixtures::images::{self, APP_GID, APP_GROUPS, APP_UID, NOBODY, OciLayout};
+    let env = Env::new();
+    let mut layout = OciLayout::temp().unwrap();
+    images::app(&mut layout).unwrap();
+    images::app2(&mut layout).unwrap();
+    for tag in ["app", "app2"] {
+        let archive = env.tmp.path().join(format!("catalog-{tag}.tar"));
+        images::write_oci_archive(layout.dir(), tag, &archive).unwrap();
+        let name = format!("catalog/{tag}");
+        let out = env.berth(&["image", "import", archive.to_str().unwrap(), &name]);
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    // User 65534 by number, its Env, WorkingDir, Entrypoint + Cmd.
+    assert_eq!(
+        stdout_ok(&env, &["--rm", "catalog/app"]),
+        format!("app: uid={NOBODY} gid={NOBODY} cwd=/app mode=test\n")
+    );
+    assert_eq!(
+        stdout_ok(&env, &["--rm", "catalog/app", "/app/run.sh"]),
+        format!("run.sh: uid={NOBODY} gid={NOBODY} cwd=/app mode=test\n")
+    );
+    // User "app" by name, with its supplementary groups and HOME.
+    let groups: Vec<String> = std::iter::once(APP_GID)
+        .chain(APP_GROUPS)
+        .map(|g| g.to_string())
+        .collect();
+    assert_eq!(
+        stdout_ok(&env, &["--rm", "catalog/app2"]),
+        format!(
+            "app2: uid={APP_UID} gid={APP_GID} groups={} home=/home/app cwd=/home/app\n",
+            groups.join(" ")
+        )
+    );
+    assert_eq!(
+        stdout_ok(&env, &["--rm", "-u", "0", "catalog/app", "id -u"]),
+        "0\n"
+    );
+    let doc = {
+        let out = env.run(&["--name", "labelled", "catalog/app2"]);
+        assert_eq!(out.code, 0, "{out:?}");
+        env.inspect("labelled")
+    };
+    assert_eq!(doc["config"]["labels"]["org.berth.test"], "app2");
+    assert_eq!(doc["config"]["user"], "app");
+    let out = env.berth(&["rm", "labelled"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    env.assert_clean();
+}

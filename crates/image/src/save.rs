@@ -183,6 +183,8 @@ impl<W: Write> Writer<W> {
         let mut header = tar::Header::new_ustar();
         header.set_entry_type(tar::EntryType::Directory);
         header.set_mode(0o755);
+        header.set_uid(0);
+        header.set_gid(0);
         header.set_size(0);
         header.set_mtime(0);
         self.tar
@@ -210,6 +212,8 @@ impl<W: Write> Writer<W> {
         let mut header = tar::Header::new_ustar();
         header.set_entry_type(tar::EntryType::Regular);
         header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
         header.set_size(size);
         header.set_mtime(0);
         self.tar

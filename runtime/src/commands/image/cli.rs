@@ -306,6 +306,9 @@ pub fn dispatch(
         ImageCommand::Push(args) => {
             let destination = parse_reference(args.destination.as_ref().unwrap_or(&args.source))?;
             let what = format!("push {} to {}", args.source, destination.familiar());
+            // A missing image fails before anything is printed.
+            super::inspect(store, std::slice::from_ref(&args.source))
+                .map_err(context(what.clone()))?;
             if !args.quiet {
                 eprintln!("The push refers to repository [{}]", destination.name());
             }

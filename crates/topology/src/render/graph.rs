@@ -4,7 +4,7 @@
 //! Edges carry the interface names at their ends and the impairments in force; bridges,
 //! the host namespace and the management network are drawn with shapes of their own.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
@@ -57,11 +57,15 @@ pub fn dot(t: &Topology) -> String {
     let mut out = String::new();
     out.push_str(&format!("graph {} {{\n", dot_str(t.name.as_str())));
     out.push_str(&format!(
-        "  graph [label={}, labelloc=t, fontname=\"Helvetica\", overlap=false, splines=true];\n",
+        "  graph [label={}, labelloc=t, fontname=\"Helvetica\", nodesep=0.8, ranksep=1.2];\n",
         dot_str(&format!("lab {}", t.name))
     ));
     out.push_str("  node [fontname=\"Helvetica\", fontsize=11];\n");
-    out.push_str("  edge [fontname=\"Helvetica\", fontsize=9];\n");
+    // Interface names sit at the ends of the edges, away from the line and in their own
+    // colour, so that a busy node stays readable.
+    out.push_str(
+        "  edge [fontname=\"Helvetica\", fontsize=9, labelfontsize=8, labeldistance=2.2, labelfontcolor=\"#1a5fb4\"];\n",
+    );
     for n in t.nodes.values() {
         let mut label = n.name.to_string();
         let attrs = match n.kind {
@@ -86,6 +90,17 @@ pub fn dot(t: &Topology) -> String {
             dot_str(n.name.as_str()),
             dot_str(&label)
         ));
+    }
+    // Nodes of one `group` (spines, leaves…) side by side, as containerlab's graph does.
+    let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for n in t.nodes.values() {
+        if let Some(g) = &n.group {
+            groups.entry(g).or_default().push(n.name.as_str());
+        }
+    }
+    for members in groups.values().filter(|m| m.len() > 1) {
+        let members: Vec<String> = members.iter().map(|m| dot_str(m)).collect();
+        out.push_str(&format!("  {{ rank=same; {}; }}\n", members.join("; ")));
     }
     for s in specials(t) {
         let attrs = match s {

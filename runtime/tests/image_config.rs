@@ -226,6 +226,10 @@ fn unknown_users_fail_on_one_line() {
         assert_one_line_error(&out);
         assert!(out.stderr.contains(message), "{user}: {out:?}");
     }
+    // Detached: the monitor's start fails the same way, and `run -d` says so.
+    let out = env.run(&["-d", "--rm", "-u", "ghost", "app2", "-c", "true"]);
+    assert_eq!(out.code, 125, "{out:?}");
+    assert!(out.stderr.contains("unable to find user ghost"), "{out:?}");
     env.assert_clean();
 }
 

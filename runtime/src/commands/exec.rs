@@ -18,6 +18,10 @@
 //! With a user namespace, the helper joins it last, once it has joined the others as host
 //! root (the container's mount namespace belongs to the host's user namespace, see
 //! [`crate::sandbox::userns`]), and becomes its root.
+//!
+//! The command runs as `-u`, else as the container's user, resolved like PID 1's through the
+//! container's `/etc/passwd` and `/etc/group` ([`crate::sandbox::user`]) once the helper's
+//! root is the container's.
 
 use std::fs::File;
 use std::path::PathBuf;

@@ -229,7 +229,7 @@ pub fn dispatch_verb(
         ImageVerb::Login(args) => {
             let server = args.server.as_deref().unwrap_or("docker.io");
             let config = registry::registries_config(registries_config)
-                .map_err(context("read the registries config"))?;
+                .map_err(|e| context("read the registries config")(e.into()))?;
             let file = super::login(
                 server,
                 args.username.as_deref(),
@@ -282,7 +282,7 @@ pub fn dispatch(
 ) -> Result<(), VerbError> {
     let config = || {
         registry::registries_config(registries_config)
-            .map_err(context("read the registries config"))
+            .map_err(|e| context("read the registries config")(e.into()))
     };
     match command {
         ImageCommand::Pull(args) => {

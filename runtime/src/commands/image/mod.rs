@@ -16,7 +16,7 @@ use berth_image::oci::PlatformError;
 use berth_image::progress::Progress;
 use berth_image::pull::PullOptions;
 use berth_image::push::{PushError, PushResult, PushStatus};
-use berth_image::registry::{ConfigError, CredentialsError, RegistriesConfig, RegistryError};
+use berth_image::registry::{CredentialsError, RegistriesConfig, RegistryError};
 use berth_image::save::{SaveError, SaveFormat, SaveItem};
 use berth_image::{
     Digest, Image, ImageError, ImageStore, ImageSummary, Loaded, Platform, PullResult, Reference,
@@ -40,7 +40,7 @@ pub enum ImageCommandError {
     #[error(transparent)]
     Platform(#[from] PlatformError),
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Setup(#[from] registry::SetupError),
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
     #[error(transparent)]

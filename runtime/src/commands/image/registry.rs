@@ -6,10 +6,18 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use berth_image::registry::{
-    ClientOptions, Credentials, DEFAULT_CONFIG_PATH, RegistriesConfig, RegistryClient,
+    ClientOptions, ConfigError, Credentials, CredentialsError, DEFAULT_CONFIG_PATH,
+    RegistriesConfig, RegistryClient,
 };
 
-use super::ImageCommandError;
+/// Errors of setting up a registry client.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+}
 
 /// podman's registry flags of `pull`, `push` and `login`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -40,7 +48,7 @@ pub struct RegistryFlags {
 
 /// The registries config: `--registries-config FILE`, else `$BERTH_REGISTRIES_CONFIG`, else
 /// [`DEFAULT_CONFIG_PATH`] (a missing default file is an empty config).
-pub fn registries_config(flag: Option<&Path>) -> Result<RegistriesConfig, ImageCommandError> {
+pub fn registries_config(flag: Option<&Path>) -> Result<RegistriesConfig, SetupError> {
     let path = match flag {
         Some(p) => p.to_path_buf(),
         None => std::env::var_os("BERTH_REGISTRIES_CONFIG")
@@ -56,7 +64,7 @@ fn env(key: &str) -> Option<OsString> {
 
 impl RegistryFlags {
     /// The credentials these flags and the environment give.
-    pub fn credentials(&self) -> Result<Credentials, ImageCommandError> {
+    pub fn credentials(&self) -> Result<Credentials, SetupError> {
         let mut creds = Credentials::from_env(env);
         if let Some(file) = &self.authfile {
             creds = creds.with_authfile(file);
@@ -85,7 +93,7 @@ impl RegistryFlags {
         &self,
         config: RegistriesConfig,
         retries: Option<u32>,
-    ) -> Result<RegistryClient, ImageCommandError> {
+    ) -> Result<RegistryClient, SetupError> {
         Ok(RegistryClient::new(
             config,
             self.credentials()?,

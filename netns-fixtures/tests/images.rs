@@ -410,12 +410,87 @@ fn push_to_a_registry_keeps_every_digest() {
         inspect(&remote, "ns/docker:1", true).unwrap()["mediaType"],
         media::DOCKER_MANIFEST
     );
+    let zstd = images::zstd(&mut layout).unwrap();
+    let pushed = push(layout.dir(), "zstd", &remote, "ns/zstd:1").unwrap();
+    assert_eq!(pushed, zstd.manifest.digest);
+    let raw = inspect(&remote, "ns/zstd:1", true).unwrap();
+    assert_eq!(raw["layers"][0]["mediaType"], media::OCI_LAYER_ZSTD);
+    assert_eq!(raw["layers"][2]["mediaType"], media::OCI_LAYER);
+
+    let deep = images::deep(&mut layout, 12).unwrap();
+    let pushed = timed("push deep(12)", || {
+        push(layout.dir(), "deep", &remote, "ns/deep:1").unwrap()
+    });
+    assert_eq!(pushed, deep.manifest.digest);
+
     let pushed = push(layout.dir(), "docker-list", &remote, "ns/docker-list:1").unwrap();
     assert_eq!(pushed, list.index.digest);
     assert_eq!(
         inspect(&remote, "ns/docker-list:1", true).unwrap()["mediaType"],
         media::DOCKER_LIST
     );
+}
+
+/// A seeded registry serves the image as a pushed one would: skopeo copies it back whole.
+#[test]
+fn seed_writes_straight_into_the_registry_storage() {
+    require_root();
+    let ns = TestNetns::new().unwrap();
+    let registry = TestRegistry::plain(&ns).unwrap();
+    let remote = Remote::of(&ns, &registry);
+    let mut layout = OciLayout::temp().unwrap();
+    let deep = images::deep(&mut layout, 210).unwrap();
+    let multi = images::multi(&mut layout).unwrap();
+    let seeded = timed("seed deep(210)", || {
+        images::seed(layout.dir(), "deep", &registry, "ns/deep:1").unwrap()
+    });
+    assert_eq!(seeded, deep.manifest.digest);
+    images::seed(layout.dir(), "multi", &registry, "ns/multi:1").unwrap();
+
+    let back = tempfile::tempdir().unwrap();
+    let dest = format!("oci:{}:deep", back.path().display());
+    let out = timed("skopeo copy deep(210) back", || {
+        ns.output(std::process::Command::new(images::SKOPEO_BIN).args([
+            "--insecure-policy",
+            "copy",
+            "--src-tls-verify=false",
+            &remote.docker_ref("ns/deep:1"),
+            &dest,
+        ]))
+        .unwrap()
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let copied = inspect_layout(back.path(), "deep", true).unwrap();
+    assert_eq!(copied["layers"].as_array().unwrap().len(), 210);
+    assert_eq!(copied["config"]["digest"], deep.config.digest.as_str());
+
+    let raw = inspect(&remote, "ns/multi:1", true).unwrap();
+    assert_eq!(raw["manifests"].as_array().unwrap().len(), 3);
+    let arm = multi.image("linux/arm64/v8").unwrap();
+    let summary = inspect(&remote, &format!("ns/multi@{}", arm.manifest.digest), false).unwrap();
+    assert_eq!(summary["Architecture"], "arm64");
+}
+
+#[test]
+fn push_with_a_token_server() {
+    require_root();
+    let ns = TestNetns::new().unwrap();
+    let registry = TestRegistry::builder(&ns)
+        .token_auth()
+        .user("bob", "pw")
+        .start()
+        .unwrap();
+    let mut layout = OciLayout::temp().unwrap();
+    let app = images::app(&mut layout).unwrap();
+    let bob = Remote::of(&ns, &registry).creds("bob", "pw");
+    let pushed = push(layout.dir(), "app", &bob, "bob/app:1").unwrap();
+    assert_eq!(pushed, app.manifest.digest);
+    let wrong = Remote::of(&ns, &registry).creds("bob", "nope");
+    assert!(inspect(&wrong, "bob/app:1", true).is_err());
 }
 
 #[test]

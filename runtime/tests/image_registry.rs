@@ -676,3 +676,67 @@ fn images_table_run_pull_policies_and_bad_references() {
     }
     w.env.assert_clean();
 }
+
+#[test]
+fn the_registries_config_gives_mirrors_and_insecure_registries() {
+    let mut w = World::with(|env| TestRegistry::builder(&env.host).tls().start().unwrap());
+    let app = images::app(&mut w.layout).unwrap();
+    w.push("app", "ns/app:1");
+    let name = w.image("ns/app:1");
+
+    // A self-signed registry is refused, then reached with --tls-verify=false, or as an
+    // insecure registry of the config file.
+    let out = w.berth(&["pull", "-q", &name]);
+    assert_eq!(out.code, 125, "{out:?}");
+    assert_one_line_error(&out);
+    w.ok(&["pull", "-q", "--tls-verify=false", &name]);
+    w.ok(&["rmi", &name]);
+    fs::write(
+        &w.config,
+        format!(
+            "certs_d = []\n[[registry]]\nname = \"{}\"\ninsecure = true\n",
+            w.host()
+        ),
+    )
+    .unwrap();
+    w.ok(&["pull", "-q", &name]);
+    w.ok(&["rmi", &name]);
+
+    // A mirror is asked first: a pull-through mirror of a plain registry holding the image.
+    let upstream = TestRegistry::plain(&w.env.host).unwrap();
+    images::push(
+        w.layout.dir(),
+        "app",
+        &Remote::of(&w.env.host, &upstream),
+        "ns/app:1",
+    )
+    .unwrap();
+    let mirror = TestRegistry::builder(&w.env.host)
+        .mirror_of(&upstream)
+        .start()
+        .unwrap();
+    fs::write(
+        &w.config,
+        format!(
+            "certs_d = []\n[[registry]]\nname = \"{}\"\nmirrors = [\"{}\"]\n",
+            upstream.host(),
+            mirror.host()
+        ),
+    )
+    .unwrap();
+    let name = format!("{}/ns/app:1", upstream.host());
+    let out = w.ok(&["pull", "-q", &name]);
+    assert_eq!(out.stdout, format!("{}\n", app.manifest.digest));
+    assert!(
+        mirror.log().contains("\"GET /v2/ns/app/manifests/1 "),
+        "the mirror was not asked:\n{}",
+        mirror.log()
+    );
+    // A bad config file is one clear line.
+    fs::write(&w.config, "[[registry]]\nname = \"Bad Host\"\n").unwrap();
+    let out = w.berth(&["pull", "-q", &name]);
+    assert_eq!(out.code, 125, "{out:?}");
+    assert_one_line_error(&out);
+    assert!(out.stderr.contains("registries config"), "{out:?}");
+    w.env.assert_clean();
+}

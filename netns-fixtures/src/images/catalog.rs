@@ -143,7 +143,9 @@ impl Image {
         self.layers.iter().map(|l| l.diff_id.clone()).collect()
     }
 
-    /// `oci:DIR:TAG` (skopeo's name), if the image is tagged.
+    /// `oci:DIR:TAG` (skopeo's name), if the image is tagged. skopeo's `oci:` transport reads
+    /// OCI media types only: for a [`Format::Docker`] image use [`push`](crate::images::push)
+    /// and [`inspect_layout`](crate::images::inspect_layout), which handle both.
     pub fn transport_ref(&self) -> Option<String> {
         let tag = self.tag.as_deref()?;
         Some(format!("oci:{}:{tag}", self.layout.display()))
@@ -168,7 +170,7 @@ impl IndexImage {
         self.images.iter().find(|i| i.platform == platform)
     }
 
-    /// `oci:DIR:TAG`.
+    /// `oci:DIR:TAG` (an OCI index only; see [`Image::transport_ref`]).
     pub fn transport_ref(&self) -> String {
         format!("oci:{}:{}", self.layout.display(), self.tag)
     }

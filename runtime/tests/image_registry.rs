@@ -532,6 +532,38 @@ fn save_rmi_load_round_trips_in_both_formats() {
         assert!(names.contains(&format!("{hex}/layer.tar")), "{names}");
     }
     assert!(names.contains("manifest.json") && names.contains("repositories"));
+    // Archives Berth did not write: netns-fixtures' docker archive (a name) and OCI archives
+    // whose ref.name is a tag only (no name: known by id; an index: the host's platform).
+    let docker = w.env.tmp.path().join("fixture-docker.tar");
+    images::write_docker_archive(&app, "berth.test/app:1", &docker).unwrap();
+    let out = w.ok(&["load", "-i", docker.to_str().unwrap()]);
+    assert_eq!(out.stdout, "Loaded image: berth.test/app:1\n", "{out:?}");
+    assert_eq!(
+        w.inspect("berth.test/app:1")["Id"],
+        app.config.digest.as_str()
+    );
+    let multi = images::multi(&mut w.layout).unwrap();
+    for (tag, id) in [
+        ("app2", app2.config.digest.clone()),
+        (
+            "multi",
+            multi
+                .images
+                .iter()
+                .find(|i| i.platform == format!("linux/{}", images::host_arch()))
+                .unwrap()
+                .config
+                .digest
+                .clone(),
+        ),
+    ] {
+        let oci = w.env.tmp.path().join(format!("fixture-{tag}.tar"));
+        images::write_oci_archive(w.layout.dir(), tag, &oci).unwrap();
+        let out = w.ok(&["load", "-i", oci.to_str().unwrap()]);
+        assert_eq!(out.stdout, format!("Loaded image ID: {id}\n"), "{out:?}");
+        assert_eq!(w.inspect(&id)["Id"], id.as_str());
+    }
+    assert!(w.ok(&["images"]).stdout.contains("<none>"));
     // A rootfs tarball is not an image archive.
     let out = w.berth(&["load", "-i", "/dev/null"]);
     assert_eq!(out.code, 125, "{out:?}");

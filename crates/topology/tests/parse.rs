@@ -404,6 +404,15 @@ fn more_checks_across_the_lab() {
     .unwrap_err();
     let lines: Vec<_> = e.iter().map(|e| e.at.pos.line).collect();
     assert_eq!(lines, [6, 9], "{e}");
+    // A host-side interface may not take the management bridge's name.
+    let e = parse_str(
+        "name: x\nmgmt: {bridge: brm}\ntopology:\n  defaults: {kind: linux, image: busybox}\n  nodes:\n    a:\n  links:\n    - endpoints: [\"a:eth1\", \"host:brm\"]\n",
+        None,
+        &|_| None,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("management bridge"), "{e}");
+    assert_eq!(e.0[0].at.pos.line, 8);
     // mgmt-ipv4 in defaults would give every node one address.
     let e = parse_str(
         "name: x\ntopology:\n  defaults: {kind: linux, image: busybox, mgmt-ipv4: 198.18.0.2}\n  nodes:\n    a:\n",

@@ -99,7 +99,14 @@ fn read(cx: &mut Cx, node: &Node, index: usize) -> Option<RawLink> {
     let entries = cx.map(node, &section)?;
     let kind = match get(entries, "type") {
         None => None,
-        Some(t) => Some((cx.string(t, &format!("{section}: type"))?, t.pos)),
+        Some(t) => Some((
+            cx.required(
+                t,
+                &format!("{section}: type"),
+                "a link type (veth, host or mgmt-net)",
+            )?,
+            t.pos,
+        )),
     };
     let (kind, endpoints) = match kind.as_ref().map(|(k, p)| (k.as_str(), *p)) {
         None => {
@@ -225,7 +232,11 @@ fn brief(
             );
             continue;
         }
-        let Some(text) = cx.string(item, &format!("{section}: endpoint")) else {
+        let Some(text) = cx.required(
+            item,
+            &format!("{section}: endpoint"),
+            "a \"node:interface\" string",
+        ) else {
             continue;
         };
         if let Some(end) = brief_endpoint(cx, &text, item.pos) {
@@ -350,9 +361,9 @@ fn endpoint_map(cx: &mut Cx, node: &Node, section: &str) -> Option<RawEndpoint> 
         return None;
     }
     let owner_node = get(entries, "node")?;
-    let owner = cx.string(owner_node, &format!("{what}.node"))?;
+    let owner = cx.required(owner_node, &format!("{what}.node"), "a node name")?;
     let if_node = get(entries, "interface")?;
-    let ifname = cx.string(if_node, &format!("{what}.interface"))?;
+    let ifname = cx.required(if_node, &format!("{what}.interface"), "an interface name")?;
     let text = format!("{owner}:{ifname}");
     let attach = attach(cx, &owner, &text, owner_node.pos)?;
     let ifname = interface(cx, &ifname, &text, if_node.pos)?;
@@ -459,7 +470,11 @@ fn extended_host(
         );
         return None;
     }
-    let text = cx.string(host_if, &format!("{section}: host-interface"))?;
+    let text = cx.required(
+        host_if,
+        &format!("{section}: host-interface"),
+        "an interface name",
+    )?;
     let owner = if kind == LinkKind::Host {
         RawAttach::Host
     } else {

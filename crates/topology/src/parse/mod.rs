@@ -115,12 +115,22 @@ fn read_file(cx: &mut Cx, root: &Node) -> Option<Topology> {
     cx.check_keys(entries, "the file", TOP_KEYS, IGNORED_TOP_KEYS);
 
     let name = match get(entries, "name") {
-        Some(n) => cx.typed(
-            n,
-            "name",
-            |s: &str| LabName::try_from(s),
-            |what, error| ErrorKind::Name { what, error },
-        ),
+        Some(n) => match cx.required(n, "name", "a lab name") {
+            Some(text) => match LabName::try_from(text.as_str()) {
+                Ok(name) => Some(name),
+                Err(error) => {
+                    cx.error(
+                        n.pos,
+                        ErrorKind::Name {
+                            what: "name".to_owned(),
+                            error,
+                        },
+                    );
+                    None
+                }
+            },
+            None => None,
+        },
         None => {
             cx.error(
                 root.pos,

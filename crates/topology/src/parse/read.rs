@@ -120,6 +120,22 @@ impl Cx {
         }
     }
 
+    /// A scalar that must be there: an empty value is an error saying what was expected.
+    pub fn required(&mut self, node: &Node, what: &str, expected: &'static str) -> Option<String> {
+        if node.value == Value::Null {
+            self.error(
+                node.pos,
+                ErrorKind::Type {
+                    what: what.to_owned(),
+                    expected,
+                    found: node.describe(),
+                },
+            );
+            return None;
+        }
+        self.string(node, what)
+    }
+
     /// A number of type `T`.
     pub fn number<T: FromStr>(
         &mut self,

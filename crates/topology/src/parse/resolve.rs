@@ -287,7 +287,8 @@ pub fn resolve(cx: &mut Cx, input: Input) -> Topology {
         }
     }
 
-    let links = links(cx, &nodes, raw_links, &mut source);
+    let mgmt_bridge = mgmt.as_ref().and_then(|m| m.bridge.clone());
+    let links = links(cx, &nodes, raw_links, mgmt_bridge, &mut source);
 
     // The management network: on when the file declares it or something needs it.
     let needs_mgmt = nodes
@@ -332,10 +333,12 @@ fn links(
     cx: &mut Cx,
     nodes: &BTreeMap<NodeName, Node>,
     raw_links: Vec<RawLink>,
+    mgmt_bridge: Option<IfName>,
     source: &mut SourceMap,
 ) -> Vec<Link> {
     let mut out = Vec::new();
-    // Interfaces per namespace, with the line that first used each.
+    // Interfaces per namespace, with the line that first used each. The host namespace
+    // already holds the bridges, named after their nodes.
     let mut seen: HashMap<(Ns, IfName), usize> = HashMap::new();
     for node in nodes.values().filter(|n| n.kind == Kind::Bridge) {
         if let Ok(ifname) = IfName::try_from(node.name.as_str()) {
@@ -362,6 +365,17 @@ fn links(
                     ErrorKind::ReservedInterface {
                         endpoint: raw_end.text(),
                         why: "lo is the loopback interface every namespace has",
+                    },
+                );
+                clash = true;
+                continue;
+            }
+            if ns == Ns::Host && mgmt_bridge.as_ref() == Some(&end.ifname) {
+                cx.error(
+                    raw_end.pos,
+                    ErrorKind::ReservedInterface {
+                        endpoint: raw_end.text(),
+                        why: "that is the name of the management bridge (mgmt: bridge)",
                     },
                 );
                 clash = true;

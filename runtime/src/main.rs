@@ -782,4 +782,48 @@ mod tests {
         assert_eq!(request.subnets, ["10.9.0.0/24", "fd00::/64"]);
         assert!(request.isolate && !request.ipv6);
     }
+
+    #[test]
+    fn image_verbs_take_podmans_flags() {
+        let Command::ImageVerb(ImageVerb::Pull(args)) = parse(&[
+            "pull",
+            "-q",
+            "--platform",
+            "linux/arm64",
+            "--retry",
+            "0",
+            "--tls-verify=false",
+            "--creds",
+            "u:p",
+            "h:5000/ns/app:1",
+        ]) else {
+            panic!("not pull");
+        };
+        assert!(args.quiet && !args.registry.tls_verify);
+        assert_eq!(args.platform.as_deref(), Some("linux/arm64"));
+        assert_eq!(
+            (args.retry, args.registry.creds.as_deref()),
+            (Some(0), Some("u:p"))
+        );
+        let Command::Image(ImageCommand::Push(args)) =
+            parse(&["image", "push", "--tls-verify", "app", "h:5000/x:1"])
+        else {
+            panic!("not image push");
+        };
+        assert!(args.registry.tls_verify);
+        assert_eq!(args.destination.as_deref(), Some("h:5000/x:1"));
+        let Command::Run(args) = parse(&["run", "--pull=never", "--platform", "linux/amd64", "x"])
+        else {
+            panic!("not run");
+        };
+        assert_eq!(args.pull, PullPolicy::Never);
+        let Command::Run(args) = parse(&["run", "x"]) else {
+            panic!("not run");
+        };
+        assert_eq!(args.pull, PullPolicy::Missing);
+        assert!(
+            Cli::try_parse_from(["berth", "run", "--pull=sometimes", "x"]).is_err(),
+            "an unknown policy is refused"
+        );
+    }
 }

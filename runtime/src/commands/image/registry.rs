@@ -40,6 +40,9 @@ pub struct RegistryFlags {
         value_name = "BOOL",
         default_value_t = true,
         num_args = 0..=1,
+        // Go's boolean flags: `--tls-verify` alone is true, a value needs `=`, so the word
+        // after the flag stays an argument (`push --tls-verify IMAGE`).
+        require_equals = true,
         default_missing_value = "true",
         action = clap::ArgAction::Set
     )]

@@ -313,8 +313,15 @@ impl Transport {
         op: &Op,
     ) -> Result<Probe, RegistryError> {
         let url = format!("{base}/v2/");
-        // Reaching a mirror is not retried: the next endpoint is the better bet.
-        let tries = if ep.mirror { 0 } else { self.options.retries };
+        // Reaching a mirror is not retried: the next endpoint is the better bet. Neither is
+        // https where plain http is allowed: a plain registry answers a TLS hello with an
+        // http 400 (no retry changes that), and http is tried next, with retries.
+        let https_before_http = host.allow_http && base.starts_with("https://");
+        let tries = if ep.mirror || https_before_http {
+            0
+        } else {
+            self.options.retries
+        };
         let mut attempt = 0;
         loop {
             let req = http::Request::get(&url)

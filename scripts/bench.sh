@@ -49,7 +49,7 @@ require_rust
 ensure_packages "${BUILD_PACKAGES[@]}" \
   /usr/lib/cni/bridge=containernetworking-plugins crun=crun runc=runc podman=podman \
   iperf3=iperf3 busybox=busybox-static /usr/bin/time=time ip=iproute2 iptables=iptables \
-  nft=nftables tar=tar
+  nft=nftables tar=tar skopeo=skopeo docker-registry=docker-registry
 
 say "building release binaries (static, as shipped)"
 build_dist --workspace --bins

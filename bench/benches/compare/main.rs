@@ -6,7 +6,7 @@
 //!     [--scale-budget SECS]
 //! ```
 //!
-//! Sections: chain, scale, concurrency, start, dataplane, footprint. Needs root; everything
+//! Sections: chain, scale, concurrency, start, dataplane, footprint, images. Needs root; everything
 //! happens in throwaway network namespaces that play the host, so the machine's own network is
 //! never touched. Progress goes to stderr, the table to stdout. It never fails on speed: a
 //! section that cannot run reports why and the others go on.
@@ -16,6 +16,7 @@ mod cni;
 mod concurrency;
 mod dataplane;
 mod footprint;
+mod images;
 mod proc;
 mod scale;
 mod start;
@@ -28,13 +29,14 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use berth_bench::{Report, Section, Verdict};
 
-pub const SECTIONS: [&str; 6] = [
+pub const SECTIONS: [&str; 7] = [
     "chain",
     "scale",
     "concurrency",
     "start",
     "dataplane",
     "footprint",
+    "images",
 ];
 
 #[derive(Debug, Clone)]
@@ -171,6 +173,7 @@ pub fn title(name: &str) -> &'static str {
         "start" => "4. Container start (run --rm busybox true)",
         "dataplane" => "5. Data plane (iperf3 TCP)",
         "footprint" => "6. Footprint",
+        "images" => "7. Images: pull from a local registry, start of a pulled image",
         _ => "?",
     }
 }
@@ -184,6 +187,7 @@ fn run_section(name: &str, opts: &Opts) -> Result<Section> {
         "start" => start::run(opts, &mut s)?,
         "dataplane" => dataplane::run(opts, &mut s)?,
         "footprint" => footprint::run(opts, &mut s)?,
+        "images" => images::run(opts, &mut s)?,
         _ => bail!("unknown section {name}"),
     }
     Ok(s)
@@ -262,6 +266,26 @@ fn goals(r: &Report) -> Vec<berth_bench::GoalResult> {
         "(interim, no network) berth run ≥ 5× faster than podman run --network none",
         "start.none.podman",
         0.2,
+    ));
+    g.push(r.goal_ratio(
+        "cold pull of a multi-layer image ≤ 0.5 × podman pull",
+        "images.pull.cold.podman",
+        0.5,
+    ));
+    g.push(r.goal_ratio(
+        "pull with every layer present ≤ 0.2 × podman pull",
+        "images.pull.warm.podman",
+        0.2,
+    ));
+    g.push(r.goal_ours_at_most(
+        "peak RSS pulling a 500 MB layer below 64 MB",
+        "images.pull.rss",
+        64.0,
+    ));
+    g.push(r.goal_ratio(
+        "run --rm of a pulled 5-layer image ≤ 1.2 × the offline busybox image",
+        "images.run.five",
+        1.2,
     ));
     g
 }

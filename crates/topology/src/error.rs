@@ -113,7 +113,7 @@ pub enum WarningKind {
         section: String,
         why: &'static str,
     },
-    #[error("${{{name}}} is not set and has no default: it expanded to nothing")]
+    #[error("${{{name}}} is not set and has no default: left as written")]
     UnsetVariable { name: String },
     #[error("bridge {node} has no links")]
     BridgeWithoutLinks { node: String },

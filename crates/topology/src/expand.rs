@@ -1,15 +1,17 @@
 //! Environment variables in a topology file, expanded in the text before YAML parsing, as
-//! containerlab does (it runs the whole file through an envsubst library; see "Environment
-//! variables" in containerlab's docs/manual/topo-def-file.md).
+//! containerlab does: its `LoadTopologyFromFile` (core/topology.go) runs the file through
+//! `envsubst.BytesRestrictedNoReplace` (github.com/hellt/envsubst) and then
+//! `yaml.UnmarshalStrict`. The rules of that call, kept here:
 //!
-//! Forms expanded: `${VAR}`, `${VAR:=default}` and `${VAR:-default}` (the default when VAR
-//! is unset or empty), `${VAR=default}` and `${VAR-default}` (the default when VAR is
-//! unset). A bare `$VAR` is left as it is: exec lines such as `sh -c 'echo $HOSTNAME'` are
-//! meant for the node's shell (a deliberate difference from envsubst, which would have
-//! replaced it with the host's value or nothing). `$${VAR}` escapes to a literal `${VAR}`.
+//! - `$VAR` and `${VAR}` become VAR's value when VAR is set, and are left as written when
+//!   it is not (so `sh -c 'echo $HOSTNAME'` reaches the node's shell unless the host has
+//!   HOSTNAME set: the same trap as in containerlab);
+//! - `${VAR:=default}` and `${VAR:-default}` give the default when VAR is unset or empty,
+//!   `${VAR=default}` and `${VAR-default}` when it is unset;
+//! - `$$` is a literal `$`.
 //!
-//! A variable that is unset and has no default expands to nothing, as with envsubst, and
-//! is reported as a warning naming its line.
+//! A `${VAR}` left as written is reported as a warning naming its line. containerlab's Go
+//! templating (`{{ … }}` with `_vars` files), which runs before envsubst, is not supported.
 
 use crate::yaml::Pos;
 
@@ -28,7 +30,7 @@ pub enum ExpandError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expanded {
     pub text: String,
-    /// Variables that were unset, had no default and so expanded to nothing.
+    /// `${VAR}`s left as written: VAR was unset and had no default.
     pub unset: Vec<(Pos, String)>,
 }
 
@@ -56,17 +58,31 @@ pub fn expand(
                 column,
             };
             let after = &rest[at + 1..];
-            if let Some(escaped) = after.strip_prefix("${") {
-                // `$${` is a literal `${`.
-                out.push_str("${");
+            if let Some(escaped) = after.strip_prefix('$') {
+                out.push('$');
                 rest = escaped;
-                column += 3;
+                column += 2;
                 continue;
             }
             let Some(body_and_rest) = after.strip_prefix('{') else {
-                out.push('$');
-                rest = after;
-                column += 1;
+                // `$VAR`: replaced when set, kept otherwise; any other `$` is text.
+                let name_len = if after.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+                    after
+                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .unwrap_or(after.len())
+                } else {
+                    0
+                };
+                let name = &after[..name_len];
+                match (name_len > 0).then(|| lookup(name)).flatten() {
+                    Some(value) => out.push_str(&value),
+                    None => {
+                        out.push('$');
+                        out.push_str(name);
+                    }
+                }
+                column += 1 + name.chars().count();
+                rest = &after[name_len..];
                 continue;
             };
             let Some(close) = body_and_rest.find('}') else {
@@ -82,17 +98,17 @@ pub fn expand(
                     },
                 ));
             }
-            let value = lookup(name);
-            let chosen = match (op, value) {
-                (":=" | ":-", Some(v)) if v.is_empty() => default.to_owned(),
-                (_, Some(v)) => v,
+            match (op, lookup(name)) {
+                (":=" | ":-", Some(v)) if v.is_empty() => out.push_str(default),
+                (_, Some(v)) => out.push_str(&v),
                 ("", None) => {
                     unset.push((pos, name.to_owned()));
-                    String::new()
+                    out.push_str("${");
+                    out.push_str(body);
+                    out.push('}');
                 }
-                (_, None) => default.to_owned(),
-            };
-            out.push_str(&chosen);
+                (_, None) => out.push_str(default),
+            }
             column += 2 + body.chars().count() + 1;
             rest = &body_and_rest[close + 1..];
         }
@@ -135,13 +151,13 @@ mod tests {
     #[test]
     fn forms() {
         let e = expand(
-            "a: ${IMAGE}\nb: ${NOPE:=x}\nc: ${EMPTY:-y}\nd: ${EMPTY-z}\ne: $HOME ${NOPE}\nf: $${IMAGE}\n",
+            "a: ${IMAGE}\nb: ${NOPE:=x}\nc: ${EMPTY:-y}\nd: ${EMPTY-z}\ne: $HOME ${NOPE}\nf: $$IMAGE $IMAGE-x $1 $\n",
             &env,
         )
         .unwrap();
         assert_eq!(
             e.text,
-            "a: busybox:1.36\nb: x\nc: y\nd: \ne: $HOME \nf: ${IMAGE}\n"
+            "a: busybox:1.36\nb: x\nc: y\nd: \ne: $HOME ${NOPE}\nf: $IMAGE busybox:1.36-x $1 $\n"
         );
         assert_eq!(
             e.unset,

@@ -181,7 +181,10 @@ fn environment_variables_expand() {
     let n1 = &t.nodes[&node("n1")];
     assert_eq!(n1.image.as_deref(), Some("busybox:1.36"));
     assert_eq!(n1.env["GREETING"], "hello");
-    assert_eq!(n1.env["UNSET"], "");
+    assert_eq!(
+        n1.env["UNSET"], "${NOT_SET}",
+        "left as written, as containerlab"
+    );
     assert_eq!(
         n1.exec,
         ["sh -c 'echo $HOSTNAME'"],
@@ -203,11 +206,19 @@ fn environment_variables_expand() {
         )]
     );
 
-    // Without IMAGE the linux nodes have no image: an error naming each node's line.
-    let e = parse_with("env.clab.yml", &[]).unwrap_err();
-    let lines: Vec<_> = e.iter().map(|e| e.at.pos.line).collect();
-    assert_eq!(lines, [6, 14], "{e}");
-    assert!(matches!(e.0[0].kind, ErrorKind::NoImage { .. }));
+    // Without IMAGE, `${IMAGE}` stays as written (as in containerlab) and each place is
+    // reported with its line.
+    let p = parse_with("env.clab.yml", &[]).unwrap();
+    assert_eq!(
+        p.topology.nodes[&node("n2")].image.as_deref(),
+        Some("${IMAGE}")
+    );
+    let lines: Vec<_> = p.warnings.iter().map(|w| w.at.pos.line).collect();
+    assert_eq!(lines, [8, 11, 16]);
+    assert_eq!(
+        p.warnings[0].to_string(),
+        "env.clab.yml:8:14: warning: ${IMAGE} is not set and has no default: left as written"
+    );
 }
 
 #[test]

@@ -95,6 +95,19 @@ fn saved_file_carries_runtime_state() {
     assert_eq!(back.links[1].impairments_of(1).to_string(), "rate 1gbit");
 }
 
+#[test]
+fn dollars_survive_saving() {
+    let text = "name: d\ntopology:\n  nodes:\n    n:\n      kind: linux\n      image: busybox\n      exec: [\"sh -c 'echo $HOME $$ ${HOME}'\"]\n      env: {A: \"$${X}\"}\n";
+    let home = |k: &str| (k == "HOME").then(|| "/root".to_owned());
+    let t = parse_str(text, None, &home).unwrap().topology;
+    let n = &t.nodes[&NodeName::try_from("n").unwrap()];
+    assert_eq!(n.exec, ["sh -c 'echo /root $ /root'"]);
+    assert_eq!(n.env["A"], "${X}");
+    let saved = save(&t, &RuntimeState::default());
+    let back = parse_str(&saved, None, &home).unwrap().topology;
+    assert_eq!(back, t, "{saved}");
+}
+
 fn triangle() -> Topology {
     load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/triangle-extended.clab.yml"))
 }

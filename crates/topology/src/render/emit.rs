@@ -30,7 +30,9 @@ pub fn document(header: &str, root: &Y) -> String {
             out.push('\n');
         }
     }
-    out
+    // A topology file goes through environment expansion before YAML: every `$` written
+    // must come back as itself, not as the reader's $HOME.
+    out.replace('$', "$$")
 }
 
 /// A scalar that a YAML 1.1 or 1.2 reader takes for something other than this string

@@ -404,6 +404,11 @@ fn login_logout_and_a_wrong_password() {
     assert_eq!(out.code, 0, "{out:?}");
     assert!(other.exists());
 
+    // Push with the stored login.
+    let pushed = w.image("ns/pushed:1");
+    w.ok(&["tag", &name, &pushed]);
+    w.ok(&["push", "-q", "--cert-dir", certs, &pushed]);
+
     let out = w.ok(&["logout", &host]);
     assert_eq!(
         out.stdout,
@@ -770,5 +775,49 @@ fn the_registries_config_gives_mirrors_and_insecure_registries() {
     assert_eq!(out.code, 125, "{out:?}");
     assert_one_line_error(&out);
     assert!(out.stderr.contains("registries config"), "{out:?}");
+    w.env.assert_clean();
+}
+
+#[test]
+fn bearer_tokens_through_login_pull_and_push() {
+    let mut w = World::with(|env| {
+        TestRegistry::builder(&env.host)
+            .token_auth()
+            .user("bob", "builder")
+            .start()
+            .unwrap()
+    });
+    let app = images::app(&mut w.layout).unwrap();
+    images::push(
+        w.layout.dir(),
+        "app",
+        &Remote::of(&w.env.host, &w.registry).creds("bob", "builder"),
+        "ns/app:1",
+    )
+    .unwrap();
+    let host = w.host();
+    let name = w.image("ns/app:1");
+    let out = w.berth(&["pull", &name]);
+    assert_eq!(out.code, 125, "anonymous: {out:?}");
+    assert_one_line_error(&out);
+    let out = w.berth(&["login", "-u", "bob", "-p", "nope", &host]);
+    assert_eq!(out.code, 125, "{out:?}");
+    assert!(out.stderr.to_lowercase().contains("authenticat"), "{out:?}");
+    w.ok(&["login", "-u", "bob", "-p", "builder", &host]);
+    let out = w.ok(&["pull", "-q", &name]);
+    assert_eq!(out.stdout, format!("{}\n", app.manifest.digest));
+    let copy = w.image("ns/copy:1");
+    w.ok(&["tag", &name, &copy]);
+    w.ok(&["push", &copy]);
+    // The token server saw bob ask for push rights on the new repository.
+    let tokens = w.registry.token_server().unwrap().requests();
+    assert!(
+        tokens.iter().any(|t| t.user.as_deref() == Some("bob")
+            && t.status == 200
+            && t.scopes
+                .iter()
+                .any(|s| s.contains("ns/copy") && s.contains("push"))),
+        "{tokens:#?}"
+    );
     w.env.assert_clean();
 }

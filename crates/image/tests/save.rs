@@ -66,10 +66,20 @@ fn filled(tmp: &Path) -> ImageStore {
         ..PullOptions::default()
     };
     images
-        .pull(&source, &reference("example.test/app:one"), &options, &Quiet)
+        .pull(
+            &source,
+            &reference("example.test/app:one"),
+            &options,
+            &Quiet,
+        )
         .unwrap();
     images
-        .pull(&source, &reference("example.test/app:two"), &options, &Quiet)
+        .pull(
+            &source,
+            &reference("example.test/app:two"),
+            &options,
+            &Quiet,
+        )
         .unwrap();
     images
 }

@@ -30,5 +30,7 @@ pub use model::{
     Attach, Bind, DEFAULT_MTU, Endpoint, Interface, Kind, Link, LinkKind, Mgmt, NetworkMode, Node,
     PortSpec, Protocol, SourceMap, Topology,
 };
-pub use names::{ContainerName, IfName, LabName, MacAddr, NameError, NodeName, Prefix};
+pub use names::{
+    ContainerName, IfName, LabName, MacAddr, NameError, NodeInterface, NodeName, Prefix,
+};
 pub use parse::{LoadError, Parsed, memory, parse_file, parse_str};

@@ -374,6 +374,11 @@ impl Topology {
         })
     }
 
+    /// The link and side of a `NODE:INTERFACE` given on a command line.
+    pub fn find(&self, at: &crate::names::NodeInterface) -> Option<(usize, usize)> {
+        self.endpoint(&at.node, &at.ifname)
+    }
+
     /// Nodes whose `labels` have `key` = `value`, for `exec --label`.
     pub fn nodes_with_label<'a>(
         &'a self,
@@ -383,5 +388,20 @@ impl Topology {
         self.nodes
             .values()
             .filter(move |n| n.labels.get(key).map(String::as_str) == Some(value))
+    }
+
+    /// Nodes matching a `--label` selector: `key=value`, or `key` alone for any value.
+    pub fn select<'a>(&'a self, selector: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
+        let (key, value) = match selector.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (selector, None),
+        };
+        self.nodes
+            .values()
+            .filter(move |n| match (n.labels.get(key), value) {
+                (Some(have), Some(want)) => have == want,
+                (Some(_), None) => true,
+                (None, _) => false,
+            })
     }
 }

@@ -36,6 +36,8 @@ pub enum NameError {
     Mac { mac: String },
     #[error("container name {name:?} is longer than {MAX_CONTAINER_NAME} characters")]
     ContainerTooLong { name: String },
+    #[error("{text:?} is not NODE:INTERFACE (such as r1:eth1)")]
+    NodeInterface { text: String },
 }
 
 /// Docker's and Berth's container-name alphabet: `[A-Za-z0-9][A-Za-z0-9_.-]*`.
@@ -191,6 +193,35 @@ impl fmt::Display for MacAddr {
     }
 }
 
+/// `NODE:INTERFACE`, as the `lab impair`, `lab link` and `lab capture` commands take it
+/// (and as a brief endpoint is written).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeInterface {
+    pub node: NodeName,
+    pub ifname: IfName,
+}
+
+impl TryFrom<&str> for NodeInterface {
+    type Error = NameError;
+    fn try_from(text: &str) -> Result<Self, NameError> {
+        let (node, ifname) = text
+            .split_once(':')
+            .ok_or_else(|| NameError::NodeInterface {
+                text: text.to_owned(),
+            })?;
+        Ok(NodeInterface {
+            node: NodeName::try_from(node)?,
+            ifname: IfName::try_from(ifname)?,
+        })
+    }
+}
+
+impl fmt::Display for NodeInterface {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.node, self.ifname)
+    }
+}
+
 /// `prefix:` of a topology, with containerlab's meanings.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum Prefix {
@@ -331,6 +362,25 @@ mod tests {
         assert!(matches!(
             ContainerName::new(&Prefix::Default, &long, &node),
             Err(NameError::ContainerTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn node_interfaces() {
+        let ni = NodeInterface::try_from("r1:eth1").unwrap();
+        assert_eq!((ni.node.as_str(), ni.ifname.as_str()), ("r1", "eth1"));
+        assert_eq!(ni.to_string(), "r1:eth1");
+        assert!(matches!(
+            NodeInterface::try_from("r1"),
+            Err(NameError::NodeInterface { .. })
+        ));
+        assert!(matches!(
+            NodeInterface::try_from("r1:eth1:x"),
+            Err(NameError::Interface { .. })
+        ));
+        assert!(matches!(
+            NodeInterface::try_from("r 1:eth1"),
+            Err(NameError::Node { .. })
         ));
     }
 

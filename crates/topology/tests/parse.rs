@@ -110,6 +110,13 @@ fn triangle_in_the_extended_form() {
         .collect();
     assert_eq!(r3, ["eth1", "eth2"]);
     assert_eq!(t.nodes_with_label("role", "router").count(), 2);
+    assert_eq!(t.select("role=router").count(), 2);
+    assert_eq!(t.select("role").count(), 3);
+    assert_eq!(t.select("nope").count(), 0);
+    let at = berth_topology::NodeInterface::try_from("r3:eth2").unwrap();
+    assert_eq!(t.find(&at), Some((2, 0)));
+    let at = berth_topology::NodeInterface::try_from("r3:eth9").unwrap();
+    assert_eq!(t.find(&at), None);
 }
 
 #[test]

@@ -451,3 +451,80 @@ fn more_checks_across_the_lab() {
     let e = parse_str("# nothing\n", None, &|_| None).unwrap_err();
     assert!(matches!(e.0[0].kind, ErrorKind::Empty), "{e}");
 }
+
+#[test]
+fn warnings_for_what_berth_ignores() {
+    let text = "name: w
+settings:
+  certificate-authority: {}
+topology:
+  defaults: {kind: linux, image: busybox}
+  kinds:
+    nokia_srlinux: {type: ixrd2}
+    linux: {kind: bridge, cap-add: [NET_ADMIN]}
+  nodes:
+    a:
+    br: {kind: bridge, image: busybox, exec: [\"true\"]}
+  links:
+    - endpoints: [\"a:eth1\", \"br:p1\"]
+";
+    let p = parse_str(text, None, &|_| None).unwrap();
+    let got: Vec<_> = p
+        .warnings
+        .iter()
+        .map(|w| (w.at.pos.line, w.kind.to_string()))
+        .collect();
+    let want: Vec<(usize, String)> = vec![
+        (2, "key \"settings\" in the file is ignored: it configures containerlab's certificate authority".into()),
+        (7, "kind \"nokia_srlinux\" in topology.kinds is not one Berth deploys and no node uses it: ignored".into()),
+        (7, "key \"type\" in topology.kinds.nokia_srlinux is ignored: it selects a hardware variant of network OS kinds".into()),
+        (8, "key \"kind\" in topology.kinds.linux is ignored: a kind's settings cannot change its kind".into()),
+        (8, "key \"cap-add\" in topology.kinds.linux is ignored: linux nodes run privileged, with every capability".into()),
+        (11, "node br: `image` has no effect on a bridge node".into()),
+        (11, "node br: `exec` has no effect on a bridge node".into()),
+    ];
+    assert_eq!(got, want);
+    // The bridge took nothing from defaults.
+    let br = &p.topology.nodes[&node("br")];
+    assert_eq!((br.image.as_ref(), br.exec.len()), (None, 0));
+}
+
+#[test]
+fn management_addresses_are_unique() {
+    let e = parse_str(
+        "name: m\ntopology:\n  defaults: {kind: linux, image: busybox}\n  nodes:\n    a: {mgmt-ipv4: 198.18.0.5}\n    b: {mgmt-ipv4: 198.18.0.5}\n",
+        None,
+        &|_| None,
+    )
+    .unwrap_err();
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert_eq!(e.0[0].at.pos.line, 6);
+    assert!(e.to_string().contains("already node a's"), "{e}");
+}
+
+#[test]
+fn a_large_lab_parses_quickly() {
+    // A 500-node chain: every node in one mapping, 499 links.
+    let mut text = String::from(
+        "name: chain\ntopology:\n  defaults: {kind: linux, image: busybox}\n  nodes:\n",
+    );
+    for i in 0..500 {
+        text.push_str(&format!("    n{i}:\n"));
+    }
+    text.push_str("  links:\n");
+    for i in 1..500 {
+        text.push_str(&format!(
+            "    - endpoints: [\"n{}:eth2\", \"n{i}:eth1\"]\n",
+            i - 1
+        ));
+    }
+    let start = std::time::Instant::now();
+    let t = parse_str(&text, None, &|_| None).unwrap().topology;
+    assert_eq!((t.nodes.len(), t.links.len()), (500, 499));
+    // Generous even for a debug build on a loaded machine; a quadratic slip shows here.
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+}

@@ -99,10 +99,9 @@ pub fn parse_str(
     let topology = read_file(&mut cx, &root);
     if cx.errors.is_empty() {
         if let Some(topology) = topology {
-            return Ok(Parsed {
-                topology,
-                warnings: cx.warnings,
-            });
+            let mut warnings = cx.warnings;
+            warnings.sort_by_key(|w| w.at.pos);
+            return Ok(Parsed { topology, warnings });
         }
     }
     let mut errors = cx.errors;

@@ -100,6 +100,8 @@ pub enum ErrorKind {
         addr: String,
         other: String,
     },
+    #[error("node {node}: network-mode container: makes a loop ({chain})")]
+    NetnsLoop { node: String, chain: String },
     #[error("a link cannot join {a} and {b}: one end must be a node")]
     NoNodeEnd { a: &'static str, b: &'static str },
 }

@@ -364,6 +364,52 @@ impl Topology {
         out
     }
 
+    /// The lab node whose network namespace `node` joins (`network-mode: container:X` with
+    /// X a node of this lab, followed to the end of the chain); `None` when it has its own
+    /// or shares one outside the lab. Chains are checked for loops when parsing.
+    pub fn netns_owner(&self, node: &NodeName) -> Option<&NodeName> {
+        let mut current = self.nodes.get(node)?;
+        let mut owner = None;
+        // A chain visits each node at most once; the bound keeps a hand-built loop finite.
+        for _ in 0..self.nodes.len() {
+            let Some(NetworkMode::Container(other)) = &current.network_mode else {
+                break;
+            };
+            let Some((name, next)) = self.nodes.get_key_value(other.as_str()) else {
+                break;
+            };
+            owner = Some(name);
+            current = next;
+        }
+        owner
+    }
+
+    /// The nodes in the order to start them: a node after the node whose namespace it
+    /// joins, otherwise by name.
+    pub fn start_order(&self) -> Vec<&NodeName> {
+        let depth = |name: &NodeName| {
+            let mut depth = 0;
+            let mut current = name;
+            while let Some(Node {
+                network_mode: Some(NetworkMode::Container(other)),
+                ..
+            }) = self.nodes.get(current)
+            {
+                match self.nodes.get_key_value(other.as_str()) {
+                    Some((next, _)) if depth < self.nodes.len() => {
+                        depth += 1;
+                        current = next;
+                    }
+                    _ => break,
+                }
+            }
+            depth
+        };
+        let mut order: Vec<&NodeName> = self.nodes.keys().collect();
+        order.sort_by_key(|n| (depth(n), (*n).clone()));
+        order
+    }
+
     /// The link and side of `node:ifname`, for `impair`, `link … down` and `capture`.
     pub fn endpoint(&self, node: &NodeName, ifname: &IfName) -> Option<(usize, usize)> {
         self.links.iter().enumerate().find_map(|(index, link)| {

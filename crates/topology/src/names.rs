@@ -99,6 +99,14 @@ impl TryFrom<&str> for LabName {
 pub struct NodeName(String);
 string_newtype!(NodeName);
 
+/// Maps keyed by node name can be searched with a `&str` (`network-mode: container:X`);
+/// the derived order, equality and hash are the string's, as `Borrow` requires.
+impl std::borrow::Borrow<str> for NodeName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl TryFrom<&str> for NodeName {
     type Error = NameError;
     fn try_from(name: &str) -> Result<Self, NameError> {

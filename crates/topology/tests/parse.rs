@@ -528,3 +528,57 @@ fn a_large_lab_parses_quickly() {
         start.elapsed()
     );
 }
+
+#[test]
+fn shared_network_namespaces() {
+    let base = "name: s\ntopology:\n  defaults: {kind: linux, image: busybox}\n  nodes:\n";
+    let t = parse_str(
+        &format!("{base}    a:\n    b: {{network-mode: \"container:a\"}}\n    c: {{network-mode: \"container:b\"}}\n    d: {{network-mode: \"container:outside\"}}\n  links:\n    - endpoints: [\"a:eth1\", \"d:eth1\"]\n"),
+        None,
+        &|_| None,
+    )
+    .unwrap()
+    .topology;
+    assert_eq!(t.netns_owner(&node("c")), Some(&node("a")));
+    assert_eq!(t.netns_owner(&node("b")), Some(&node("a")));
+    assert_eq!(t.netns_owner(&node("a")), None);
+    assert_eq!(t.netns_owner(&node("d")), None);
+    let order: Vec<_> = t.start_order().iter().map(|n| n.to_string()).collect();
+    assert_eq!(order, ["a", "d", "b", "c"]);
+    // c's eth1 is a's eth1: one namespace.
+    let e = parse_str(
+        &format!("{base}    a:\n    b:\n    c: {{network-mode: \"container:a\"}}\n  links:\n    - endpoints: [\"a:eth1\", \"b:eth1\"]\n    - endpoints: [\"c:eth1\", \"b:eth2\"]\n"),
+        None,
+        &|_| None,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("interface eth1 of node a is used twice"),
+        "{e}"
+    );
+    // A loop.
+    let e = parse_str(
+        &format!("{base}    a: {{network-mode: \"container:b\"}}\n    b: {{network-mode: \"container:a\"}}\n"),
+        None,
+        &|_| None,
+    )
+    .unwrap_err();
+    let got: Vec<_> = e
+        .iter()
+        .map(|e| (e.at.pos.line, e.kind.to_string()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                5,
+                "node a: network-mode container: makes a loop (a -> b -> a)".to_owned()
+            ),
+            (
+                6,
+                "node b: network-mode container: makes a loop (b -> a -> b)".to_owned()
+            ),
+        ]
+    );
+}

@@ -95,23 +95,59 @@ impl Ns {
 }
 
 fn ns_of(nodes: &BTreeMap<NodeName, Node>, attach: &Attach) -> Ns {
-    match attach {
-        Attach::Host | Attach::MgmtNet => Ns::Host,
-        Attach::Node(name) => {
-            let Some(node) = nodes.get(name) else {
-                return Ns::Node(name.clone());
+    let Attach::Node(name) = attach else {
+        return Ns::Host;
+    };
+    // Follow `network-mode: container:X` through the lab's nodes (loops were refused).
+    let mut name = name;
+    for _ in 0..=nodes.len() {
+        let Some(node) = nodes.get(name) else {
+            break;
+        };
+        match (&node.kind, &node.network_mode) {
+            (Kind::Bridge, _) | (_, Some(NetworkMode::Host)) => return Ns::Host,
+            (_, Some(NetworkMode::Container(other))) => match nodes.get_key_value(other.as_str()) {
+                Some((next, _)) => name = next,
+                None => break,
+            },
+            _ => break,
+        }
+    }
+    Ns::Node(name.clone())
+}
+
+/// `network-mode: container:X` chains among the lab's nodes must end: a node cannot join
+/// its own namespace, directly or through others.
+fn check_netns_loops(cx: &mut Cx, nodes: &BTreeMap<NodeName, Node>, source: &SourceMap) {
+    for start in nodes.keys() {
+        let mut chain = vec![start];
+        let mut current = start;
+        while let Some(Node {
+            network_mode: Some(NetworkMode::Container(other)),
+            ..
+        }) = nodes.get(current)
+        {
+            let Some((next, _)) = nodes.get_key_value(other.as_str()) else {
+                break;
             };
-            match (&node.kind, &node.network_mode) {
-                (Kind::Bridge, _) | (_, Some(NetworkMode::Host)) => Ns::Host,
-                // A node in another lab node's namespace shares its interfaces.
-                (_, Some(NetworkMode::Container(other))) => {
-                    match NodeName::try_from(other.as_str()) {
-                        Ok(other) if nodes.contains_key(&other) => Ns::Node(other),
-                        _ => Ns::Node(name.clone()),
-                    }
-                }
-                _ => Ns::Node(name.clone()),
+            if next == start {
+                chain.push(next);
+                let chain: Vec<String> = chain.iter().map(|n| n.to_string()).collect();
+                cx.error(
+                    source.nodes.get(start).copied().unwrap_or_default(),
+                    ErrorKind::NetnsLoop {
+                        node: start.to_string(),
+                        chain: chain.join(" -> "),
+                    },
+                );
+                break;
             }
+            if chain.contains(&next) {
+                // A loop further down the chain: reported from its own nodes.
+                break;
+            }
+            chain.push(next);
+            current = next;
         }
     }
 }
@@ -287,6 +323,7 @@ pub fn resolve(cx: &mut Cx, input: Input) -> Topology {
         }
     }
 
+    check_netns_loops(cx, &nodes, &source);
     let mgmt_bridge = mgmt.as_ref().and_then(|m| m.bridge.clone());
     let links = links(cx, &nodes, raw_links, mgmt_bridge, &mut source);
 

@@ -249,6 +249,7 @@ pub fn exec(store: &Store, request: ExecRequest) -> Result<i32, ExecError> {
                 .then(|| process::terminal_size().unwrap_or((24, 80))),
             userns: record.config.userns.is_some(),
             user: request.user.clone().or_else(|| record.config.user.clone()),
+            privileged: record.config.privileged,
         })
         .map_err(start_err)?;
     // 4.–5.

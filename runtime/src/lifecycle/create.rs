@@ -271,6 +271,7 @@ fn container_config(
         publish_all: spec.publish_all,
         stop_signal,
         labels,
+        privileged: spec.privileged,
     })
 }
 

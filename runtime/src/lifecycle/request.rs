@@ -115,6 +115,10 @@ pub enum RequestError {
     ImageStopSignal { input: String },
     #[error("invalid --label {input:?}: expected KEY=VALUE or KEY (with a non-empty KEY)")]
     Label { input: String },
+    #[error(
+        "--privileged cannot be combined with a user namespace (--userns, --uidmap): its root would not be the host's"
+    )]
+    PrivilegedUserns,
 }
 
 /// The flags of `berth run`, as typed (the wire stage). The `berth` binary parses its
@@ -206,6 +210,10 @@ pub struct RunRequest {
     /// Set a label (KEY=VALUE, or KEY for an empty value); wins over the image's.
     #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
+    /// Every capability, no seccomp filter, /proc and /sys writable and unmasked (what
+    /// containerlab gives its nodes: sysctls, routes, raw sockets).
+    #[arg(long)]
+    pub privileged: bool,
     /// The image, then the command and its arguments (default: the image's command).
     // One list, as on the command line: every word after the image is the command's, even
     // one that looks like a flag (`berth run busybox ls -l`).
@@ -252,6 +260,8 @@ pub struct RunSpec {
     pub stop_signal: Option<String>,
     /// `--label`, in order.
     pub labels: Vec<(String, String)>,
+    /// `--privileged`: `capabilities` is then every capability.
+    pub privileged: bool,
 }
 
 /// The cgroup parent when `--cgroup-parent` is not given.
@@ -338,7 +348,16 @@ impl RunRequest {
         if userns.is_private() && network == NetworkMode::Host {
             return Err(RequestError::UsernsHostNetwork);
         }
-        let capabilities = CapSet::from_flags(&self.cap_add, &self.cap_drop)?;
+        // Docker's rule: a privileged container gets every capability, whatever the
+        // --cap-add/--cap-drop flags say.
+        let capabilities = if self.privileged {
+            if userns.is_private() {
+                return Err(RequestError::PrivilegedUserns);
+            }
+            CapSet::privileged()
+        } else {
+            CapSet::from_flags(&self.cap_add, &self.cap_drop)?
+        };
         let cgroup_parent = match self.cgroup_parent {
             None => DEFAULT_CGROUP_PARENT.to_owned(),
             Some(p) => parse_cgroup_parent(&p)?,
@@ -395,6 +414,7 @@ impl RunRequest {
             publish_all: self.publish_all,
             stop_signal,
             labels,
+            privileged: self.privileged,
         })
     }
 }

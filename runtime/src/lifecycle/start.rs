@@ -204,6 +204,7 @@ pub fn start(
         volumes,
         read_only: config.read_only,
         workdir: config.workdir.clone(),
+        privileged: config.privileged,
     };
 
     // The container's root owns its root directory (the upper layer's) and its name files;
@@ -252,6 +253,7 @@ pub fn start(
             .then(|| process::terminal_size().unwrap_or((24, 80))),
         userns: init_userns,
         user: config.user.clone(),
+        privileged: config.privileged,
     })
     .map_err(start_err)?;
     let terminal = timing::step("init to exec", || init.wait_exec()).map_err(start_err)?;

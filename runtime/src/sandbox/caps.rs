@@ -181,6 +181,22 @@ impl CapSet {
             .collect()
     }
 
+    /// A privileged container's set: every capability this build knows that `berth` itself
+    /// holds (its permitted set: where the runtime runs with some removed, as in a
+    /// restricted VM or a container, asking for more would fail at start).
+    pub fn privileged() -> CapSet {
+        let held = fs::read_to_string("/proc/thread-self/status")
+            .ok()
+            .and_then(|status| {
+                status.lines().find_map(|l| {
+                    l.strip_prefix("CapPrm:")
+                        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+                })
+            })
+            .unwrap_or(u64::MAX);
+        CapSet(CapSet::all().0 & held)
+    }
+
     /// Docker's `TweakCapabilities`: `--cap-add ALL` grants everything but the drops;
     /// `--cap-drop ALL` keeps only the adds; otherwise default − drops + adds (an add wins
     /// over a drop of the same capability).

@@ -93,6 +93,9 @@ pub struct InitConfig {
     /// [`crate::sandbox::user`]); `None`: root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// `--privileged`: no seccomp filter.
+    #[serde(default)]
+    pub privileged: bool,
 }
 
 /// The init's part of a user namespace.
@@ -131,6 +134,9 @@ pub struct ExecConfig {
     /// `USER[:GROUP]` to run the command as (`exec -u`, else the container's); `None`: root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The container is privileged: no seccomp filter.
+    #[serde(default)]
+    pub privileged: bool,
 }
 
 /// Errors of the init, one variant per step.
@@ -356,6 +362,7 @@ fn setup_and_exec(config_fd: RawFd, sync_fd: RawFd) -> Result<Infallible, InitEr
             deny_device_nodes: config.deny_device_nodes,
             tty,
             user: config.user.as_deref(),
+            seccomp: !config.privileged,
         },
         sync_fd,
     )
@@ -386,6 +393,7 @@ fn join_and_exec(config_fd: RawFd, sync_fd: RawFd) -> Result<Infallible, InitErr
                 None => Tty::None,
             },
             user: config.user.as_deref(),
+            seccomp: !config.privileged,
         },
         sync_fd,
     )
@@ -401,6 +409,8 @@ struct CommandSpec<'a> {
     tty: Tty,
     /// `USER[:GROUP]`, `None`: root.
     user: Option<&'a str>,
+    /// Install the seccomp filter (not for a privileged container).
+    seccomp: bool,
 }
 
 /// The command's terminal.
@@ -467,10 +477,15 @@ fn become_command(config: &CommandSpec<'_>, sync_fd: RawFd) -> Result<Infallible
 
     // 7. Lock down. The filter is compiled before capabilities go (compilation allocates,
     // which is fine; installation needs no privilege thanks to no_new_privs).
-    let filters = seccomp::compile_filters(SeccompPolicy {
-        caps: config.capabilities,
-        deny_device_nodes: config.deny_device_nodes,
-    })?;
+    let filters = config
+        .seccomp
+        .then(|| {
+            seccomp::compile_filters(SeccompPolicy {
+                caps: config.capabilities,
+                deny_device_nodes: config.deny_device_nodes,
+            })
+        })
+        .transpose()?;
     // SAFETY: PR_SET_NO_NEW_PRIVS takes integers only.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(InitError::NoNewPrivs(std::io::Error::last_os_error()));
@@ -485,7 +500,9 @@ fn become_command(config: &CommandSpec<'_>, sync_fd: RawFd) -> Result<Infallible
     } else {
         CapSet::EMPTY
     })?;
-    seccomp::install(&filters)?;
+    if let Some(filters) = &filters {
+        seccomp::install(filters)?;
+    }
 
     // 8. Become the command.
     execve(&c_program, &c_args, &c_env).map_err(|source| InitError::Exec { command, source })

@@ -137,6 +137,9 @@ pub struct RootfsSpec {
     pub volumes: Vec<Volume>,
     pub read_only: bool,
     pub workdir: PathBuf,
+    /// `--privileged`: /sys read-write, nothing masked, /proc/sys & co. writable.
+    #[serde(default)]
+    pub privileged: bool,
 }
 
 /// The container's root as the host sees it, when the container has a user namespace: the
@@ -275,7 +278,11 @@ pub fn prepare(spec: &RootfsSpec, mapped: Option<&MappedRoot<'_>>) -> Result<(),
         Some("sysfs"),
         &sys,
         Some("sysfs"),
-        nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+        if spec.privileged {
+            nosuid_nodev_noexec
+        } else {
+            nosuid_nodev_noexec | MsFlags::MS_RDONLY
+        },
         None::<&str>,
     )
     .map_err(mount_err("sysfs", &sys))?;
@@ -287,12 +294,18 @@ pub fn prepare(spec: &RootfsSpec, mapped: Option<&MappedRoot<'_>>) -> Result<(),
         mount_volume(root, volume)?;
     }
 
-    // 5. Masked and read-only paths.
+    // 5. Masked and read-only paths (none for a privileged container, as with docker: a lab
+    // router writes /proc/sys/net and reads what it likes).
     let null = dev.join("null");
-    for path in MASKED_PATHS {
+    let (masked, readonly): (&[&str], &[&str]) = if spec.privileged {
+        (&[], &[])
+    } else {
+        (&MASKED_PATHS, &READONLY_PATHS)
+    };
+    for path in masked {
         mask(root, path, &null)?;
     }
-    for path in READONLY_PATHS {
+    for path in readonly {
         let target = root.join(path.trim_start_matches('/'));
         if fs::symlink_metadata(&target).is_err() {
             continue;

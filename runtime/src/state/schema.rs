@@ -123,6 +123,10 @@ pub struct ContainerConfig {
     /// The image's labels, then `--label` (which wins).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// `--privileged`: no seccomp filter, /proc and /sys writable and unmasked (the
+    /// capabilities, all of them, are in `capabilities`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub privileged: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

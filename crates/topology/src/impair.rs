@@ -270,6 +270,34 @@ impl Impairments {
         Ok(())
     }
 
+    /// The arguments of `tc qdisc add dev IF root netem …` for these impairments, where the
+    /// kernel has netem (`delay 20ms 2ms loss 5% rate 10mbit corrupt 0.1%`); empty when
+    /// nothing is set. Kernels without netem need other mechanisms (tbf for the rate, a
+    /// netdev drop rule for loss…): that choice belongs to the runtime.
+    pub fn netem_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(d) = self.delay {
+            args.push("delay".to_owned());
+            args.push(d.to_string());
+            if let Some(j) = self.jitter {
+                args.push(j.to_string());
+            }
+        }
+        if let Some(l) = self.loss {
+            args.push("loss".to_owned());
+            args.push(l.to_string());
+        }
+        if let Some(r) = self.rate {
+            args.push("rate".to_owned());
+            args.push(r.to_string());
+        }
+        if let Some(c) = self.corrupt {
+            args.push("corrupt".to_owned());
+            args.push(c.to_string());
+        }
+        args
+    }
+
     /// The set keys and their values as written in a file, in [`KEYS`] order.
     pub fn entries(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
@@ -389,6 +417,22 @@ mod tests {
         };
         let eff = link.overridden_by(&end);
         assert_eq!(eff.to_string(), "delay 30ms loss 1%");
+        assert_eq!(
+            link.overridden_by(&end).netem_args(),
+            ["delay", "30ms", "loss", "1%"]
+        );
+        let all = Impairments {
+            delay: Some(Delay::try_from("20ms").unwrap()),
+            jitter: Some(Delay::try_from("2ms").unwrap()),
+            loss: Some(Percent::try_from("5%").unwrap()),
+            rate: Some(Rate::try_from("10mbit").unwrap()),
+            corrupt: Some(Percent::try_from("0.1%").unwrap()),
+        };
+        assert_eq!(
+            all.netem_args().join(" "),
+            "delay 20ms 2ms loss 5% rate 10mbit corrupt 0.1%"
+        );
+        assert!(Impairments::default().netem_args().is_empty());
         let jitter_only = Impairments {
             jitter: Some(Delay::try_from("2ms").unwrap()),
             ..Impairments::default()

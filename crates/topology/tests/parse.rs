@@ -582,3 +582,34 @@ fn shared_network_namespaces() {
         ]
     );
 }
+
+#[test]
+fn groups_sit_between_node_and_kind() {
+    let p = parse("groups.clab.yml");
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    let t = p.topology;
+    let r1 = &t.nodes[&node("r1")];
+    assert_eq!(
+        r1.image.as_deref(),
+        Some("frr:10"),
+        "the group's image over defaults'"
+    );
+    assert_eq!(r1.group.as_deref(), Some("routers"));
+    assert_eq!(r1.labels["role"], "router");
+    // defaults', the kind's, the group's, the node's; each line once.
+    assert_eq!(
+        r1.exec,
+        [
+            "ip link set lo up",
+            "echo kind",
+            "sysctl -w net.ipv4.ip_forward=1",
+            "echo r1"
+        ]
+    );
+    // h1 takes its group from its kind; no group `hosts` is defined, so nothing more.
+    let h1 = &t.nodes[&node("h1")];
+    assert_eq!(h1.group.as_deref(), Some("hosts"));
+    assert_eq!(h1.image.as_deref(), Some("busybox"));
+    // A group can set the kind.
+    assert_eq!(t.nodes[&node("sw1")].kind, Kind::Bridge);
+}

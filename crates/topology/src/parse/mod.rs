@@ -25,7 +25,7 @@ const IGNORED_TOP_KEYS: &[(&str, &str)] = &[(
     "settings",
     "it configures containerlab's certificate authority",
 )];
-const TOPOLOGY_KEYS: &[&str] = &["nodes", "links", "kinds", "defaults"];
+const TOPOLOGY_KEYS: &[&str] = &["nodes", "links", "kinds", "groups", "defaults"];
 const MGMT_KEYS: &[&str] = &[
     "network",
     "bridge",
@@ -179,7 +179,10 @@ fn read_file(cx: &mut Cx, root: &Node) -> Option<Topology> {
         .map(|d| node::read(cx, d, "topology.defaults"))
         .unwrap_or_default();
     let kinds = get(topo_entries, "kinds")
-        .map(|k| node::kinds(cx, k))
+        .map(|k| node::named(cx, k, "topology.kinds"))
+        .unwrap_or_default();
+    let groups = get(topo_entries, "groups")
+        .map(|g| node::named(cx, g, "topology.groups"))
         .unwrap_or_default();
     let mut nodes = Vec::new();
     if let Some(list) = get(topo_entries, "nodes") {
@@ -210,6 +213,7 @@ fn read_file(cx: &mut Cx, root: &Node) -> Option<Topology> {
         mgmt,
         defaults,
         kinds,
+        groups,
         nodes,
         links,
     };

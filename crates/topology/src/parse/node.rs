@@ -115,7 +115,7 @@ pub struct RawNode {
     pub user: Option<String>,
     pub network_mode: Option<NetworkMode>,
     pub startup_delay: Option<u32>,
-    pub group: Option<String>,
+    pub group: Option<(String, Pos)>,
     pub memory: Option<u64>,
     pub cpu_millis: Option<u32>,
     /// Every known key that was set, for the bridge-kind check.
@@ -188,7 +188,7 @@ pub fn read(cx: &mut Cx, node: &Node, section: &str) -> RawNode {
                 }
             }
             "startup-delay" => raw.startup_delay = cx.number(value, &what, "a number of seconds"),
-            "group" => raw.group = cx.string(value, &what),
+            "group" => raw.group = cx.string(value, &what).map(|g| (g, value.pos)),
             "memory" => {
                 if let Some(text) = cx.string(value, &what) {
                     raw.memory = memory(&text);
@@ -336,16 +336,17 @@ pub fn memory(text: &str) -> Option<u64> {
     decimal(number, scale).filter(|b| *b > 0)
 }
 
-/// Entries of `topology.kinds`, in file order, with each kind's position.
-pub fn kinds(cx: &mut Cx, node: &Node) -> Vec<(String, Pos, RawNode)> {
+/// Entries of `topology.kinds` or `topology.groups` (`section`), in file order, with each
+/// entry's position.
+pub fn named(cx: &mut Cx, node: &Node, section: &str) -> Vec<(String, Pos, RawNode)> {
     let mut out = Vec::new();
-    let Some(entries): Option<&Entries> = cx.map(node, "topology.kinds") else {
+    let Some(entries): Option<&Entries> = cx.map(node, section) else {
         return out;
     };
     for (key, value) in entries {
-        let Some(kind) = key.key_text() else { continue };
-        let raw = read(cx, value, &format!("topology.kinds.{kind}"));
-        out.push((kind.to_owned(), key.pos, raw));
+        let Some(name) = key.key_text() else { continue };
+        let raw = read(cx, value, &format!("{section}.{name}"));
+        out.push((name.to_owned(), key.pos, raw));
     }
     out
 }

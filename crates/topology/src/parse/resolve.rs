@@ -1,15 +1,21 @@
-//! From definitions to the resolved model: containerlab's inheritance (node > kind >
-//! defaults), then the checks that need the whole lab (endpoints, interfaces, addresses).
+//! From definitions to the resolved model: containerlab's inheritance (node > group >
+//! kind > defaults), then the checks that need the whole lab (endpoints, interfaces,
+//! addresses).
 //!
-//! Inheritance follows containerlab's `types/topology.go` (the `GetNode*` functions):
-//! - scalars (`image`, `cmd`, `entrypoint`, `user`, `network-mode`, `group`,
-//!   `startup-delay`, `memory`, `cpu`) and `ports`: the first one set of node, kind, defaults;
-//! - `env`, `labels`, `sysctls`: maps merged key by key, node over kind over defaults;
-//! - `exec`: appended, defaults' first, then the kind's, then the node's;
-//! - `binds` and `env-files`: merged without duplicates, defaults' first; a node's or kind's
-//!   bind with the same container path replaces the inherited one (containerlab's nodes.md,
-//!   "binds");
-//! - `kind`: the node's, else `defaults.kind`; `mgmt-ipv4`/`mgmt-ipv6`: the node's only.
+//! Inheritance follows containerlab's `types/topology.go` (the `GetNode*` functions and
+//! their helpers `getField`, `mergeStringSliceFields`, `mergeStringMapFields`):
+//! - `kind`: the node's, else its `group`'s (the group named on the node), else the group
+//!   named in `defaults`, else `defaults.kind`;
+//! - `group`: the node's, else its kind's, else `defaults.group`;
+//! - scalars (`image`, `cmd`, `entrypoint`, `user`, `network-mode`, `startup-delay`,
+//!   `memory`, `cpu`) and `ports`: the first one set of node, group, kind, defaults;
+//! - `env`, `labels`, `sysctls`: maps merged key by key, node over group over kind over
+//!   defaults;
+//! - `exec` and `env-files`: defaults', then the kind's, the group's and the node's, each
+//!   string once (containerlab's `MergeStringSlices`);
+//! - `binds`: the same order, a more specific level's bind to a container path replacing
+//!   the inherited one (docs/manual/nodes.md, "binds");
+//! - `mgmt-ipv4`/`mgmt-ipv6`: the node's only.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -31,6 +37,7 @@ pub struct Input {
     pub mgmt: Option<Mgmt>,
     pub defaults: RawNode,
     pub kinds: Vec<(String, Pos, RawNode)>,
+    pub groups: Vec<(String, Pos, RawNode)>,
     pub nodes: Vec<(NodeName, Pos, RawNode)>,
     pub links: Vec<RawLink>,
 }
@@ -38,23 +45,29 @@ pub struct Input {
 /// Keys a bridge node uses; others set on one get a warning.
 const BRIDGE_KEYS: &[&str] = &["kind", "labels", "group"];
 
-fn first<T: Clone>(options: [&Option<T>; 3]) -> Option<T> {
-    options.into_iter().find_map(|o| o.clone())
+/// The levels of one node, most specific first: node, group, kind, defaults.
+type Levels<'a> = [&'a RawNode; 4];
+
+fn first<T: Clone>(levels: Levels<'_>, field: impl Fn(&RawNode) -> &Option<T>) -> Option<T> {
+    levels.into_iter().find_map(|l| field(l).clone())
 }
 
-fn merged_map(maps: [&BTreeMap<String, String>; 3]) -> BTreeMap<String, String> {
+fn merged_map(
+    levels: Levels<'_>,
+    field: impl Fn(&RawNode) -> &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    // defaults, kind, node: later ones win.
-    for map in maps.into_iter().rev() {
-        out.extend(map.iter().map(|(k, v)| (k.clone(), v.clone())));
+    // defaults first: more specific levels overwrite.
+    for level in levels.into_iter().rev() {
+        out.extend(field(level).iter().map(|(k, v)| (k.clone(), v.clone())));
     }
     out
 }
 
-fn merged_binds(lists: [&Vec<Bind>; 3]) -> Vec<Bind> {
+fn merged_binds(levels: Levels<'_>) -> Vec<Bind> {
     let mut out: Vec<Bind> = Vec::new();
-    for list in lists.into_iter().rev() {
-        for bind in list {
+    for level in levels.into_iter().rev() {
+        for bind in &level.binds {
             if let Some(old) = out.iter_mut().find(|b| b.target == bind.target) {
                 *old = bind.clone();
             } else {
@@ -65,10 +78,10 @@ fn merged_binds(lists: [&Vec<Bind>; 3]) -> Vec<Bind> {
     out
 }
 
-fn merged_unique(lists: [&Vec<String>; 3]) -> Vec<String> {
+fn merged_unique(levels: Levels<'_>, field: impl Fn(&RawNode) -> &Vec<String>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for list in lists.into_iter().rev() {
-        for item in list {
+    for level in levels.into_iter().rev() {
+        for item in field(level) {
             if !out.contains(item) {
                 out.push(item.clone());
             }
@@ -161,15 +174,23 @@ pub fn resolve(cx: &mut Cx, input: Input) -> Topology {
         mut mgmt,
         defaults,
         kinds,
+        groups,
         nodes: raw_nodes,
         links: raw_links,
     } = input;
 
-    for (section, raw) in std::iter::once(("topology.defaults".to_owned(), &defaults)).chain(
-        kinds
-            .iter()
-            .map(|(k, _, raw)| (format!("topology.kinds.{k}"), raw)),
-    ) {
+    for (section, raw) in std::iter::once(("topology.defaults".to_owned(), &defaults))
+        .chain(
+            kinds
+                .iter()
+                .map(|(k, _, raw)| (format!("topology.kinds.{k}"), raw)),
+        )
+        .chain(
+            groups
+                .iter()
+                .map(|(g, _, raw)| (format!("topology.groups.{g}"), raw)),
+        )
+    {
         for (key, pos) in &raw.keys {
             let key: &'static str = match key.as_str() {
                 "mgmt-ipv4" => "mgmt-ipv4",
@@ -181,6 +202,18 @@ pub fn resolve(cx: &mut Cx, input: Input) -> Topology {
                 ErrorKind::NodeOnly {
                     key,
                     section: section.clone(),
+                },
+            );
+        }
+    }
+    for (group, _, raw) in &groups {
+        if let Some((_, pos)) = &raw.group {
+            cx.warn(
+                *pos,
+                WarningKind::IgnoredKey {
+                    key: "group".to_owned(),
+                    section: format!("topology.groups.{group}"),
+                    why: "groups do not nest",
                 },
             );
         }
@@ -206,7 +239,16 @@ pub fn resolve(cx: &mut Cx, input: Input) -> Topology {
     };
     let mut used_kinds = Vec::new();
     for (node_name, pos, raw) in &raw_nodes {
-        let kind_text = raw.kind.clone().or_else(|| defaults.kind.clone());
+        let group_of = |name: Option<&(String, Pos)>| {
+            name.and_then(|(g, _)| groups.iter().find(|(n, _, _)| n == g))
+                .map(|(_, _, raw)| raw)
+        };
+        let kind_text = raw
+            .kind
+            .clone()
+            .or_else(|| group_of(raw.group.as_ref()).and_then(|g| g.kind.clone()))
+            .or_else(|| group_of(defaults.group.as_ref()).and_then(|g| g.kind.clone()))
+            .or_else(|| defaults.kind.clone());
         let Some((kind_text, kind_pos)) = kind_text else {
             cx.error(
                 *pos,
@@ -232,37 +274,37 @@ pub fn resolve(cx: &mut Cx, input: Input) -> Topology {
             .find(|(name, _, _)| *name == kind_text)
             .map(|(_, _, raw)| raw)
             .unwrap_or(&empty);
-        let d = &defaults;
+        let group = raw
+            .group
+            .clone()
+            .or_else(|| k.group.clone())
+            .or_else(|| defaults.group.clone());
+        let g = group_of(group.as_ref()).unwrap_or(&empty);
+        let levels: Levels<'_> = [raw, g, k, &defaults];
         let mut node = Node::new(node_name.clone(), kind);
-        node.image = first([&raw.image, &k.image, &d.image]);
-        node.cmd = first([&raw.cmd, &k.cmd, &d.cmd]);
-        node.entrypoint = first([&raw.entrypoint, &k.entrypoint, &d.entrypoint]);
-        node.exec = d
-            .exec
-            .iter()
-            .chain(&k.exec)
-            .chain(&raw.exec)
-            .cloned()
-            .collect();
-        node.env = merged_map([&raw.env, &k.env, &d.env]);
-        node.env_files = merged_unique([&raw.env_files, &k.env_files, &d.env_files]);
-        node.binds = merged_binds([&raw.binds, &k.binds, &d.binds]);
-        node.labels = merged_map([&raw.labels, &k.labels, &d.labels]);
-        node.sysctls = merged_map([&raw.sysctls, &k.sysctls, &d.sysctls]);
+        node.image = first(levels, |l| &l.image);
+        node.cmd = first(levels, |l| &l.cmd);
+        node.entrypoint = first(levels, |l| &l.entrypoint);
+        node.exec = merged_unique(levels, |l| &l.exec);
+        node.env = merged_map(levels, |l| &l.env);
+        node.env_files = merged_unique(levels, |l| &l.env_files);
+        node.binds = merged_binds(levels);
+        node.labels = merged_map(levels, |l| &l.labels);
+        node.sysctls = merged_map(levels, |l| &l.sysctls);
         node.mgmt_ipv4 = raw.mgmt_ipv4.map(|(a, _)| a);
         node.mgmt_ipv6 = raw.mgmt_ipv6.map(|(a, _)| a);
-        node.ports = [&raw.ports, &k.ports, &d.ports]
+        node.ports = levels
             .into_iter()
+            .map(|l| &l.ports)
             .find(|p| !p.is_empty())
             .cloned()
             .unwrap_or_default();
-        node.user = first([&raw.user, &k.user, &d.user]);
-        node.network_mode = first([&raw.network_mode, &k.network_mode, &d.network_mode]);
-        node.startup_delay =
-            first([&raw.startup_delay, &k.startup_delay, &d.startup_delay]).unwrap_or(0);
-        node.group = first([&raw.group, &k.group, &d.group]);
-        node.memory = first([&raw.memory, &k.memory, &d.memory]);
-        node.cpu_millis = first([&raw.cpu_millis, &k.cpu_millis, &d.cpu_millis]);
+        node.user = first(levels, |l| &l.user);
+        node.network_mode = first(levels, |l| &l.network_mode);
+        node.startup_delay = first(levels, |l| &l.startup_delay).unwrap_or(0);
+        node.group = group.map(|(g, _)| g);
+        node.memory = first(levels, |l| &l.memory);
+        node.cpu_millis = first(levels, |l| &l.cpu_millis);
 
         match kind {
             Kind::Bridge => {

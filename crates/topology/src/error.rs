@@ -25,11 +25,13 @@ pub enum ErrorKind {
         expected: &'static str,
         found: &'static str,
     },
-    #[error("unknown key {key:?} in {section}: expected one of {}", .expected.join(", "))]
+    #[error("unknown key {key:?} in {section}: {}expected one of {}", did_you_mean(.suggestion), .expected.join(", "))]
     UnknownKey {
         key: String,
         section: String,
         expected: &'static [&'static str],
+        /// The known key closest to the typo, if one is close.
+        suggestion: Option<&'static str>,
     },
     #[error("{section}: `{key}` is required")]
     MissingKey { key: &'static str, section: String },
@@ -104,6 +106,12 @@ pub enum ErrorKind {
     NetnsLoop { node: String, chain: String },
     #[error("a link cannot join {a} and {b}: one end must be a node")]
     NoNodeEnd { a: &'static str, b: &'static str },
+}
+
+fn did_you_mean(suggestion: &Option<&'static str>) -> String {
+    suggestion
+        .map(|s| format!("did you mean {s:?}? "))
+        .unwrap_or_default()
 }
 
 /// Something Berth ignores or fills in, said so the user is not surprised.

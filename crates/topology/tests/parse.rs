@@ -291,7 +291,7 @@ fn unknown_top_level_key() {
     assert_eq!(
         text,
         "bad-top-key.clab.yml:1:1: the file: `topology` is required; \
-         bad-top-key.clab.yml:2:1: unknown key \"topolgy\" in the file: expected one of name, prefix, mgmt, topology"
+         bad-top-key.clab.yml:2:1: unknown key \"topolgy\" in the file: did you mean \"topology\"? expected one of name, prefix, mgmt, topology"
     );
 }
 

@@ -95,6 +95,7 @@ impl Cx {
                         key: text.to_owned(),
                         section: section.to_owned(),
                         expected: known,
+                        suggestion: closest(text, known),
                     },
                 );
             }
@@ -267,6 +268,43 @@ impl Cx {
     }
 }
 
+/// The known key a typo most likely meant: at most two edits away (one for short keys).
+fn closest(key: &str, known: &[&'static str]) -> Option<&'static str> {
+    let limit = if key.len() <= 4 { 1 } else { 2 };
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance, with a swap of two neighbours counting as one edit (`imgae`).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
 /// The value of `key` in a mapping.
 pub fn get<'n>(entries: &'n Entries, key: &str) -> Option<&'n Node> {
     entries
@@ -307,5 +345,28 @@ pub fn to_json(node: &Node) -> serde_json::Value {
                 .map(|(k, v)| (k.key_text().unwrap_or_default().to_owned(), to_json(v)))
                 .collect(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_for_typos() {
+        let known = &[
+            "image",
+            "kind",
+            "exec",
+            "mgmt-ipv4",
+            "mgmt-ipv6",
+            "network-mode",
+        ];
+        assert_eq!(closest("imgae", known), Some("image"));
+        assert_eq!(closest("knd", known), Some("kind"));
+        assert_eq!(closest("mgmt_ipv4", known), Some("mgmt-ipv4"));
+        assert_eq!(closest("networkmode", known), Some("network-mode"));
+        assert_eq!(closest("startup-config", known), None);
+        assert_eq!(closest("xyz", known), None);
     }
 }

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::command::SplitError;
 use crate::expand::ExpandError;
 use crate::impair::ImpairError;
 use crate::model::Kind;
@@ -45,6 +46,8 @@ pub enum ErrorKind {
     Name { what: String, error: NameError },
     #[error("{what}: {error}")]
     Impairment { what: String, error: ImpairError },
+    #[error("{what}: {error}")]
+    Command { what: String, error: SplitError },
     #[error("node {node}: unsupported kind {kind:?}: Berth deploys {}", Kind::SUPPORTED.join(" and "))]
     UnsupportedKind { node: String, kind: String },
     #[error(

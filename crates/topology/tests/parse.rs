@@ -447,6 +447,10 @@ fn more_checks_across_the_lab() {
     )
     .unwrap_err();
     assert!(matches!(e.0[0].kind, ErrorKind::NoKind { .. }), "{e}");
+    // A command line that cannot be split, named at its line.
+    let e = check("    a:\n      exec:\n        - ip addr add 198.18.0.1/24 dev eth1\n        - sh -c 'echo unterminated\n").unwrap_err();
+    assert_eq!(e.0[0].at.pos.line, 8, "{e}");
+    assert!(e.to_string().contains("unterminated single quote"), "{e}");
     // Empty file.
     let e = parse_str("# nothing\n", None, &|_| None).unwrap_err();
     assert!(matches!(e.0[0].kind, ErrorKind::Empty), "{e}");

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::command::split;
 use crate::error::ErrorKind;
 use crate::impair::decimal;
 use crate::model::{Bind, NetworkMode, PortSpec, Protocol};
@@ -140,9 +141,21 @@ pub fn read(cx: &mut Cx, node: &Node, section: &str) -> RawNode {
         match k {
             "kind" => raw.kind = cx.string(value, &what).map(|s| (s, value.pos)),
             "image" => raw.image = cx.string(value, &what),
-            "cmd" => raw.cmd = cx.string(value, &what),
-            "entrypoint" => raw.entrypoint = cx.string(value, &what),
-            "exec" => raw.exec = cx.strings(value, &what).into_iter().map(|s| s.0).collect(),
+            "cmd" => {
+                let text = cx.string(value, &what);
+                raw.cmd = command(cx, text, value.pos, &what);
+            }
+            "entrypoint" => {
+                let text = cx.string(value, &what);
+                raw.entrypoint = command(cx, text, value.pos, &what);
+            }
+            "exec" => {
+                raw.exec = cx
+                    .strings(value, &what)
+                    .into_iter()
+                    .filter_map(|(line, pos)| command(cx, Some(line), pos, &what))
+                    .collect()
+            }
             "env" => raw.env = cx.string_map(value, &what),
             "env-files" => {
                 raw.env_files = cx.strings(value, &what).into_iter().map(|s| s.0).collect()
@@ -225,6 +238,25 @@ pub fn read(cx: &mut Cx, node: &Node, section: &str) -> RawNode {
         }
     }
     raw
+}
+
+/// A command line, checked to split into words the way the deployer will split it, so a
+/// stray quote is reported here with its line rather than when the node starts.
+fn command(cx: &mut Cx, text: Option<String>, pos: Pos, what: &str) -> Option<String> {
+    let text = text?;
+    match split(&text) {
+        Ok(_) => Some(text),
+        Err(error) => {
+            cx.error(
+                pos,
+                ErrorKind::Command {
+                    what: what.to_owned(),
+                    error,
+                },
+            );
+            None
+        }
+    }
 }
 
 fn bind(cx: &mut Cx, text: &str, pos: Pos, what: &str) -> Option<Bind> {

@@ -92,6 +92,13 @@ impl Node {
 pub enum YamlError {
     #[error("invalid YAML: {info}")]
     Syntax { info: String },
+    #[error("invalid YAML: {info} (the '{open}' at line {line}, column {column} is never closed)")]
+    Unclosed {
+        info: String,
+        open: char,
+        line: usize,
+        column: usize,
+    },
     #[error("duplicate key {key:?} (first at line {first_line})")]
     DuplicateKey { key: String, first_line: usize },
     #[error("mapping keys must be scalars, found {found}")]
@@ -120,7 +127,62 @@ pub fn load(text: &str) -> Result<Option<Node>, Located> {
         anchors: HashMap::new(),
         last: Pos { line: 1, column: 1 },
     };
-    loader.document()
+    loader.document().map_err(|mut e| {
+        // The scanner reports an unclosed `[` or `{` where it gives up, often lines later
+        // ("invalid indentation"); point at the bracket too.
+        if let YamlError::Syntax { info } = &e.error {
+            if let Some((open, at)) = unclosed_before(text, e.pos) {
+                e.error = YamlError::Unclosed {
+                    info: info.clone(),
+                    open,
+                    line: at.line,
+                    column: at.column,
+                };
+            }
+        }
+        e
+    })
+}
+
+/// The innermost flow bracket opened on an earlier line than `pos` and still open there.
+/// A heuristic for messages only: quotes and comments are skipped, block scalars are not
+/// understood (a bracket inside one might be counted).
+fn unclosed_before(text: &str, pos: Pos) -> Option<(char, Pos)> {
+    let mut stack: Vec<(char, Pos)> = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line_no = index + 1;
+        if line_no >= pos.line {
+            break;
+        }
+        let mut quote: Option<char> = None;
+        let mut previous = ' ';
+        for (col, c) in line.chars().enumerate() {
+            match quote {
+                Some(q) => {
+                    if c == q {
+                        quote = None;
+                    }
+                }
+                None => match c {
+                    '#' if previous.is_whitespace() => break,
+                    '\'' | '"' if !previous.is_alphanumeric() => quote = Some(c),
+                    '[' | '{' => stack.push((
+                        c,
+                        Pos {
+                            line: line_no,
+                            column: col + 1,
+                        },
+                    )),
+                    ']' | '}' => {
+                        stack.pop();
+                    }
+                    _ => {}
+                },
+            }
+            previous = c;
+        }
+    }
+    stack.pop()
 }
 
 struct Loader<'a> {
@@ -430,8 +492,32 @@ mod tests {
     #[test]
     fn syntax_error_has_a_line() {
         let err = load("a: [1, 2\nb: 3\n").unwrap_err();
-        assert!(matches!(err.error, YamlError::Syntax { .. }));
+        assert!(
+            matches!(err.error, YamlError::Unclosed { line: 1, .. }),
+            "{err:?}"
+        );
         assert!(err.pos.line >= 2, "{err:?}");
+    }
+
+    #[test]
+    fn unclosed_bracket_is_pointed_at() {
+        let text = "a:\n  - endpoints: [\"r1:eth1\", \"r2:eth1\"\n  - endpoints: [\"x\", \"y\"]\n";
+        let err = load(text).unwrap_err();
+        match err.error {
+            YamlError::Unclosed {
+                open, line, column, ..
+            } => assert_eq!((open, line, column), ('[', 2, 16)),
+            other => panic!("{other:?}"),
+        }
+        // Brackets inside quotes and comments do not count.
+        assert_eq!(
+            unclosed_before("a: \"[x\" # [\nb: [\n", Pos { line: 3, column: 1 }),
+            Some(('[', Pos { line: 2, column: 4 }))
+        );
+        assert_eq!(
+            unclosed_before("a: \"[x\" # [\n", Pos { line: 3, column: 1 }),
+            None
+        );
     }
 
     #[test]

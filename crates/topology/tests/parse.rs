@@ -341,6 +341,10 @@ fn malformed_yaml_names_the_line() {
     let (line, _, kind, text) = only_error("bad-yaml.clab.yml");
     assert!(matches!(kind, ErrorKind::Yaml(_)));
     assert_eq!(line, 9, "{text}");
+    assert!(
+        text.ends_with("(the '[' at line 8, column 18 is never closed)"),
+        "{text}"
+    );
 }
 
 #[test]

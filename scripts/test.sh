@@ -14,7 +14,7 @@ require_rust
 ensure_packages "${BUILD_PACKAGES[@]}" \
   ip=iproute2 iptables=iptables nft=nftables conntrack=conntrack busybox=busybox-static \
   nsenter=util-linux iperf3=iperf3 /usr/lib/cni/host-local=containernetworking-plugins \
-  podman=podman docker-registry=docker-registry skopeo=skopeo openssl=openssl
+  podman=podman docker-registry=docker-registry skopeo=skopeo openssl=openssl dot=graphviz
 
 # Test namespaces are named bt<pid>…; remember any that exist already (another run on this
 # machine, a killed benchmark) so the audit below only blames this run.

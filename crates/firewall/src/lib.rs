@@ -45,7 +45,9 @@ mod isolation;
 mod keys;
 mod masquerading;
 mod model;
-mod nfnetlink;
+/// The nfnetlink wire format and socket, public for other nf_tables and nfqueue speakers
+/// (berth-impair's netdev tables).
+pub mod nfnetlink;
 mod nftables;
 mod ports;
 mod runner;

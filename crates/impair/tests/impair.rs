@@ -539,12 +539,18 @@ fn vanished_namespace_or_interface_is_a_clear_error() {
         "{err}"
     );
 
-    // An impairment whose namespace went away clears without error, and says so in status.
+    // An impairment whose namespace went away clears without error and says so in status;
+    // its delay line exits on its own rather than keep the dead namespace alive.
     let other = TestNetns::with_tag("w").unwrap();
+    other
+        .ip(&["link", "add", "x0", "type", "veth", "peer", "name", "x1"])
+        .unwrap();
+    other.ip(&["link", "set", "x0", "up"]).unwrap();
     let applied = apply(
         other.path(),
-        "lo",
+        "x0",
         &Impairment {
+            delay: ms(1),
             loss: Percent::whole(1),
             ..Impairment::default()
         },
@@ -554,6 +560,33 @@ fn vanished_namespace_or_interface_is_a_clear_error() {
     let path = other.path().to_path_buf();
     drop(other);
     assert_eq!(status(&applied).unwrap(), vec![Missing::Netns]);
+    wait_exited(applied.delay_line.as_ref().unwrap().pid);
     clear(&applied).unwrap();
     assert!(!path.exists());
+}
+
+#[test]
+fn corruption_is_seen_by_the_receiver() {
+    let _m = MEASURE.lock().unwrap_or_else(|e| e.into_inner());
+    let pair = Pair::new();
+    let imp = Impairment {
+        corrupt: Percent::whole(20),
+        ..Impairment::default()
+    };
+    let applied = pair.apply_a(&imp).unwrap();
+    assert!(
+        applied.delay_line.is_some(),
+        "corruption runs in the delay line"
+    );
+    // One bit flipped in a 46-byte frame: the IP or UDP checksum, or a wrong destination
+    // MAC or EtherType, makes the receiver drop it — unless it landed in the source MAC
+    // (6 of 46 bytes). So about 20 % × 87 % of the datagrams do not arrive.
+    let lost = (1.0 - udp_delivery(&pair, 4000, 7201)) * 100.0;
+    eprintln!("corrupt 20%: {lost:.2}% of 4000 datagrams dropped by the receiver");
+    assert!(
+        (12.0..=25.0).contains(&lost),
+        "corrupt 20% dropped {lost:.2}%"
+    );
+    clear(&applied).unwrap();
+    assert_nothing_left(&pair, &applied);
 }

@@ -8,7 +8,7 @@
 //!  node's stack ──▶ IF egress hook (table netdev berth-impair-IF):
 //!                     mark == MARK?  accept ───────────────────────────────▶ IF qdisc (tbf) ──▶ wire
 //!                     numgen < loss? drop
-//!                     fwd to TAP ──▶ berth-dlN (TAP) ──▶ this process: hold, corrupt
+//!                     fwd to TAP ──▶ berthdlN (TAP)  ──▶ this process: hold, corrupt
 //!                                                         │
 //!                      AF_PACKET socket bound to IF, SO_MARK = MARK ◀──┘ (after the delay)
 //! ```
@@ -582,7 +582,7 @@ mod tests {
         let config = DelayLineConfig {
             netns: "/run/netns/clab-x-r1".into(),
             ifname: "eth1".into(),
-            tap: "berth-dl7".into(),
+            tap: "berthdl7".into(),
             delay_us: 20_000,
             jitter_us: 2_000,
             corrupt_ppm: 0,

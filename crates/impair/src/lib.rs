@@ -193,9 +193,10 @@ pub enum Missing {
     DelayLine { pid: u32 },
 }
 
-/// The TAP of the delay line of link `ifindex`: unique in the namespace, ≤ 15 bytes.
+/// The TAP of the delay line of link `ifindex`: unique in the namespace, at most 15 bytes
+/// (`berthdl` and up to 8 hex digits).
 fn tap_name(ifindex: u32) -> String {
-    format!("berth-dl{ifindex}")
+    format!("berthdl{ifindex:x}")
 }
 
 struct Target {
@@ -618,4 +619,62 @@ pub fn status(applied: &Applied) -> Result<Vec<Missing>, ImpairError> {
         }
     }
     Ok(missing)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn caps(tap: Availability) -> Capabilities {
+        Capabilities {
+            netem: Availability::No("add netem qdisc on link 1 (CONFIG_NET_SCH_NETEM)".into()),
+            tbf: Availability::Yes,
+            nft_egress: Availability::Yes,
+            tap,
+            packet: Availability::Yes,
+        }
+    }
+
+    #[test]
+    fn a_missing_feature_is_named_before_anything_changes() {
+        let delay = Impairment {
+            delay: Some(Duration::from_millis(20)),
+            ..Impairment::default()
+        };
+        let no_tap = caps(Availability::No("open /dev/net/tun: No such file".into()));
+        let err = unsupported(&delay, &no_tap).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("cannot apply delay, jitter or corruption"),
+            "{text}"
+        );
+        assert!(text.contains("CONFIG_TUN"), "{text}");
+        assert!(text.contains("TAP devices: open /dev/net/tun"), "{text}");
+        // Rate and loss do not need the TAP.
+        let rate_loss = Impairment {
+            rate: Rate::bits_per_second(1_000_000),
+            loss: Percent::whole(1),
+            ..Impairment::default()
+        };
+        unsupported(&rate_loss, &no_tap).unwrap();
+        let mut no_tbf = caps(Availability::Yes);
+        no_tbf.tbf = Availability::No("Specified qdisc kind is unknown".into());
+        let err = unsupported(&rate_loss, &no_tbf).unwrap_err();
+        assert!(err.to_string().contains("CONFIG_NET_SCH_TBF"), "{err}");
+    }
+
+    #[test]
+    fn jitter_needs_a_delay() {
+        let bad = Impairment {
+            jitter: Some(Duration::from_millis(2)),
+            ..Impairment::default()
+        };
+        assert!(matches!(check(&bad), Err(ImpairError::Invalid(_))));
+    }
+
+    #[test]
+    fn tap_names_fit_an_interface_name() {
+        assert!(tap_name(u32::MAX).len() <= 15, "{}", tap_name(u32::MAX));
+    }
 }

@@ -178,7 +178,7 @@ fn ms(n: u64) -> Option<Duration> {
 /// No Berth process, qdisc, table or TAP left on a's eth1.
 fn assert_nothing_left(pair: &Pair, applied: &Applied) {
     let links = pair.a.ip(&["-o", "link"]).unwrap();
-    assert!(!links.contains("berth-dl"), "TAP left:\n{links}");
+    assert!(!links.contains("berthdl"), "TAP left:\n{links}");
     let qdiscs = pair
         .a
         .output(Command::new("tc").args(["qdisc", "show", "dev", "eth1"]))

@@ -4,6 +4,7 @@
 //!
 //! Layers, top down (a module only imports from its own layer's leaves or from below; no
 //! module imports another in a circle):
+//! - [`lab`]: network labs from containerlab topology files, built from the commands;
 //! - [`commands`]: one module and one error type per `berth` command;
 //! - [`lifecycle`]: what a container goes through, the steps commands share (request,
 //!   create, start, release, signal);
@@ -18,6 +19,7 @@
 //! Images are the `berth_image` crate's.
 
 pub mod commands;
+pub mod lab;
 pub mod lifecycle;
 pub mod names;
 pub mod network;

@@ -152,6 +152,9 @@ enum Command {
     /// Manage networks.
     #[command(subcommand)]
     Network(NetworkCommand),
+    /// Network labs from containerlab topology files.
+    #[command(subcommand)]
+    Lab(berth_runtime::lab::cli::LabCommand),
     /// System-wide maintenance.
     #[command(subcommand)]
     System(SystemCommand),
@@ -349,6 +352,15 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             network_reload(store, networks, &names)
         }
         Command::System(SystemCommand::Prune { force: _ }) => system_prune(store, networks),
+        Command::Lab(command) => Ok(ExitCode::from(
+            berth_runtime::lab::cli::dispatch(
+                store,
+                networks,
+                cli.registries_config.as_deref(),
+                command,
+            )
+            .map_err(Failure::setup)?,
+        )),
         Command::Monitor { id } => Ok(exit_code(monitor::main(store, networks, &id))),
         Command::Init { .. } | Command::ExecInit { .. } => unreachable!("handled in main"),
     }

@@ -4,7 +4,14 @@
 
 mod common;
 
-use common::Env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Env, Run};
+use serde_json::Value;
 
 /// `run --privileged`: every capability, no seccomp filter, /proc/sys writable (a lab
 /// router's `sysctl -w net.ipv4.ip_forward=1`), /sys read-write; without it the same
@@ -59,4 +66,344 @@ fn privileged_containers_write_sysctls() {
     assert_eq!(out.code, 125, "{out:?}");
     common::assert_one_line_error(&out);
     env.assert_clean();
+}
+
+/// A lab of one test: its topology file (an example with a unique lab name, or given text)
+/// in the test's temporary directory. Dropped: `lab destroy` and any `/run/netns` name of
+/// the lab removed, so a failed test leaves nothing in the real `/run/netns` either.
+struct Lab<'a> {
+    env: &'a Env,
+    name: String,
+    file: PathBuf,
+}
+
+static LABS: AtomicU32 = AtomicU32::new(0);
+
+impl<'a> Lab<'a> {
+    /// `text` with its top-level `name:` replaced by a unique name.
+    fn new(env: &'a Env, text: &str) -> Lab<'a> {
+        let name = format!(
+            "t{}x{}",
+            std::process::id() % 100_000,
+            LABS.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut replaced = false;
+        let text: String = text
+            .lines()
+            .map(|l| {
+                if !replaced && l.starts_with("name:") {
+                    replaced = true;
+                    format!("name: {name}\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        let file = env.tmp.path().join(format!("{name}.clab.yml"));
+        fs::write(&file, text).expect("write the topology");
+        Lab { env, name, file }
+    }
+
+    fn example(env: &'a Env, example: &str) -> Lab<'a> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/labs")
+            .join(example)
+            .join("topology.clab.yml");
+        Lab::new(env, &fs::read_to_string(&path).expect("read the example"))
+    }
+
+    fn file(&self) -> &str {
+        self.file.to_str().expect("utf-8 path")
+    }
+
+    /// `berth lab VERB -t FILE ARGS…`.
+    fn lab(&self, verb: &str, args: &[&str]) -> Run {
+        let mut all = vec!["lab", verb, "-t", self.file()];
+        all.extend_from_slice(args);
+        self.env.berth(&all)
+    }
+
+    fn deploy(&self) -> Run {
+        let out = self.lab("deploy", &["--cgroup-parent", &self.env.cgroup_parent]);
+        assert_eq!(out.code, 0, "{out:?}");
+        out
+    }
+
+    fn container(&self, node: &str) -> String {
+        format!("clab-{}-{node}", self.name)
+    }
+
+    /// `lab exec --node NODE -- CMD…`.
+    fn exec(&self, node: &str, command: &[&str]) -> Run {
+        let mut all = vec!["--node", node];
+        all.extend_from_slice(command);
+        self.lab("exec", &all)
+    }
+
+    /// Pings `ip` from `node` (up to 3 tries of one packet: a link just set up may need a
+    /// moment for its carrier).
+    fn pings(&self, node: &str, ip: &str) -> bool {
+        (0..3).any(|_| self.exec(node, &["ping", "-c1", "-W1", ip]).code == 0)
+    }
+
+    /// `ip -o link` inside the node, the iproute2 way (`/run/netns/clab-<lab>-<node>`).
+    fn links_of(&self, node: &str) -> String {
+        self.env.host_sh(&format!(
+            "ip netns exec {} ip -o link",
+            self.container(node)
+        ))
+    }
+
+    /// The lab's entries in the real `/run/netns`.
+    fn netns_names(&self) -> Vec<String> {
+        let prefix = format!("clab-{}-", self.name);
+        fs::read_dir("/run/netns")
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&prefix))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// `destroy`, then nothing of the lab may remain.
+    fn destroy_clean(&self) {
+        let out = self.lab("destroy", &[]);
+        assert_eq!(out.code, 0, "{out:?}");
+        self.assert_gone();
+    }
+
+    fn assert_gone(&self) {
+        self.env.assert_clean();
+        assert!(self.netns_names().is_empty(), "{:?}", self.netns_names());
+        assert!(
+            !self.env.root.join("labs").join(&self.name).exists(),
+            "the lab's state is left"
+        );
+    }
+}
+
+impl Drop for Lab<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .env
+            .berth(&["lab", "destroy", "--name", &self.name, "-t", self.file()]);
+        for name in self.netns_names() {
+            let _ = fs::remove_file(Path::new("/run/netns").join(name));
+        }
+    }
+}
+
+/// `ip -o link` lines: (name, mtu, up).
+fn link_line(links: &str, ifname: &str) -> Option<(u32, bool)> {
+    links.lines().find_map(|l| {
+        let name = l.split(": ").nth(1)?.split('@').next()?;
+        if name != ifname {
+            return None;
+        }
+        let mtu = l.split(" mtu ").nth(1)?.split(' ').next()?.parse().ok()?;
+        Some((mtu, l.contains(",UP") || l.contains("<UP")))
+    })
+}
+
+/// The triangle example: each link at both ends with its name and containerlab's MTU,
+/// `ip netns exec clab-<lab>-<node>` working, routers forwarding (ip_forward set by
+/// `exec:`), pings across the triangle, `inspect --json`, `link down/up` seen by pings,
+/// `stop`/`start` of a node (links gone at both ends, then back with the peers' addresses),
+/// and nothing left after `destroy`.
+#[test]
+fn triangle_deploys_routes_and_goes_away() {
+    let env = Env::new();
+    let lab = Lab::example(&env, "triangle");
+    let started = Instant::now();
+    lab.deploy();
+    eprintln!("triangle: deploy {:?}", started.elapsed());
+
+    for (node, ifs) in [
+        ("r1", ["eth1", "eth2"]),
+        ("r2", ["eth1", "eth2"]),
+        ("r3", ["eth1", "eth2"]),
+    ] {
+        let links = lab.links_of(node);
+        for ifname in ifs {
+            assert_eq!(
+                link_line(&links, ifname),
+                Some((9500, true)),
+                "{node}: {links}"
+            );
+        }
+    }
+    // r1 reaches r3's loopback directly and r2's over r3 once r1-r2 is down.
+    for ip in ["198.18.255.2", "198.18.255.3", "198.18.23.2"] {
+        assert!(lab.pings("r1", ip), "r1 -> {ip}");
+    }
+
+    let out = lab.lab("inspect", &["--json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let view: Value = serde_json::from_str(&out.stdout).expect("inspect --json");
+    assert_eq!(view["name"], lab.name.as_str());
+    let nodes = view["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 3);
+    let r1 = &nodes[0];
+    assert_eq!(r1["node"], "r1");
+    assert_eq!(r1["name"], lab.container("r1").as_str());
+    assert_eq!(r1["kind"], "linux");
+    assert_eq!(r1["image"], "busybox");
+    assert_eq!(r1["state"], "running");
+    assert!(r1["pid"].as_i64().is_some_and(|p| p > 1), "{r1}");
+    assert_eq!(r1["interfaces"]["eth1"][0], "198.18.12.1/30");
+    assert_eq!(r1["labels"]["role"], "router");
+    let table = lab.lab("inspect", &[]);
+    assert!(table.stdout.starts_with("NODE"), "{table:?}");
+    assert!(table.stdout.contains("eth1:198.18.12.1/30"), "{table:?}");
+
+    // link down: the direct path fails (r1 to r2's address on that link); up restores it.
+    let down = lab.lab("link", &["r1:eth1", "down"]);
+    assert_eq!(down.code, 0, "{down:?}");
+    assert_eq!(link_line(&lab.links_of("r2"), "eth1"), Some((9500, false)));
+    assert!(!lab.pings("r1", "198.18.12.2"));
+    let up = lab.lab("link", &["r2:eth1", "up"]);
+    assert_eq!(up.code, 0, "{up:?}");
+    assert!(lab.pings("r1", "198.18.12.2"));
+
+    // stop r2: its links go at both ends; start: back, r1 reaches r2 on the direct link.
+    let stop = lab.lab("stop", &["r2"]);
+    assert_eq!(stop.code, 0, "{stop:?}");
+    assert_eq!(link_line(&lab.links_of("r1"), "eth1"), None);
+    assert!(lab.exec("r2", &["true"]).code != 0);
+    let start = lab.lab("start", &["r2"]);
+    assert_eq!(start.code, 0, "{start:?}");
+    assert_eq!(link_line(&lab.links_of("r1"), "eth1"), Some((9500, true)));
+    assert!(lab.pings("r1", "198.18.12.2"), "r1 -> r2 after start");
+    assert!(
+        lab.pings("r3", "198.18.255.2"),
+        "r3 -> r2's loopback after start"
+    );
+
+    let started = Instant::now();
+    lab.destroy_clean();
+    eprintln!("triangle: destroy {:?}", started.elapsed());
+}
+
+/// Three hosts on a bridge node: the bridge is made in the lab's host namespace with the
+/// links' ends as ports, the hosts reach each other, and destroy removes the bridge.
+#[test]
+fn bridge_segment_connects_three_hosts() {
+    let env = Env::new();
+    let lab = Lab::example(&env, "bridge-segment");
+    lab.deploy();
+    let bridge = env.host_sh("ip -o link show master br-seg");
+    for port in ["br-seg-h1", "br-seg-h2", "br-seg-h3"] {
+        assert!(bridge.contains(port), "{bridge}");
+    }
+    assert!(lab.pings("h1", "198.18.50.3"));
+    assert!(lab.pings("h3", "198.18.50.2"));
+    let out = lab.lab("exec", &["--label", "role=host", "hostname"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    for h in ["h1", "h2", "h3"] {
+        assert!(out.stdout.contains(&format!("\n{h}\n")), "{out:?}");
+    }
+    lab.destroy_clean();
+    assert!(
+        !env.host_sh("ip -o link").contains("br-seg"),
+        "the bridge is left"
+    );
+}
+
+/// The 10-node clos: every host reaches every other through leaves and spines; deploy and
+/// destroy timed.
+#[test]
+fn clos_of_ten_nodes() {
+    let env = Env::new();
+    let lab = Lab::example(&env, "clos");
+    let started = Instant::now();
+    lab.deploy();
+    let deploy = started.elapsed();
+    for (from, to) in [("host1", "198.19.4.10"), ("host3", "198.19.2.10")] {
+        assert!(lab.pings(from, to), "{from} -> {to}");
+    }
+    let started = Instant::now();
+    lab.destroy_clean();
+    eprintln!(
+        "clos (10 nodes): deploy {deploy:?}, destroy {:?}",
+        started.elapsed()
+    );
+}
+
+/// Bad files are refused on one line naming the file and line, exit 125, nothing made.
+#[test]
+fn bad_topologies_name_the_line_and_create_nothing() {
+    let env = Env::new();
+    let cases = [
+        (
+            "name: x\ntopology:\n  nodes:\n    a:\n      kind: ceos\n      image: busybox\n",
+            ":5:",
+        ),
+        (
+            "name: x\ntopology:\n  nodes:\n    a:\n      kind: linux\n      image: busybox\n  links:\n    - endpoints: [\"a:eth1\", \"b:eth1\"]\n",
+            ":8:",
+        ),
+        ("name: x\ntopology:\n  nodes: [a\n", ":"),
+    ];
+    for (text, line) in cases {
+        let lab = Lab::new(&env, text);
+        let out = lab.lab("deploy", &["--cgroup-parent", &env.cgroup_parent]);
+        assert_eq!(out.code, 125, "{out:?}");
+        common::assert_one_line_error(&out);
+        assert!(
+            out.stderr.contains(&format!("{}{line}", lab.file())),
+            "{out:?}"
+        );
+        lab.assert_gone();
+    }
+    // An image that cannot be had: refused before any node exists.
+    let lab = Lab::new(
+        &env,
+        "name: x\ntopology:\n  nodes:\n    a:\n      kind: linux\n      image: busybox\n    b:\n      kind: linux\n      image: 127.0.0.1:9/none:1\n  links:\n    - endpoints: [\"a:eth1\", \"b:eth1\"]\n",
+    );
+    let out = lab.lab("deploy", &["--cgroup-parent", &env.cgroup_parent]);
+    assert_eq!(out.code, 125, "{out:?}");
+    assert!(out.stderr.contains("node b"), "{out:?}");
+    lab.assert_gone();
+}
+
+/// A deploy killed (SIGKILL) while its nodes start leaves a plan; `destroy --name` removes
+/// everything it had made.
+#[test]
+fn destroy_after_a_killed_deploy() {
+    let env = Env::new();
+    let lab = Lab::example(&env, "clos");
+    let mut cmd = env.command(&[
+        "lab",
+        "deploy",
+        "-t",
+        lab.file(),
+        "--cgroup-parent",
+        &env.cgroup_parent,
+    ]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = env.host.spawn(&mut cmd).expect("spawn deploy");
+    let state = env.root.join("labs").join(&lab.name).join("state.json");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // Killed once the plan exists and the first containers do.
+    while !(state.exists()
+        && env
+            .root
+            .join("containers")
+            .read_dir()
+            .is_ok_and(|d| d.count() >= 2))
+    {
+        assert!(Instant::now() < deadline, "the deploy never started nodes");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("SIGKILL the deploy");
+    child.wait().expect("reap the deploy");
+    let out = env.berth(&["lab", "destroy", "--name", &lab.name]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // A monitor the killed deploy had just launched finds its record gone and exits.
+    env.wait_for("the killed deploy's monitors to exit", || {
+        env.leftovers().is_empty()
+    });
+    lab.assert_gone();
 }

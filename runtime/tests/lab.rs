@@ -407,3 +407,103 @@ fn destroy_after_a_killed_deploy() {
     });
     lab.assert_gone();
 }
+
+/// A management network (a Berth network named after `mgmt.network`, with the node's
+/// `mgmt-ipv4`), a `host:IF` end in the lab's host namespace, an extended link with its own
+/// MTU, `inspect --all`, a second deploy refused and `--reconfigure`, `save` read back, the
+/// graph formats; destroy removes the network too.
+#[test]
+fn mgmt_host_links_save_and_graph() {
+    let env = Env::new();
+    let lab = Lab::new(
+        &env,
+        r#"name: x
+mgmt:
+  network: labmgmt
+  ipv4-subnet: 198.18.200.0/24
+topology:
+  defaults:
+    kind: linux
+    image: busybox
+  nodes:
+    a:
+      mgmt-ipv4: 198.18.200.10
+      exec:
+        - ip addr add 198.18.201.2/24 dev eth1
+    b: {}
+  links:
+    - endpoints: ["a:eth1", "host:veth-a"]
+    - type: veth
+      mtu: 1400
+      endpoints:
+        - node: a
+          interface: eth2
+        - node: b
+          interface: eth1
+"#,
+    );
+    lab.deploy();
+    let out = lab.lab("inspect", &["--json"]);
+    let view: Value = serde_json::from_str(&out.stdout).expect("inspect --json");
+    assert_eq!(
+        view["nodes"][0]["interfaces"]["eth0"][0], "198.18.200.10/24",
+        "{view}"
+    );
+    assert!(
+        view["nodes"][1]["ipv4"][0]
+            .as_str()
+            .is_some_and(|a| a.starts_with("198.18.200.")),
+        "{view}"
+    );
+    assert_eq!(link_line(&lab.links_of("b"), "eth1"), Some((1400, true)));
+    assert_eq!(link_line(&lab.links_of("a"), "eth1"), Some((9500, true)));
+    env.host_sh("ip addr add 198.18.201.1/24 dev veth-a");
+    assert!(lab.pings("a", "198.18.201.1"));
+
+    let all = env.berth(&["lab", "inspect", "--all", "--json"]);
+    let labs: Value = serde_json::from_str(&all.stdout).expect("inspect --all --json");
+    assert_eq!(labs[0]["name"], lab.name.as_str(), "{labs}");
+    assert_eq!(labs[0]["complete"], true);
+    let again = lab.lab("deploy", &["--cgroup-parent", &env.cgroup_parent]);
+    assert_eq!(again.code, 125, "{again:?}");
+    common::assert_one_line_error(&again);
+    assert!(again.stderr.contains("deployed already"), "{again:?}");
+    let redo = lab.lab(
+        "deploy",
+        &["--reconfigure", "--cgroup-parent", &env.cgroup_parent],
+    );
+    assert_eq!(redo.code, 0, "{redo:?}");
+
+    let saved = env.tmp.path().join("saved.clab.yml");
+    let out = lab.lab("save", &["-o", saved.to_str().expect("utf-8")]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let text = fs::read_to_string(&saved).expect("read the saved file");
+    assert!(text.contains("mgmt-ipv4: \"198.18.200.10\""), "{text}");
+    let json = env.berth(&[
+        "lab",
+        "graph",
+        "-t",
+        saved.to_str().expect("utf-8"),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(json.code, 0, "{json:?}");
+    serde_json::from_str::<Value>(&json.stdout).expect("graph --format json");
+    let dot = lab.lab("graph", &[]);
+    assert!(dot.stdout.contains("veth-a"), "{dot:?}");
+    let mermaid = lab.lab("graph", &["--format", "mermaid"]);
+    assert_eq!(mermaid.code, 0, "{mermaid:?}");
+    let svg = lab.lab("graph", &["--format", "svg"]);
+    if Path::new("/usr/bin/dot").exists() {
+        assert!(svg.stdout.contains("<svg"), "{svg:?}");
+    } else {
+        assert_eq!(svg.code, 125, "{svg:?}");
+        assert!(svg.stderr.contains("graphviz"), "{svg:?}");
+    }
+
+    // `--name` finds the kept topology.
+    let out = env.berth(&["lab", "destroy", "--name", &lab.name]);
+    assert_eq!(out.code, 0, "{out:?}");
+    lab.assert_gone();
+    assert!(!env.root.join("networks/labmgmt.conflist").exists());
+}

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use berth_topology::NodeInterface;
 
-use crate::lab::deploy::{self, DeployError, DeployOptions, ExecOutput};
+use crate::lab::deploy::{self, DeployError, DeployOptions};
+use crate::lab::exec::ExecOutput;
 use crate::lab::inspect::{self, InspectError, LabView};
 use crate::lab::node::{self, NodeError};
 use crate::lab::render::{self, GraphFormat, RenderError};

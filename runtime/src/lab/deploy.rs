@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -25,6 +24,7 @@ use crate::commands::image::{self, ImageCommandError, PullPolicy, PullSpec};
 use crate::commands::network as network_cmd;
 use crate::commands::rm::{self, RmError};
 use crate::commands::run::{self, RunError};
+use crate::lab::exec::{self, ExecOutput, Target};
 use crate::lab::netns_names::{self, NetnsNameError};
 use crate::lab::source::Loaded;
 use crate::lab::state::{self, LabState, LabStateError};
@@ -177,17 +177,6 @@ pub struct Deployed {
     pub state: LabState,
     /// Per node (in order), the output of each `exec:` command.
     pub exec: Vec<ExecOutput>,
-}
-
-/// The result of one `exec:` command (or `lab exec`) in one node.
-#[derive(Debug, Clone)]
-pub struct ExecOutput {
-    pub node: String,
-    pub container: String,
-    pub command: Vec<String>,
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
 }
 
 /// One linux node as deployed.
@@ -350,12 +339,18 @@ pub fn deploy(
     state.save(store.root())?;
 
     // 5. `exec:` commands, once every link exists.
-    let exec = run_exec(store, &planned, |p| {
-        p.node
-            .exec
-            .iter()
-            .map(|c| berth_topology::command::split(c).unwrap_or_else(|_| vec![c.clone()]))
-            .collect()
+    let targets: Vec<Target> = planned
+        .iter()
+        .map(|p| Target {
+            node: p.node.name.to_string(),
+            container: p.container.clone(),
+        })
+        .collect();
+    let exec = exec::run(store, &targets, |target| {
+        t.nodes
+            .get(target.node.as_str())
+            .map(exec::commands_of)
+            .unwrap_or_default()
     });
     Ok(Deployed { state, exec })
 }
@@ -763,85 +758,6 @@ fn start_nodes(
                 source: Box::new(source),
             })
         }
-    }
-}
-
-/// Runs commands in nodes through `berth exec` (a child: exec re-executes itself and joins
-/// the container's pid namespace, which this process must not), nodes in parallel, each
-/// node's commands in order. Results in node order.
-pub(crate) fn run_exec<P>(
-    store: &Store,
-    nodes: &[P],
-    commands: impl Fn(&P) -> Vec<Vec<String>> + Sync,
-) -> Vec<ExecOutput>
-where
-    P: NodeRef + Sync,
-{
-    let results: Mutex<Vec<(usize, usize, ExecOutput)>> = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for (i, p) in nodes.iter().enumerate() {
-            let commands = commands(p);
-            if commands.is_empty() {
-                continue;
-            }
-            let results = &results;
-            scope.spawn(move || {
-                for (j, command) in commands.into_iter().enumerate() {
-                    let out = exec_one(store, p.container(), &command);
-                    let output = ExecOutput {
-                        node: p.node_name().to_owned(),
-                        container: p.container().to_owned(),
-                        command,
-                        code: out.0,
-                        stdout: out.1,
-                        stderr: out.2,
-                    };
-                    if let Ok(mut r) = results.lock() {
-                        r.push((i, j, output));
-                    }
-                }
-            });
-        }
-    });
-    let mut results = results.into_inner().unwrap_or_default();
-    results.sort_by_key(|(i, j, _)| (*i, *j));
-    results.into_iter().map(|(_, _, o)| o).collect()
-}
-
-/// A node as `run_exec` needs it.
-pub(crate) trait NodeRef {
-    fn node_name(&self) -> &str;
-    fn container(&self) -> &str;
-}
-
-impl NodeRef for Planned<'_> {
-    fn node_name(&self) -> &str {
-        self.node.name.as_str()
-    }
-    fn container(&self) -> &str {
-        &self.container
-    }
-}
-
-/// `berth exec CONTAINER COMMAND…` as a child: (code, stdout, stderr).
-fn exec_one(store: &Store, container: &str, command: &[String]) -> (i32, String, String) {
-    let output = Command::new("/proc/self/exe")
-        .arg("--root")
-        .arg(store.root())
-        .arg("--runroot")
-        .arg(store.runroot())
-        .arg("exec")
-        .arg(container)
-        .args(command)
-        .stdin(Stdio::null())
-        .output();
-    match output {
-        Ok(out) => (
-            out.status.code().unwrap_or(125),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ),
-        Err(e) => (125, String::new(), format!("berth: run berth exec: {e}\n")),
     }
 }
 

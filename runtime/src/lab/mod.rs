@@ -8,6 +8,7 @@
 //! - [`source`]: `-t FILE` or `--name LAB`;
 //! - [`state`]: the lab's plan and progress under `<root>/labs/<lab>`;
 //! - [`deploy`]: `deploy` and its mirror `destroy`;
+//! - [`exec`]: commands in nodes through `berth exec` (`exec:` and `lab exec`);
 //! - [`wire`]: veth pairs, bridges, link up/down;
 //! - [`netns_names`]: `/run/netns/clab-<lab>-<node>` for `ip netns exec`;
 //! - [`inspect`], [`node`] (exec, stop/start, link), [`render`] (save, graph);
@@ -15,6 +16,7 @@
 
 pub mod cli;
 pub mod deploy;
+pub mod exec;
 pub mod inspect;
 pub mod netns_names;
 pub mod node;

@@ -16,7 +16,8 @@ use berth_topology::{Attach, Kind, NetworkMode, NodeInterface, NodeName, Topolog
 
 use crate::commands::start::{self as start_cmd, RelaunchError};
 use crate::commands::stop::{self as stop_cmd, StopError};
-use crate::lab::deploy::{self, DeployError, ExecOutput, NodeRef};
+use crate::lab::deploy::{self, DeployError};
+use crate::lab::exec::{self, ExecOutput, Target};
 use crate::lab::netns_names::{self, NetnsNameError};
 use crate::lab::source::Loaded;
 use crate::lab::state::{LabState, LabStateError, SavedInterface};
@@ -75,22 +76,6 @@ pub enum NodeError {
     HostNetns(#[source] berth_netlink::NetnsError),
 }
 
-/// A node chosen by `--node`/`--label`, with its container.
-#[derive(Debug, Clone)]
-pub struct Selected {
-    pub node: String,
-    pub container: String,
-}
-
-impl NodeRef for Selected {
-    fn node_name(&self) -> &str {
-        &self.node
-    }
-    fn container(&self) -> &str {
-        &self.container
-    }
-}
-
 fn container_of(t: &Topology, node: &str) -> Result<(NodeName, String), NodeError> {
     let no_node = || NodeError::NoNode {
         lab: t.name.to_string(),
@@ -109,11 +94,7 @@ fn container_of(t: &Topology, node: &str) -> Result<(NodeName, String), NodeErro
 
 /// The linux nodes named by `nodes` and matching every `labels` selector (`key=value` or
 /// `key`); all linux nodes when both are empty.
-pub fn select(
-    t: &Topology,
-    nodes: &[String],
-    labels: &[String],
-) -> Result<Vec<Selected>, NodeError> {
+pub fn select(t: &Topology, nodes: &[String], labels: &[String]) -> Result<Vec<Target>, NodeError> {
     let mut names: Vec<String> = Vec::new();
     for node in nodes {
         container_of(t, node)?;
@@ -147,14 +128,14 @@ pub fn select(
         .into_iter()
         .map(|n| {
             let (_, container) = container_of(t, &n)?;
-            Ok(Selected { node: n, container })
+            Ok(Target { node: n, container })
         })
         .collect()
 }
 
 /// `lab exec`: `command` in each selected node (nodes at once, output in node order).
-pub fn exec(store: &Store, selected: &[Selected], command: &[String]) -> Vec<ExecOutput> {
-    deploy::run_exec(store, selected, |_| vec![command.to_vec()])
+pub fn exec(store: &Store, selected: &[Target], command: &[String]) -> Vec<ExecOutput> {
+    exec::run(store, selected, |_| vec![command.to_vec()])
 }
 
 /// The namespace of a running linux node.
@@ -301,21 +282,16 @@ pub fn start(
         }
     }
     state.save(store.root())?;
-    let selected = [Selected {
+    let selected = [Target {
         node: node.to_owned(),
         container,
     }];
-    let commands: Vec<Vec<String>> = t
+    let commands = t
         .nodes
         .get(&name)
-        .map(|n| {
-            n.exec
-                .iter()
-                .map(|c| berth_topology::command::split(c).unwrap_or_else(|_| vec![c.clone()]))
-                .collect()
-        })
+        .map(exec::commands_of)
         .unwrap_or_default();
-    Ok(deploy::run_exec(store, &selected, |_| commands.clone()))
+    Ok(exec::run(store, &selected, |_| commands.clone()))
 }
 
 fn restore_interface(

@@ -5,6 +5,7 @@
 mod common;
 
 use std::fs;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -195,6 +196,31 @@ impl Drop for Lab<'_> {
     }
 }
 
+/// (ICMP echo requests, echo replies) in a classic pcap file of Ethernet frames, checked
+/// to be one: magic, link type, records that add up to the file.
+fn icmp_in_pcap(bytes: &[u8]) -> (usize, usize) {
+    let u32_at = |at: usize| u32::from_ne_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    assert_eq!(u32_at(0), 0xa1b2_c3d4, "pcap magic");
+    assert_eq!(u32_at(20), 1, "link type Ethernet");
+    let (mut at, mut requests, mut replies) = (24, 0, 0);
+    while at < bytes.len() {
+        let kept = u32_at(at + 8) as usize;
+        let frame = &bytes[at + 16..at + 16 + kept];
+        // IPv4 (ethertype 0x0800), protocol 1 (ICMP), type 8 (request) or 0 (reply).
+        if frame.len() > 34 && frame[12..14] == [0x08, 0x00] && frame[23] == 1 {
+            let ihl = usize::from(frame[14] & 0x0f) * 4;
+            match frame.get(14 + ihl) {
+                Some(8) => requests += 1,
+                Some(0) => replies += 1,
+                _ => {}
+            }
+        }
+        at += 16 + kept;
+    }
+    assert_eq!(at, bytes.len(), "records end with the file");
+    (requests, replies)
+}
+
 /// `ip -o link` lines: (name, mtu, up).
 fn link_line(links: &str, ifname: &str) -> Option<(u32, bool)> {
     links.lines().find_map(|l| {
@@ -257,6 +283,44 @@ fn triangle_deploys_routes_and_goes_away() {
     let table = lab.lab("inspect", &[]);
     assert!(table.stdout.starts_with("NODE"), "{table:?}");
     assert!(table.stdout.contains("eth1:198.18.12.1/30"), "{table:?}");
+
+    // capture: the pings on r2's eth1, as a pcap file, with nothing installed in r2.
+    let pcap = env.tmp.path().join("r2-eth1.pcap");
+    let mut cmd = env.command(&[
+        "lab",
+        "capture",
+        "-t",
+        lab.file(),
+        "r2:eth1",
+        "-c",
+        "4",
+        "-w",
+        pcap.to_str().expect("utf-8"),
+    ]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut capture = env.host.spawn(&mut cmd).expect("spawn capture");
+    let mut listening = String::new();
+    let mut stderr = BufReader::new(capture.stderr.take().expect("stderr"));
+    stderr
+        .read_line(&mut listening)
+        .expect("read capture's stderr");
+    assert!(listening.starts_with("listening on r2:eth1"), "{listening}");
+    assert!(lab.pings("r1", "198.18.12.2"));
+    assert_eq!(lab.exec("r1", &["ping", "-c2", "198.18.12.2"]).code, 0);
+    let mut rest = String::new();
+    stderr
+        .read_to_string(&mut rest)
+        .expect("read capture's stderr");
+    assert!(
+        capture.wait().expect("wait for capture").success(),
+        "{rest}"
+    );
+    assert_eq!(rest, "4 packets captured\n");
+    let icmp = icmp_in_pcap(&fs::read(&pcap).expect("read the pcap"));
+    assert!(
+        icmp.0 >= 1 && icmp.1 >= 1,
+        "echo requests/replies: {icmp:?}"
+    );
 
     // link down: the direct path fails (r1 to r2's address on that link); up restores it.
     let down = lab.lab("link", &["r1:eth1", "down"]);

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use berth_topology::NodeInterface;
 
+use crate::lab::capture::{self, CaptureError};
 use crate::lab::deploy::{self, DeployError, DeployOptions};
 use crate::lab::exec::ExecOutput;
 use crate::lab::inspect::{self, InspectError, LabView};
@@ -39,6 +40,18 @@ pub enum LabCliError {
     Node(Box<NodeError>),
     #[error(transparent)]
     Render(#[from] RenderError),
+    #[error("capture on {at}")]
+    Capture {
+        at: String,
+        #[source]
+        source: CaptureError,
+    },
+    #[error("create {path}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("invalid NODE:INTERFACE {text:?}")]
     Endpoint {
         text: String,
@@ -132,6 +145,19 @@ pub enum LabCommand {
         /// One end of the link: NODE:INTERFACE.
         endpoint: String,
         state: LinkState,
+    },
+    /// Write the packets of one interface as pcap (to stdout for `| wireshark -k -i -`).
+    Capture {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// The interface: NODE:INTERFACE.
+        endpoint: String,
+        /// Write to this file instead of stdout.
+        #[arg(short = 'w', value_name = "FILE.pcap")]
+        write: Option<PathBuf>,
+        /// Stop after this many packets.
+        #[arg(short = 'c', value_name = "N")]
+        count: Option<u64>,
     },
     /// Print the lab as a topology file (management addresses filled in).
     Save {
@@ -271,6 +297,45 @@ pub fn dispatch(
                 }
             })?;
             node::set_link(store, &source.load(root)?, &at, state == LinkState::Up)?;
+            Ok(0)
+        }
+        LabCommand::Capture {
+            source,
+            endpoint,
+            write,
+            count,
+        } => {
+            let at = NodeInterface::try_from(endpoint.as_str()).map_err(|source| {
+                LabCliError::Endpoint {
+                    text: endpoint.clone(),
+                    source,
+                }
+            })?;
+            let loaded = source.load(root)?;
+            let mut out: Box<dyn Write> = match &write {
+                Some(path) => Box::new(io::BufWriter::new(std::fs::File::create(path).map_err(
+                    |source| LabCliError::Create {
+                        path: path.clone(),
+                        source,
+                    },
+                )?)),
+                None => Box::new(io::stdout().lock()),
+            };
+            // Said on stderr once packets can arrive, as tcpdump's "listening on".
+            // A closed stderr must not end the capture (eprintln would panic).
+            let mut ready = || {
+                let _ = writeln!(
+                    io::stderr(),
+                    "listening on {at}, link-type EN10MB (Ethernet)"
+                );
+            };
+            let n = capture::capture(store, &loaded, &at, count, &mut out, &mut ready).map_err(
+                |source| LabCliError::Capture {
+                    at: at.to_string(),
+                    source,
+                },
+            )?;
+            let _ = writeln!(io::stderr(), "{n} packets captured");
             Ok(0)
         }
         LabCommand::Save { source, output } => {

@@ -12,8 +12,10 @@
 //! - [`wire`]: veth pairs, bridges, link up/down;
 //! - [`netns_names`]: `/run/netns/clab-<lab>-<node>` for `ip netns exec`;
 //! - [`inspect`], [`node`] (exec, stop/start, link), [`render`] (save, graph);
+//! - [`capture`]: a pcap stream of one interface;
 //! - [`cli`]: the verbs' flags and output.
 
+pub mod capture;
 pub mod cli;
 pub mod deploy;
 pub mod exec;

@@ -46,6 +46,8 @@ pub use types::{Impairment, Percent, Rate};
 
 /// How long `apply` waits for a new delay line's TAP to come up.
 const DELAY_LINE_START: Duration = Duration::from_secs(5);
+/// How long `clear` gives a delay line to exit after each signal.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// Failures of `apply`, `clear` and `status`. Each names the step, the interface and the
 /// namespace.
@@ -529,24 +531,40 @@ fn alive(line: &RunningDelayLine) -> bool {
     start_time(line.pid).is_some_and(|t| t == line.start_time)
 }
 
-/// SIGTERM to the delay line, if it is still the process `apply` started.
+/// Stops the delay line, if it is still the process `apply` started, and waits until it is
+/// gone, so that a `destroy` after `clear` finds no process: SIGTERM, then SIGKILL after
+/// [`STOP_GRACE`]. A zombie counts as gone (its reaper is whoever started it, or init).
 fn stop(line: &RunningDelayLine) -> Result<(), ImpairError> {
-    if !alive(line) {
-        return Ok(());
-    }
-    let pid = i32::try_from(line.pid).map_err(|_| ImpairError::Kill {
-        pid: line.pid,
-        source: io::Error::from_raw_os_error(libc::ESRCH),
-    })?;
-    // SAFETY: kill(2) with a pid checked just above to be our delay line.
-    if unsafe { libc::kill(pid, libc::SIGTERM) } < 0 {
-        let source = io::Error::last_os_error();
-        if source.raw_os_error() != Some(libc::ESRCH) {
+    for (signal, grace) in [(libc::SIGTERM, STOP_GRACE), (libc::SIGKILL, STOP_GRACE)] {
+        if !alive(line) {
+            return Ok(());
+        }
+        let pid = i32::try_from(line.pid).map_err(|_| ImpairError::Kill {
+            pid: line.pid,
+            source: io::Error::from_raw_os_error(libc::ESRCH),
+        })?;
+        // SAFETY: kill(2) of a pid checked just above to be our delay line (same start
+        // time); a pid reused in between would need a wrap-around within microseconds.
+        if unsafe { libc::kill(pid, signal) } < 0 {
+            let source = io::Error::last_os_error();
+            if source.raw_os_error() == Some(libc::ESRCH) {
+                return Ok(());
+            }
             return Err(ImpairError::Kill {
                 pid: line.pid,
                 source,
             });
         }
+        let deadline = Instant::now() + grace;
+        while alive(line) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    if alive(line) {
+        return Err(ImpairError::Kill {
+            pid: line.pid,
+            source: io::Error::new(io::ErrorKind::TimedOut, "still running after SIGKILL"),
+        });
     }
     Ok(())
 }

@@ -212,8 +212,13 @@ fn assert_nothing_left(pair: &Pair, applied: &Applied) {
         .unwrap();
     let tables = String::from_utf8_lossy(&tables.stdout).into_owned();
     assert!(!tables.contains("berth-impair"), "table left: {tables}");
+    // clear waits for the delay line to exit: it is gone (or a zombie for our reaper) now.
     if let Some(line) = &applied.delay_line {
-        wait_exited(line.pid);
+        let pid = line.pid;
+        assert!(
+            is_zombie(pid) || !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "delay line {pid} still runs after clear"
+        );
     }
 }
 

@@ -56,9 +56,9 @@ pub const MARK: u32 = 0x4265_7274;
 const HOUSEKEEPING: Duration = Duration::from_millis(500);
 /// Larger than any frame of a 64 KiB-MTU link.
 const FRAME_BUF: usize = 65_600;
-/// Frames held at once; past it new frames are dropped (as netem's `limit`, 1000 by default,
-/// but a delay line may sit on a fast link).
-const MAX_HELD: usize = 100_000;
+/// Bytes held at once; past it new frames are dropped, as netem drops past its `limit`. At
+/// 10 Gbit/s that is 50 ms of traffic; a lab link that needs more is a slower one.
+const MAX_HELD_BYTES: usize = 64 << 20;
 
 /// What one delay line does. The caller passes it to the process as JSON
 /// ([`DelayLineConfig::to_json`]).
@@ -426,6 +426,7 @@ struct Line<'a> {
     tap: File,
     packet: OwnedFd,
     held: BinaryHeap<Reverse<Held>>,
+    held_bytes: usize,
     seq: u64,
     rng: Rng,
 }
@@ -437,6 +438,7 @@ impl<'a> Line<'a> {
             tap,
             packet,
             held: BinaryHeap::new(),
+            held_bytes: 0,
             seq: 0,
             rng: Rng::seeded(),
         }
@@ -504,9 +506,10 @@ impl<'a> Line<'a> {
             match self.tap.read(buf) {
                 Ok(0) => return Ok(None),
                 Ok(n) => {
-                    if self.held.len() >= MAX_HELD {
+                    if self.held_bytes + n > MAX_HELD_BYTES {
                         continue;
                     }
+                    self.held_bytes += n;
                     let mut frame = buf[..n].to_vec();
                     if self.config.corrupt_ppm > 0
                         && self.rng.below(1_000_000) < u64::from(self.config.corrupt_ppm)
@@ -541,6 +544,7 @@ impl<'a> Line<'a> {
             let Some(Reverse(held)) = self.held.pop() else {
                 break;
             };
+            self.held_bytes -= held.frame.len();
             // SAFETY: a valid socket and a buffer of the length given.
             let _ = unsafe {
                 libc::send(

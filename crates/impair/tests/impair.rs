@@ -106,11 +106,11 @@ impl Pair {
     /// Round trips of `n` sequential probes from a to the echo (lost ones are left out).
     fn rtts(&self, echo: &Echo, n: usize) -> Vec<Duration> {
         real_time();
-        let sock = self
-            .a
-            .run(|| UdpSocket::bind((self.ip_a, 0)))
-            .unwrap()
-            .unwrap();
+        let any = match echo.addr {
+            SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+        };
+        let sock = self.a.run(|| UdpSocket::bind(any)).unwrap().unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
         let mut out = Vec::new();
@@ -640,4 +640,66 @@ fn corruption_is_seen_by_the_receiver() {
     );
     clear(&applied).unwrap();
     assert_nothing_left(&pair, &applied);
+}
+
+#[test]
+fn arp_and_neighbour_discovery_cross_the_delay_line() {
+    let _m = MEASURE.lock().unwrap_or_else(|e| e.into_inner());
+    let pair = Pair::new();
+    // IPv6 addresses without duplicate address detection, so they are usable at once; no
+    // neighbour has been resolved on them yet.
+    let net = netns_fixtures::test_subnet_v6();
+    let base = u128::from(net.network());
+    let (v6_a, v6_b) = (
+        std::net::Ipv6Addr::from(base + 1),
+        std::net::Ipv6Addr::from(base + 2),
+    );
+    pair.a
+        .ip(&["addr", "add", &format!("{v6_a}/64"), "dev", "eth1", "nodad"])
+        .unwrap();
+    pair.b
+        .ip(&["addr", "add", &format!("{v6_b}/64"), "dev", "eth1", "nodad"])
+        .unwrap();
+    let imp = Impairment {
+        delay: ms(5),
+        ..Impairment::default()
+    };
+    let applied_a = pair.apply_a(&imp).unwrap();
+    let applied_b = apply(pair.b.path(), "eth1", &imp, &TestLauncher).unwrap();
+    // Forget the IPv4 neighbours: the next probe's ARP request and reply cross both lines.
+    pair.a.ip(&["neigh", "flush", "dev", "eth1"]).unwrap();
+    pair.b.ip(&["neigh", "flush", "dev", "eth1"]).unwrap();
+    let echo = pair.echo();
+    let rtts = pair.rtts(&echo, 10);
+    assert_eq!(
+        rtts.len(),
+        10,
+        "IPv4 probes lost after an ARP through the delay lines"
+    );
+    // The first round trip waited for ARP: at least two more crossings.
+    eprintln!(
+        "IPv4 with ARP: first {:?}, median {:.2} ms",
+        rtts[0],
+        median_ms(&rtts)
+    );
+    assert!(rtts[0] >= Duration::from_millis(19), "first {:?}", rtts[0]);
+    assert!((median_ms(&rtts) - 10.0).abs() <= 2.0);
+
+    let echo6 = Echo::start(&pair.b, SocketAddr::from((v6_b, 7007)));
+    let rtts = pair.rtts(&echo6, 10);
+    assert_eq!(
+        rtts.len(),
+        10,
+        "IPv6 probes lost: neighbour discovery through the lines"
+    );
+    eprintln!(
+        "IPv6 with ND: first {:?}, median {:.2} ms",
+        rtts[0],
+        median_ms(&rtts)
+    );
+    assert!(rtts[0] >= Duration::from_millis(19), "first {:?}", rtts[0]);
+    assert!((median_ms(&rtts) - 10.0).abs() <= 2.0);
+    clear(&applied_a).unwrap();
+    clear(&applied_b).unwrap();
+    assert_nothing_left(&pair, &applied_a);
 }

@@ -421,14 +421,31 @@ fn bad_topologies_name_the_line_and_create_nothing() {
         );
         lab.assert_gone();
     }
-    // An image that cannot be had: refused before any node exists.
+    // An image that cannot be had: refused before any node exists (`--pull never`: an
+    // unreachable registry would be retried with backoff for half a minute).
     let lab = Lab::new(
         &env,
         "name: x\ntopology:\n  nodes:\n    a:\n      kind: linux\n      image: busybox\n    b:\n      kind: linux\n      image: 127.0.0.1:9/none:1\n  links:\n    - endpoints: [\"a:eth1\", \"b:eth1\"]\n",
     );
-    let out = lab.lab("deploy", &["--cgroup-parent", &env.cgroup_parent]);
+    let out = lab.lab(
+        "deploy",
+        &["--pull", "never", "--cgroup-parent", &env.cgroup_parent],
+    );
     assert_eq!(out.code, 125, "{out:?}");
     assert!(out.stderr.contains("node b"), "{out:?}");
+    lab.assert_gone();
+    // A node that cannot start once others run: the deploy is rolled back whole.
+    let lab = Lab::new(
+        &env,
+        "name: x\ntopology:\n  defaults:\n    kind: linux\n    image: busybox\n  nodes:\n    a: {}\n    b: {}\n    c:\n      cmd: /no/such/command\n  links:\n    - endpoints: [\"a:eth1\", \"c:eth1\"]\n    - endpoints: [\"a:eth2\", \"b:eth1\"]\n",
+    );
+    let out = lab.lab("deploy", &["--cgroup-parent", &env.cgroup_parent]);
+    assert_eq!(out.code, 125, "{out:?}");
+    common::assert_one_line_error(&out);
+    assert!(
+        out.stderr.contains(":9:5: node c: start container"),
+        "{out:?}"
+    );
     lab.assert_gone();
 }
 

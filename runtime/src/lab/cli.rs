@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use berth_topology::NodeInterface;
 
+use crate::commands::image::PullPolicy;
 use crate::lab::capture::{self, CaptureError};
 use crate::lab::deploy::{self, DeployError, DeployOptions};
 use crate::lab::exec::ExecOutput;
@@ -92,6 +93,9 @@ pub enum LabCommand {
         /// Nodes started at once.
         #[arg(long, default_value_t = 8, value_name = "N")]
         max_workers: usize,
+        /// Pull node images: missing (when not in the store), always, never.
+        #[arg(long, value_enum, default_value = "missing", value_name = "POLICY")]
+        pull: PullPolicy,
     },
     /// Remove a lab: its containers, links, bridges, namespace names.
     Destroy {
@@ -200,6 +204,7 @@ pub fn dispatch(
             reconfigure,
             cgroup_parent,
             max_workers,
+            pull,
         } => {
             let loaded = source.load(root)?;
             for w in &loaded.warnings {
@@ -211,6 +216,7 @@ pub fn dispatch(
                 cgroup_parent,
                 registries_config: registries_config.map(Path::to_path_buf),
                 parallel: max_workers,
+                pull,
             };
             let deployed =
                 deploy::deploy(store, networks, &loaded, &options).map_err(|source| {

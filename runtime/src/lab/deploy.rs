@@ -169,6 +169,8 @@ pub struct DeployOptions {
     pub registries_config: Option<PathBuf>,
     /// Nodes started at once.
     pub parallel: usize,
+    /// When node images are pulled (as `run --pull`).
+    pub pull: PullPolicy,
 }
 
 /// What a deploy made, for the caller to print.
@@ -447,14 +449,8 @@ fn ensure_images(
             ..PullSpec::default()
         };
         let progress = image::cli::progress_sink(false);
-        image::ensure(
-            store,
-            &reference,
-            PullPolicy::Missing,
-            &spec,
-            progress.as_ref(),
-        )
-        .map_err(image_err)?;
+        image::ensure(store, &reference, options.pull, &spec, progress.as_ref())
+            .map_err(image_err)?;
     }
     Ok(())
 }

@@ -97,7 +97,7 @@ pub fn run(opts: &Opts, s: &mut Section) -> Result<()> {
     }
     s.rows.push(Row::new(
         "images.pull.cold.podman",
-        format!("cold pull, 5 layers ({}) MiB", 4 * layer_mb + 1),
+        format!("cold pull, 5 layers, {} MiB", 4 * layer_mb + 1),
         Unit::Ms,
         cold.cell(),
         "podman pull",
@@ -105,7 +105,7 @@ pub fn run(opts: &Opts, s: &mut Section) -> Result<()> {
     ));
     s.rows.push(Row::new(
         "images.pull.cold.skopeo",
-        format!("cold pull, 5 layers ({}) MiB", 4 * layer_mb + 1),
+        format!("cold pull, 5 layers, {} MiB", 4 * layer_mb + 1),
         Unit::Ms,
         cold.cell(),
         "skopeo copy (no unpacking)",

@@ -6,10 +6,10 @@
 //!     [--scale-budget SECS]
 //! ```
 //!
-//! Sections: chain, scale, concurrency, start, dataplane, footprint, images. Needs root; everything
-//! happens in throwaway network namespaces that play the host, so the machine's own network is
-//! never touched. Progress goes to stderr, the table to stdout. It never fails on speed: a
-//! section that cannot run reports why and the others go on.
+//! Sections: chain, scale, concurrency, start, dataplane, footprint, images, lab. Needs root;
+//! everything happens in throwaway network namespaces that play the host, so the machine's own
+//! network is never touched. Progress goes to stderr, the table to stdout. It never fails on
+//! speed: a section that cannot run reports why and the others go on.
 
 mod chain;
 mod cni;
@@ -17,6 +17,7 @@ mod concurrency;
 mod dataplane;
 mod footprint;
 mod images;
+mod lab;
 mod proc;
 mod scale;
 mod start;
@@ -29,7 +30,7 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use berth_bench::{Report, Section, Verdict};
 
-pub const SECTIONS: [&str; 7] = [
+pub const SECTIONS: [&str; 8] = [
     "chain",
     "scale",
     "concurrency",
@@ -37,6 +38,7 @@ pub const SECTIONS: [&str; 7] = [
     "dataplane",
     "footprint",
     "images",
+    "lab",
 ];
 
 #[derive(Debug, Clone)]
@@ -174,6 +176,9 @@ pub fn title(name: &str) -> &'static str {
         "dataplane" => "5. Data plane (iperf3 TCP)",
         "footprint" => "6. Footprint",
         "images" => "7. Images: pull from a local registry, start of a pulled image",
+        "lab" => {
+            "8. Network labs: deploy and destroy against the same topology scripted with podman"
+        }
         _ => "?",
     }
 }
@@ -188,6 +193,7 @@ fn run_section(name: &str, opts: &Opts) -> Result<Section> {
         "dataplane" => dataplane::run(opts, &mut s)?,
         "footprint" => footprint::run(opts, &mut s)?,
         "images" => images::run(opts, &mut s)?,
+        "lab" => lab::run(opts, &mut s)?,
         _ => bail!("unknown section {name}"),
     }
     Ok(s)
@@ -286,6 +292,16 @@ fn goals(r: &Report) -> Vec<berth_bench::GoalResult> {
         "run --rm of a pulled 5-layer image ≤ 1.2 × the offline busybox image",
         "images.run.five",
         1.2,
+    ));
+    g.push(r.goal_ratio(
+        "lab deploy of the 10-node clos ≤ 1/10 of podman (a script: podman run per node, one at a time, + ip link add per link)",
+        "lab.clos.deploy",
+        0.1,
+    ));
+    g.push(r.goal_ratio(
+        "(informational) lab deploy of the 10-node clos ≤ 1/10 of podman starting 8 nodes at a time",
+        "lab.clos.deploy.parallel",
+        0.1,
     ));
     g
 }

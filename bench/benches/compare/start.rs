@@ -266,7 +266,7 @@ impl Variant {
 }
 
 /// `rootfs/bin/busybox` with `sh` and `true` linked to it.
-fn busybox_rootfs(dir: &Path) -> Result<PathBuf> {
+pub fn busybox_rootfs(dir: &Path) -> Result<PathBuf> {
     let rootfs = dir.join("rootfs");
     let bin = rootfs.join("bin");
     fs::create_dir_all(&bin)?;
@@ -365,7 +365,7 @@ impl Berth {
 
 /// Removes `/sys/fs/cgroup/<controller>/<name>` (and the cgroup2 one) where it exists and is
 /// empty.
-fn remove_cgroup_dirs(name: &str) {
+pub fn remove_cgroup_dirs(name: &str) {
     let Ok(controllers) = fs::read_dir("/sys/fs/cgroup") else {
         return;
     };

@@ -588,3 +588,70 @@ topology:
     lab.assert_gone();
     assert!(!env.root.join("networks/labmgmt.conflist").exists());
 }
+
+/// The median round trip of `count` pings from `node` to `ip`, in milliseconds.
+fn median_rtt(lab: &Lab<'_>, node: &str, ip: &str, count: u32) -> f64 {
+    let out = lab.exec(node, &["ping", "-c", &count.to_string(), "-i", "0.2", ip]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let mut times: Vec<f64> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1)?.split(' ').next()?.parse().ok())
+        .collect();
+    assert!(!times.is_empty(), "{out:?}");
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// The topology's `impairments` applied at deploy (20 ms each way: a 40 ms round trip),
+/// `lab impair` changing and clearing them, kept across `stop`/`start` of a node, and
+/// nothing left (no delay line) after destroy.
+#[test]
+fn impairments_from_the_file_and_at_run_time() {
+    let env = Env::new();
+    let lab = Lab::new(
+        &env,
+        r#"name: x
+topology:
+  defaults:
+    kind: linux
+    image: busybox
+  nodes:
+    a:
+      exec: ["ip addr add 198.18.210.1/30 dev eth1"]
+    b:
+      exec: ["ip addr add 198.18.210.2/30 dev eth1"]
+  links:
+    - endpoints: ["a:eth1", "b:eth1"]
+      impairments:
+        delay: 20ms
+"#,
+    );
+    lab.deploy();
+    assert!(lab.pings("a", "198.18.210.2"));
+    let rtt = median_rtt(&lab, "a", "198.18.210.2", 5);
+    assert!((32.0..=48.0).contains(&rtt), "20 ms each way: {rtt} ms");
+
+    let shown = lab.lab("impair", &["a:eth1"]);
+    assert_eq!(shown.stdout, "a:eth1: delay 20ms\n", "{shown:?}");
+    let cleared = lab.lab("impair", &["b:eth1", "--clear"]);
+    assert_eq!(cleared.stdout, "b:eth1: no impairment\n", "{cleared:?}");
+    let set = lab.lab("impair", &["a:eth1", "--delay", "50ms"]);
+    assert_eq!(set.code, 0, "{set:?}");
+    let rtt = median_rtt(&lab, "a", "198.18.210.2", 5);
+    assert!((40.0..=60.0).contains(&rtt), "50 ms one way: {rtt} ms");
+    let bad = lab.lab("impair", &["a:eth1", "--jitter", "2ms"]);
+    assert_eq!(bad.code, 125, "{bad:?}");
+    common::assert_one_line_error(&bad);
+
+    // stop b: a's delay line is stopped with the link; start b: it is back.
+    assert_eq!(lab.lab("stop", &["b"]).code, 0);
+    assert_eq!(link_line(&lab.links_of("a"), "eth1"), None);
+    let start = lab.lab("start", &["b"]);
+    assert_eq!(start.code, 0, "{start:?}");
+    assert!(lab.pings("a", "198.18.210.2"));
+    let rtt = median_rtt(&lab, "a", "198.18.210.2", 5);
+    assert!((40.0..=60.0).contains(&rtt), "50 ms after start: {rtt} ms");
+
+    lab.destroy_clean();
+}

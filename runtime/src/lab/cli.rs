@@ -9,6 +9,7 @@ use crate::commands::image::PullPolicy;
 use crate::lab::capture::{self, CaptureError};
 use crate::lab::deploy::{self, DeployError, DeployOptions};
 use crate::lab::exec::ExecOutput;
+use crate::lab::impair::{self, ImpairVerb, LabImpairError};
 use crate::lab::inspect::{self, InspectError, LabView};
 use crate::lab::node::{self, NodeError};
 use crate::lab::render::{self, GraphFormat, RenderError};
@@ -69,6 +70,8 @@ pub enum LabCliError {
     Stdout(#[source] io::Error),
     #[error("serialize JSON")]
     Json(#[source] serde_json::Error),
+    #[error(transparent)]
+    Impair(#[from] LabImpairError),
 }
 
 impl From<NodeError> for LabCliError {
@@ -181,6 +184,8 @@ pub enum LabCommand {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Impair(ImpairVerb),
 }
 
 /// `link … up|down`.
@@ -199,6 +204,7 @@ pub fn dispatch(
 ) -> Result<u8, LabCliError> {
     let root = store.root();
     match command {
+        LabCommand::Impair(verb) => Ok(impair::dispatch(store, verb)?),
         LabCommand::Deploy {
             source,
             reconfigure,

@@ -147,6 +147,8 @@ pub enum DeployError {
         #[source]
         source: Box<NetworkError>,
     },
+    #[error(transparent)]
+    Impair(#[from] crate::lab::impair::LabImpairError),
 }
 
 /// Errors on one line, each with its causes.
@@ -615,6 +617,7 @@ fn build(
     for p in planned {
         apply_sysctls(p, netns.get(p.node.name.as_str()))?;
     }
+    crate::lab::impair::apply_topology(store, t)?;
     Ok(())
 }
 
@@ -772,6 +775,11 @@ pub fn destroy(
             list.push(e);
         }
     };
+    // Impairments first: their delay lines are stopped (and waited for) while their
+    // namespaces still exist.
+    for e in crate::lab::impair::clear_lab(store.root(), &state.name) {
+        push(e.into());
+    }
     // Containers, several at once: each `rm -f` waits for its monitor to release it.
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {

@@ -13,12 +13,14 @@
 //! - [`netns_names`]: `/run/netns/clab-<lab>-<node>` for `ip netns exec`;
 //! - [`inspect`], [`node`] (exec, stop/start, link), [`render`] (save, graph);
 //! - [`capture`]: a pcap stream of one interface;
+//! - [`impair`]: link impairments (the topology's at deploy, `lab impair` at run time);
 //! - [`cli`]: the verbs' flags and output.
 
 pub mod capture;
 pub mod cli;
 pub mod deploy;
 pub mod exec;
+pub mod impair;
 pub mod inspect;
 pub mod netns_names;
 pub mod node;

@@ -203,6 +203,8 @@ pub fn stop(
         }
     }
     state.save(store.root())?;
+    // Delay lines hold the namespaces they work in: off first, back at `start`.
+    crate::lab::impair::clear_node(store, t, node).map_err(DeployError::from)?;
     stop_cmd::stop(store, networks, &container, Duration::ZERO).map_err(|source| {
         NodeError::Stop {
             node: node.to_owned(),
@@ -282,6 +284,7 @@ pub fn start(
         }
     }
     state.save(store.root())?;
+    crate::lab::impair::reapply_node(store, t, node).map_err(DeployError::from)?;
     let selected = [Target {
         node: node.to_owned(),
         container,

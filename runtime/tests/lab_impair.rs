@@ -1,0 +1,375 @@
+//! Link impairments through `berth lab`, measured with real traffic: the topology's
+//! `impairments` applied at deploy, `berth lab impair NODE:IF --rate/--loss/--delay/--jitter`
+//! and `--clear` at run time, and nothing left after `destroy` (no delay-line process,
+//! TAP, qdisc or nftables table). Every `berth` runs in the test's throwaway host netns
+//! (`common::Env`); traffic runs between the nodes (busybox `ping` inside them, `iperf3`
+//! from the host through `nsenter --net=/run/netns/clab-<lab>-<node>`).
+//!
+//! The figures of issue 14's "What it must show": rate within ±15 % over a timed TCP
+//! transfer, loss within ±5 points over 200 pings, delay within ±20 % of the RTT.
+//!
+//! One test does all the measuring: two labs measured at once would measure each other
+//! (and the scheduler), not the impairments.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Env, Run};
+use serde_json::Value;
+
+static LABS: AtomicU32 = AtomicU32::new(0);
+/// The tests of this file, one at a time: a deploy beside a measurement moves the figures.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// A lab of this test: its topology file (with a unique lab name) in the test's temporary
+/// directory. Dropped: `lab destroy`, and the lab's `/run/netns` names removed.
+struct Lab<'a> {
+    env: &'a Env,
+    name: String,
+    file: PathBuf,
+}
+
+impl<'a> Lab<'a> {
+    fn new(env: &'a Env, body: &str) -> Lab<'a> {
+        let name = format!(
+            "i{}x{}",
+            std::process::id() % 100_000,
+            LABS.fetch_add(1, Ordering::Relaxed)
+        );
+        let file = env.tmp.path().join(format!("{name}.clab.yml"));
+        fs::write(&file, format!("name: {name}\n{body}")).expect("write the topology");
+        Lab { env, name, file }
+    }
+
+    /// `berth lab VERB -t FILE ARGS…`.
+    fn lab(&self, verb: &str, args: &[&str]) -> Run {
+        let file = self.file.to_str().expect("utf-8 path");
+        let mut all = vec!["lab", verb, "-t", file];
+        all.extend_from_slice(args);
+        self.env.berth(&all)
+    }
+
+    /// `lab impair ARGS…`, which must succeed.
+    fn impair(&self, args: &[&str]) -> Run {
+        let out = self.lab("impair", args);
+        assert_eq!(out.code, 0, "impair {args:?}: {out:?}");
+        out
+    }
+
+    /// `/run/netns/clab-<lab>-<node>`.
+    fn netns(&self, node: &str) -> PathBuf {
+        Path::new("/run/netns").join(format!("clab-{}-{node}", self.name))
+    }
+
+    /// `cmd` in the node's network namespace (from the host, as a person would with
+    /// `ip netns exec`).
+    fn in_node(&self, node: &str, cmd: &[&str]) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", self.netns(node).display()))
+            .args(cmd)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn sh_in(&self, node: &str, cmd: &[&str]) -> String {
+        let out = self
+            .in_node(node, cmd)
+            .output()
+            .expect("run a command in a node");
+        assert!(out.status.success(), "{cmd:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `ping` in `node` (busybox's, inside the container).
+    fn ping(&self, node: &str, args: &[&str]) -> Run {
+        let mut all = vec!["--node", node, "ping"];
+        all.extend_from_slice(args);
+        self.lab("exec", &all)
+    }
+
+    /// The lab's entries in the real `/run/netns`.
+    fn netns_names(&self) -> Vec<String> {
+        let prefix = format!("clab-{}-", self.name);
+        fs::read_dir("/run/netns")
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&prefix))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Lab<'_> {
+    fn drop(&mut self) {
+        let _ = self.env.berth(&["lab", "destroy", "--name", &self.name]);
+        for name in self.netns_names() {
+            let _ = fs::remove_file(Path::new("/run/netns").join(name));
+        }
+    }
+}
+
+/// Round trips of `count` pings from `node` to `ip` at `interval`, in milliseconds, sorted.
+fn rtts(lab: &Lab<'_>, node: &str, ip: &str, count: u32, interval: &str) -> Vec<f64> {
+    let out = lab.ping(
+        node,
+        &["-c", &count.to_string(), "-i", interval, "-W", "2", ip],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let mut times: Vec<f64> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1)?.split(' ').next()?.parse().ok())
+        .collect();
+    assert!(times.len() * 10 >= count as usize * 9, "{out:?}");
+    times.sort_by(f64::total_cmp);
+    times
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    sorted[sorted.len() / 2]
+}
+
+/// (sent, received) of `count` pings from `node` to `ip`, `interval` apart.
+fn ping_counts(lab: &Lab<'_>, node: &str, ip: &str, count: u32, interval: &str) -> (u32, u32) {
+    let out = lab.ping(
+        node,
+        &[
+            "-q",
+            "-c",
+            &count.to_string(),
+            "-i",
+            interval,
+            "-W",
+            "1",
+            ip,
+        ],
+    );
+    // busybox: "200 packets transmitted, 190 packets received, 5% packet loss"
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("no summary: {out:?}"));
+    let numbers: Vec<u32> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+/// Goodput of a timed iperf3 TCP transfer from `from` to `to_ip` (a server in `to`), in
+/// bit/s, as the receiver counted it.
+fn tcp_rate(lab: &Lab<'_>, from: &str, to: &str, to_ip: &str, seconds: u32) -> f64 {
+    let mut server = lab
+        .in_node(to, &["iperf3", "-s", "-1", "-B", to_ip])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start iperf3 -s");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let report = loop {
+        let out = lab
+            .in_node(
+                from,
+                &["iperf3", "-c", to_ip, "-t", &seconds.to_string(), "-J"],
+            )
+            .output()
+            .expect("run iperf3 -c");
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if out.status.success() {
+            break doc;
+        }
+        // The server may not listen yet.
+        assert!(
+            Instant::now() < deadline,
+            "iperf3 -c: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = server.kill();
+    let _ = server.wait();
+    report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no sum_received in {report}"))
+}
+
+/// Delay lines of this test still running: `berth --root <ours> … lab wire …`.
+fn delay_lines(env: &Env) -> Vec<i32> {
+    let root = env.root.to_string_lossy().into_owned();
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmd = common::cmdline(*pid);
+            cmd.contains(&root) && cmd.contains(" lab wire ")
+        })
+        .collect()
+}
+
+/// What Berth may leave in a node's namespace: the delay line's TAP, a root qdisc other
+/// than the default, the nftables netdev table.
+fn impairment_objects(lab: &Lab<'_>, node: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    left.extend(
+        lab.sh_in(node, &["ip", "-o", "link"])
+            .lines()
+            .filter(|l| l.contains("berthdl"))
+            .map(str::to_owned),
+    );
+    left.extend(
+        lab.sh_in(node, &["tc", "qdisc", "show", "dev", "eth1"])
+            .lines()
+            .filter(|l| l.contains("tbf") || l.contains("netem"))
+            .map(str::to_owned),
+    );
+    left.extend(
+        lab.sh_in(node, &["nft", "list", "tables"])
+            .lines()
+            .filter(|l| l.contains("berth-impair"))
+            .map(str::to_owned),
+    );
+    left
+}
+
+const TWO_NODES: &str = r#"topology:
+  defaults:
+    kind: linux
+    image: busybox
+  nodes:
+    r1:
+      exec: ["ip addr add 198.18.211.1/30 dev eth1"]
+    r2:
+      exec: ["ip addr add 198.18.211.2/30 dev eth1"]
+  links:
+    - endpoints: ["r1:eth1", "r2:eth1"]
+      impairments:
+        delay: 10ms
+"#;
+
+/// Deploy with a 10 ms link (each end's egress: a 20 ms round trip), then at run time a
+/// 10 mbit rate, 5 % and 20 % loss, 20 ms ± 2 ms of delay, `--clear`, and a destroy that
+/// stops every delay line.
+#[test]
+fn impairments_measured_through_the_lab() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env = Env::new();
+    let lab = Lab::new(&env, TWO_NODES);
+    let out = lab.lab("deploy", &["--cgroup-parent", &env.cgroup_parent]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let (r2_ip, r1, r2) = ("198.18.211.2", "r1", "r2");
+    // The first round trip also resolves the neighbour (through both delay lines).
+    assert!(
+        (0..3).any(|_| lab.ping(r1, &["-c1", "-W2", r2_ip]).code == 0),
+        "r1 reaches r2"
+    );
+
+    // The file's delay: 10 ms on each end's egress.
+    let times = rtts(&lab, r1, r2_ip, 20, "0.05");
+    let rtt = median(&times);
+    eprintln!("file delay 10ms per end: median RTT {rtt:.2} ms");
+    assert!((16.0..=24.0).contains(&rtt), "2 × 10 ms ± 20 %: {rtt} ms");
+    assert_eq!(delay_lines(&env).len(), 2, "one delay line per end");
+
+    // Rate on r1's egress (replacing its delay; r2's 10 ms stays, on the ACKs' way).
+    lab.impair(&[&format!("{r1}:eth1"), "--rate", "10mbit"]);
+    let bits = tcp_rate(&lab, r1, r2, r2_ip, 3);
+    eprintln!("rate 10mbit: {:.2} Mbit/s of TCP goodput", bits / 1e6);
+    assert!(
+        (8.5e6..=11.5e6).contains(&bits),
+        "10 mbit ± 15 %: {bits} bit/s"
+    );
+
+    // Loss on r1's egress: the requests are lost, the replies are not.
+    lab.impair(&[&format!("{r1}:eth1"), "--loss", "5%"]);
+    let (sent, received) = ping_counts(&lab, r1, r2_ip, 200, "0.01");
+    let loss = f64::from(sent - received) * 100.0 / f64::from(sent);
+    eprintln!("loss 5%: {loss:.1} % of {sent} pings");
+    assert_eq!(sent, 200);
+    assert!((0.0..=10.0).contains(&loss), "5 % ± 5 points: {loss} %");
+    // 20 % over 1000 pings: over 200, ±5 points is only 1.8 standard deviations of the
+    // binomial (a test that failed one run in 13); over 1000 it is 4.
+    lab.impair(&[&format!("{r1}:eth1"), "--loss", "20%"]);
+    let (sent, received) = ping_counts(&lab, r1, r2_ip, 1000, "0.002");
+    let loss = f64::from(sent - received) * 100.0 / f64::from(sent);
+    eprintln!("loss 20%: {loss:.1} % of {sent} pings");
+    assert!((15.0..=25.0).contains(&loss), "20 % ± 5 points: {loss} %");
+
+    // Delay and jitter on r1's egress, plus r2's 10 ms: 30 ms, each between 28 and 32.
+    lab.impair(&[&format!("{r1}:eth1"), "--delay", "20ms", "--jitter", "2ms"]);
+    let times = rtts(&lab, r1, r2_ip, 40, "0.05");
+    let (rtt, min, max) = (median(&times), times[0], times[times.len() - 1]);
+    eprintln!("delay 20ms±2ms + 10ms: median {rtt:.2} ms, min {min:.2}, max {max:.2}");
+    assert!((24.0..=36.0).contains(&rtt), "30 ms ± 20 %: {rtt} ms");
+    assert!(min >= 27.5, "never less than 18 + 10 ms: {min} ms");
+    assert!(
+        max - min >= 1.0,
+        "jitter spreads the round trips: {times:?}"
+    );
+    let shown = lab.impair(&[&format!("{r1}:eth1")]);
+    assert!(shown.stdout.contains("20ms"), "{shown:?}");
+
+    // --clear on both ends: the link is as fast as a veth again, nothing of Berth's left.
+    lab.impair(&[&format!("{r1}:eth1"), "--clear"]);
+    lab.impair(&[&format!("{r2}:eth1"), "--clear"]);
+    let times = rtts(&lab, r1, r2_ip, 10, "0.05");
+    assert!(median(&times) < 2.0, "cleared: {times:?}");
+    for node in [r1, r2] {
+        let left = impairment_objects(&lab, node);
+        assert!(left.is_empty(), "{node} after --clear: {left:?}");
+    }
+    assert!(delay_lines(&env).is_empty(), "{:?}", delay_lines(&env));
+
+    // Destroy with delay lines running: none outlives the lab.
+    lab.impair(&[&format!("{r1}:eth1"), "--delay", "5ms"]);
+    lab.impair(&[&format!("{r2}:eth1"), "--delay", "5ms", "--loss", "1%"]);
+    assert_eq!(delay_lines(&env).len(), 2);
+    let out = lab.lab("destroy", &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(delay_lines(&env).is_empty(), "{:?}", delay_lines(&env));
+    env.assert_clean();
+    assert!(lab.netns_names().is_empty(), "{:?}", lab.netns_names());
+}
+
+/// Bad `impair` input: one line, exit 125, nothing changed.
+#[test]
+fn impair_refuses_bad_input() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env = Env::new();
+    let lab = Lab::new(&env, TWO_NODES);
+    let out = lab.lab("deploy", &["--cgroup-parent", &env.cgroup_parent]);
+    assert_eq!(out.code, 0, "{out:?}");
+    for (args, says) in [
+        (&["r9:eth1", "--delay", "1ms"][..], "r9"),
+        (&["r1:eth9", "--delay", "1ms"][..], "eth9"),
+        (&["r1:eth1", "--jitter", "2ms"][..], "jitter"),
+        (&["r1:eth1", "--loss", "120%"][..], "120%"),
+        (&["r1:eth1", "--rate", "fast"][..], "fast"),
+        (&["r1:eth1", "--delay", "5parsecs"][..], "5parsecs"),
+    ] {
+        let out = lab.lab("impair", args);
+        assert_ne!(out.code, 0, "{args:?}: {out:?}");
+        assert!(out.stderr.contains(says), "{args:?}: {out:?}");
+        if out.code != 2 {
+            // clap's own usage errors exit 2; berth's are one line and 125.
+            assert_eq!(out.code, 125, "{args:?}: {out:?}");
+            common::assert_one_line_error(&out);
+        }
+    }
+    // The file's impairments are untouched: one delay line per end still runs.
+    assert_eq!(delay_lines(&env).len(), 2);
+    let out = lab.lab("destroy", &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(delay_lines(&env).is_empty());
+    env.assert_clean();
+}

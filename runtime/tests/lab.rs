@@ -632,6 +632,12 @@ topology:
     let rtt = median_rtt(&lab, "a", "198.18.210.2", 5);
     assert!((32.0..=48.0).contains(&rtt), "20 ms each way: {rtt} ms");
 
+    let view: Value =
+        serde_json::from_str(&lab.lab("inspect", &["--json"]).stdout).expect("inspect --json");
+    assert_eq!(
+        view["nodes"][0]["impairments"]["eth1"], "delay 20ms",
+        "{view}"
+    );
     let shown = lab.lab("impair", &["a:eth1"]);
     assert_eq!(shown.stdout, "a:eth1: delay 20ms\n", "{shown:?}");
     let cleared = lab.lab("impair", &["b:eth1", "--clear"]);
@@ -640,6 +646,10 @@ topology:
     assert_eq!(set.code, 0, "{set:?}");
     let rtt = median_rtt(&lab, "a", "198.18.210.2", 5);
     assert!((40.0..=60.0).contains(&rtt), "50 ms one way: {rtt} ms");
+    // save: a's new delay, b's cleared one (an empty block would drop it: none written).
+    let saved = lab.lab("save", &[]);
+    assert!(saved.stdout.contains("delay: 50ms"), "{saved:?}");
+    assert!(!saved.stdout.contains("delay: 20ms"), "{saved:?}");
     let bad = lab.lab("impair", &["a:eth1", "--jitter", "2ms"]);
     assert_eq!(bad.code, 125, "{bad:?}");
     common::assert_one_line_error(&bad);

@@ -9,6 +9,7 @@ use berth_netlink::{AddrScope, Netlink};
 use berth_topology::Kind;
 use serde::Serialize;
 
+use crate::lab::impair;
 use crate::lab::source::Loaded;
 use crate::lab::state::{self, LabState, LabStateError};
 use crate::lab::wire;
@@ -47,6 +48,9 @@ pub struct NodeView {
     pub interfaces: BTreeMap<String, Vec<String>>,
     pub ipv4: Vec<String>,
     pub ipv6: Vec<String>,
+    /// Interface → the impairment in force on its egress (`delay 20ms loss 5%`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub impairments: BTreeMap<String, String>,
 }
 
 /// One lab.
@@ -73,6 +77,7 @@ pub struct LabSummary {
 pub fn inspect(store: &Store, loaded: &Loaded) -> Result<LabView, InspectError> {
     let t = &loaded.topology;
     let host = Netlink::open_current().map_err(InspectError::Host)?;
+    let ends = impair::load(store.root(), t.name.as_str()).unwrap_or_default();
     let mut nodes = Vec::new();
     for node in t.nodes.values() {
         let mut view = NodeView {
@@ -86,6 +91,11 @@ pub fn inspect(store: &Store, loaded: &Loaded) -> Result<LabView, InspectError> 
             interfaces: BTreeMap::new(),
             ipv4: Vec::new(),
             ipv6: Vec::new(),
+            impairments: ends
+                .iter()
+                .filter(|e| e.node == node.name.as_str())
+                .map(|e| (e.ifname.clone(), e.impairments().to_string()))
+                .collect(),
         };
         match node.kind {
             Kind::Bridge => {

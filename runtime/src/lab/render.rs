@@ -7,8 +7,10 @@ use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
 use berth_topology::render::{NodeState, RuntimeState};
-use berth_topology::{Kind, Topology};
+use berth_topology::{Attach, Kind, Topology};
 
+use crate::lab::impair::{self, ImpairedEnd};
+use crate::lab::state::LabState;
 use crate::state::Store;
 
 /// Errors of `lab save` and `lab graph`.
@@ -44,7 +46,7 @@ pub enum GraphFormat {
     Png,
 }
 
-/// The topology with the management addresses the nodes got.
+/// The topology with the management addresses the nodes got and the impairments in force.
 pub fn save(store: &Store, t: &Topology) -> String {
     let mut state = RuntimeState::default();
     for node in t.nodes.values().filter(|n| n.kind == Kind::Linux) {
@@ -63,6 +65,31 @@ pub fn save(store: &Store, t: &Topology) -> String {
             }
         }
         state.nodes.insert(node.name.clone(), ns);
+    }
+    // The impairments in force: what `lab impair` set, and none where the file had some
+    // that were cleared. Only for a deployed lab (a file alone has only its own).
+    if LabState::load_if_exists(store.root(), t.name.as_str()).is_ok_and(|s| s.is_some()) {
+        let ends = impair::load(store.root(), t.name.as_str()).unwrap_or_default();
+        for link in &t.links {
+            for (side, end) in link.endpoints.iter().enumerate() {
+                let Attach::Node(node) = &end.attach else {
+                    continue;
+                };
+                let now = ends
+                    .iter()
+                    .find(|e| e.node == node.as_str() && e.ifname == end.ifname.as_str())
+                    .map(ImpairedEnd::impairments);
+                if now.is_none() && link.impairments_of(side).is_empty() {
+                    continue;
+                }
+                state
+                    .nodes
+                    .entry(node.clone())
+                    .or_default()
+                    .impairments
+                    .insert(end.ifname.clone(), now.unwrap_or_default());
+            }
+        }
     }
     berth_topology::render::save(t, &state)
 }

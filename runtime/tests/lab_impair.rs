@@ -330,6 +330,32 @@ fn impairments_measured_through_the_lab() {
     }
     assert!(delay_lines(&env).is_empty(), "{:?}", delay_lines(&env));
 
+    // A delay line killed from outside: the link goes dark (never silently undelayed),
+    // `impair NODE:IF` says so, and applying again restarts it.
+    lab.impair(&[&format!("{r1}:eth1"), "--delay", "5ms"]);
+    let lines = delay_lines(&env);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(lines[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the delay line");
+    env.wait_for("the delay line to die", || delay_lines(&env).is_empty());
+    let shown = lab.impair(&[&format!("{r1}:eth1")]);
+    assert!(
+        shown.stdout.contains("NOT IN PLACE") && shown.stdout.contains("delay line"),
+        "{shown:?}"
+    );
+    assert_ne!(lab.ping(r1, &["-c2", "-W1", r2_ip]).code, 0, "a dark link");
+    lab.impair(&[&format!("{r1}:eth1"), "--delay", "5ms"]);
+    let shown = lab.impair(&[&format!("{r1}:eth1")]);
+    assert_eq!(shown.stdout, format!("{r1}:eth1: delay 5ms\n"), "{shown:?}");
+    let times = rtts(&lab, r1, r2_ip, 10, "0.05");
+    assert!(
+        (4.0..=6.0).contains(&median(&times)),
+        "5 ms again: {times:?}"
+    );
+
     // Destroy with delay lines running: none outlives the lab.
     lab.impair(&[&format!("{r1}:eth1"), "--delay", "5ms"]);
     lab.impair(&[&format!("{r2}:eth1"), "--delay", "5ms", "--loss", "1%"]);

@@ -19,7 +19,9 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use berth_impair::{Applied, ClearError, CommandLauncher, ImpairError as KernelError, Impairment};
+use berth_impair::{
+    Applied, ClearError, CommandLauncher, ImpairError as KernelError, Impairment, Missing,
+};
 use berth_topology::{
     Attach, Delay, Impairments, Kind, NetworkMode, NodeInterface, Percent, Rate, Topology,
 };
@@ -484,10 +486,39 @@ pub fn dispatch(store: &Store, verb: ImpairVerb) -> Result<u8, LabImpairError> {
             save(store.root(), lab, &ends)?;
         }
     }
-    let now = ends
-        .iter()
-        .find(|e| e.node == node && e.ifname == ifname)
-        .map(|e| e.impairments().to_string());
-    println!("{at}: {}", now.as_deref().unwrap_or("no impairment"));
+    let end = ends.iter().find(|e| e.node == node && e.ifname == ifname);
+    let now = end.map(|e| e.impairments().to_string());
+    println!(
+        "{at}: {}{}",
+        now.as_deref().unwrap_or("no impairment"),
+        end.and_then(|e| e.applied.as_ref())
+            .map(not_in_place)
+            .unwrap_or_default()
+    );
     Ok(0)
+}
+
+/// What of `applied` is no longer in place, as a note for `impair`'s line (empty when all
+/// is). A delay line killed from outside leaves its link dark (the egress rule forwards to a
+/// TAP that went with it), so it must be seen; applying again restarts it.
+fn not_in_place(applied: &Applied) -> String {
+    let missing = match berth_impair::status(applied) {
+        Ok(missing) if missing.is_empty() => return String::new(),
+        Ok(missing) => missing,
+        Err(e) => return format!(" (state unknown: {})", berth_netlink::error_chain(&e)),
+    };
+    let parts: Vec<String> = missing
+        .iter()
+        .map(|m| match m {
+            Missing::Netns => "the namespace is gone".to_owned(),
+            Missing::Interface => "the interface is gone".to_owned(),
+            Missing::Qdisc => "Berth's root qdisc (tbf or netem) was removed".to_owned(),
+            Missing::Table => "the nftables table was removed".to_owned(),
+            Missing::DelayLine { pid } => format!("the delay line (pid {pid}) exited"),
+        })
+        .collect();
+    format!(
+        " (NOT IN PLACE: {}; impair again to restore it)",
+        parts.join(", ")
+    )
 }

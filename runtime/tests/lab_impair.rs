@@ -399,3 +399,95 @@ fn impair_refuses_bad_input() {
     assert!(delay_lines(&env).is_empty());
     env.assert_clean();
 }
+
+/// An endpoint's `impairments` override the link's for that end only (extended form); an
+/// impaired end in the lab's host namespace (a bridge port) fails the deploy, which is
+/// rolled back whole (no node, no delay line left).
+#[test]
+fn file_impairments_per_endpoint_and_host_ends() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env = Env::new();
+    let lab = Lab::new(
+        &env,
+        r#"topology:
+  defaults:
+    kind: linux
+    image: busybox
+  nodes:
+    r1:
+      exec: ["ip addr add 198.18.212.1/30 dev eth1"]
+    r2:
+      exec: ["ip addr add 198.18.212.2/30 dev eth1"]
+  links:
+    - type: veth
+      impairments:
+        delay: 5ms
+      endpoints:
+        - node: r1
+          interface: eth1
+          impairments:
+            delay: 15ms
+        - node: r2
+          interface: eth1
+"#,
+    );
+    let out = lab.lab("deploy", &["--cgroup-parent", &env.cgroup_parent]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        (0..3).any(|_| lab.ping("r1", &["-c1", "-W2", "198.18.212.2"]).code == 0),
+        "r1 reaches r2"
+    );
+    let times = rtts(&lab, "r1", "198.18.212.2", 20, "0.05");
+    let rtt = median(&times);
+    eprintln!("endpoint 15ms + link 5ms: median RTT {rtt:.2} ms");
+    assert!((16.0..=24.0).contains(&rtt), "15 + 5 ms ± 20 %: {rtt} ms");
+    let shown = lab.impair(&["r1:eth1"]);
+    assert_eq!(shown.stdout, "r1:eth1: delay 15ms\n", "{shown:?}");
+    let shown = lab.impair(&["r2:eth1"]);
+    assert_eq!(shown.stdout, "r2:eth1: delay 5ms\n", "{shown:?}");
+    let out = lab.lab("destroy", &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(delay_lines(&env).is_empty(), "{:?}", delay_lines(&env));
+
+    let bridged = Lab::new(
+        &env,
+        r#"topology:
+  nodes:
+    r1:
+      kind: linux
+      image: busybox
+    r2:
+      kind: linux
+      image: busybox
+    br:
+      kind: bridge
+  links:
+    - endpoints: ["r2:eth1", "r1:eth1"]
+      impairments:
+        delay: 5ms
+    - endpoints: ["r1:eth2", "br:r1p"]
+      impairments:
+        delay: 5ms
+"#,
+    );
+    let out = bridged.lab("deploy", &["--cgroup-parent", &env.cgroup_parent]);
+    assert_eq!(out.code, 125, "{out:?}");
+    common::assert_one_line_error(&out);
+    assert!(out.stderr.contains("br:r1p"), "{out:?}");
+    assert!(delay_lines(&env).is_empty(), "{:?}", delay_lines(&env));
+    env.assert_clean();
+    assert!(
+        bridged.netns_names().is_empty(),
+        "{:?}",
+        bridged.netns_names()
+    );
+    let links = env.host.netlink().links().expect("list the host's links");
+    assert!(
+        !links.iter().any(|l| l.name == "br"),
+        "the bridge the deploy made is left"
+    );
+    assert!(
+        !env.root.join("labs").join(&bridged.name).exists(),
+        "the lab's state is left"
+    );
+}

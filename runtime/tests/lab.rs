@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Env, Run};
+use netns_fixtures::TestRegistry;
+use netns_fixtures::images::{self, OciLayout, Remote};
 use serde_json::Value;
 
 /// `run --privileged`: every capability, no seccomp filter, /proc/sys writable (a lab
@@ -275,7 +277,7 @@ fn triangle_deploys_routes_and_goes_away() {
     assert_eq!(r1["node"], "r1");
     assert_eq!(r1["name"], lab.container("r1").as_str());
     assert_eq!(r1["kind"], "linux");
-    assert_eq!(r1["image"], "busybox");
+    assert_eq!(r1["image"], "busybox:latest");
     assert_eq!(r1["state"], "running");
     assert!(r1["pid"].as_i64().is_some_and(|p| p > 1), "{r1}");
     assert_eq!(r1["interfaces"]["eth1"][0], "198.18.12.1/30");
@@ -663,5 +665,77 @@ topology:
     let rtt = median_rtt(&lab, "a", "198.18.210.2", 5);
     assert!((40.0..=60.0).contains(&rtt), "50 ms after start: {rtt} ms");
 
+    lab.destroy_clean();
+}
+
+/// The registry-image example: its nodes' image pulled from a registry (a local
+/// docker-registry in the test's host netns, named through the file's `${BERTH_LAB_IMAGE}`)
+/// at the first deploy, then taken from the store (`--pull never` deploys it again). The
+/// test's image (netns-fixtures' `docker`) has no long-running command: the nodes get
+/// `cmd: sh` (held open by stdin, as alpine's default `sh` is).
+#[test]
+fn registry_image_lab_pulls_once() {
+    let env = Env::new();
+    let registry = TestRegistry::plain(&env.host).expect("start docker-registry");
+    let mut layout = OciLayout::temp().expect("an OCI layout");
+    images::docker(&mut layout).expect("build the docker image");
+    let image = format!("{}/lab/node:1", registry.host());
+    images::push(
+        layout.dir(),
+        "docker",
+        &Remote::of(&env.host, &registry),
+        "lab/node:1",
+    )
+    .expect("push the image");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/labs/registry-image/topology.clab.yml");
+    let text = fs::read_to_string(&path)
+        .expect("read the example")
+        .replace(
+            "      image: ${BERTH_LAB_IMAGE",
+            "      cmd: sh\n      image: ${BERTH_LAB_IMAGE",
+        );
+    let lab = Lab::new(&env, &text);
+    let config = env.tmp.path().join("registries.toml");
+    fs::write(&config, "certs_d = []\n").expect("write the registries config");
+    let deploy = |pull: &str| -> Run {
+        let mut cmd = env.command(&[
+            "--registries-config",
+            config.to_str().expect("utf-8"),
+            "lab",
+            "deploy",
+            "-t",
+            lab.file(),
+            "--pull",
+            pull,
+            "--cgroup-parent",
+            &env.cgroup_parent,
+        ]);
+        cmd.env("BERTH_LAB_IMAGE", &image);
+        env.host.output(&mut cmd).expect("run berth").into()
+    };
+    let out = deploy("missing");
+    assert_eq!(out.code, 0, "{out:?}");
+    let view: Value =
+        serde_json::from_str(&lab.lab("inspect", &["--json"]).stdout).expect("inspect --json");
+    assert_eq!(view["nodes"][0]["image"], image.as_str(), "{view}");
+    // The test image links few applets: busybox's own ping.
+    assert!((0..3).any(|_| {
+        lab.exec("client", &["busybox", "ping", "-c1", "-W1", "198.18.60.2"])
+            .code
+            == 0
+    }));
+    assert_eq!(
+        lab.exec("server", &["cat", "/docker.txt"])
+            .stdout
+            .lines()
+            .last(),
+        Some("docker media types")
+    );
+    lab.lab("destroy", &[]);
+    // The image stays in the store: deployed again without a registry pull.
+    drop(registry);
+    let out = deploy("never");
+    assert_eq!(out.code, 0, "{out:?}");
     lab.destroy_clean();
 }

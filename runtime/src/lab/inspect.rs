@@ -111,6 +111,9 @@ pub fn inspect(store: &Store, loaded: &Loaded) -> Result<LabView, InspectError> 
                 view.image = node.image.clone();
                 match store.find(&name) {
                     Ok(record) => {
+                        // The container's image, not the file's: a file naming it through
+                        // a variable may read differently in this environment.
+                        view.image = Some(record.config.image.familiar());
                         let status = record.live_status();
                         view.state = status_name(status).into();
                         if status == Status::Running {

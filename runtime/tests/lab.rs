@@ -739,3 +739,23 @@ fn registry_image_lab_pulls_once() {
     assert_eq!(out.code, 0, "{out:?}");
     lab.destroy_clean();
 }
+
+/// `destroy --cleanup` of a lab whose state is gone: the containers and `/run/netns` names
+/// the file implies are removed; without `--cleanup` the missing state is one line.
+#[test]
+fn destroy_cleanup_without_state() {
+    let env = Env::new();
+    let lab = Lab::new(
+        &env,
+        "name: x\ntopology:\n  defaults:\n    kind: linux\n    image: busybox\n  nodes:\n    a: {}\n    b: {}\n  links:\n    - endpoints: [\"a:eth1\", \"b:eth1\"]\n",
+    );
+    lab.deploy();
+    fs::remove_dir_all(env.root.join("labs").join(&lab.name)).expect("lose the lab's state");
+    let out = lab.lab("destroy", &[]);
+    assert_eq!(out.code, 125, "{out:?}");
+    common::assert_one_line_error(&out);
+    assert!(out.stderr.contains("is deployed"), "{out:?}");
+    let out = lab.lab("destroy", &["--cleanup"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    lab.assert_gone();
+}

@@ -492,7 +492,7 @@ fn destroy_after_a_killed_deploy() {
 }
 
 /// A management network (a Berth network named after `mgmt.network`, with the node's
-/// `mgmt-ipv4`), a `host:IF` end in the lab's host namespace, an extended link with its own
+/// `mgmt-ipv4`), a `mgmt-net` link onto its bridge, a `host:IF` end in the lab's host namespace, an extended link with its own
 /// MTU, `inspect --all`, a second deploy refused and `--reconfigure`, `save` read back, the
 /// graph formats; destroy removes the network too.
 #[test]
@@ -514,7 +514,12 @@ topology:
       exec:
         - ip addr add 198.18.201.2/24 dev eth1
     b: {}
+    c:
+      network-mode: none
+      exec:
+        - ip addr add 198.18.200.60/24 dev eth1
   links:
+    - endpoints: ["c:eth1", "mgmt-net:mg-c"]
     - endpoints: ["a:eth1", "host:veth-a"]
     - type: veth
       mtu: 1400
@@ -540,6 +545,8 @@ topology:
     );
     assert_eq!(link_line(&lab.links_of("b"), "eth1"), Some((1400, true)));
     assert_eq!(link_line(&lab.links_of("a"), "eth1"), Some((9500, true)));
+    // c has no management interface of its own: its mgmt-net link is a port of the bridge.
+    assert!(lab.pings("c", "198.18.200.10"), "c -> a over the mgmt-net link");
     env.host_sh("ip addr add 198.18.201.1/24 dev veth-a");
     assert!(lab.pings("a", "198.18.201.1"));
 

@@ -281,13 +281,8 @@ pub fn deploy(
             }
         }
     }
-    if t.links.iter().any(|l| l.kind == LinkKind::MgmtNet) {
-        return Err(DeployError::Unsupported {
-            at: String::new(),
-            node: "mgmt-net".into(),
-            what: "a mgmt-net link".into(),
-        });
-    }
+    // Impaired ends that cannot be impaired (host side) are refused before anything exists.
+    crate::lab::impair::planned(t)?;
 
     // 2. Images, before anything is created: a missing one is a clean error.
     ensure_images(store, t, &planned, options)?;
@@ -611,8 +606,17 @@ fn build(
     }
     let host_ns = Netns::current().map_err(DeployError::HostNetns)?;
     let mut sockets = Sockets::default();
+    let mgmt_bridge = mgmt_bridge(store, networks, t, host)?;
     for index in 0..t.links.len() {
-        connect_link(store, t, index, &netns, &host_ns, &mut sockets, None)?;
+        connect_link(
+            mgmt_bridge.as_deref(),
+            t,
+            index,
+            &netns,
+            &host_ns,
+            &mut sockets,
+            None,
+        )?;
     }
     for p in planned {
         apply_sysctls(p, netns.get(p.node.name.as_str()))?;
@@ -624,7 +628,7 @@ fn build(
 /// Creates link `index`. With `only_if_up`, a link whose other node is not running (no
 /// namespace in `netns`) is skipped rather than an error (`lab start` of one node).
 pub(crate) fn connect_link(
-    _store: &Store,
+    mgmt_bridge: Option<&str>,
     t: &Topology,
     index: usize,
     netns: &BTreeMap<String, Netns>,
@@ -646,7 +650,8 @@ pub(crate) fn connect_link(
         .collect();
     for (end, label) in link.endpoints.iter().zip(&labels) {
         let (ns, master) = match &end.attach {
-            Attach::Host | Attach::MgmtNet => (host_ns, None),
+            Attach::Host => (host_ns, None),
+            Attach::MgmtNet => (host_ns, mgmt_bridge),
             Attach::Node(n) => match t.nodes.get(n) {
                 Some(node) if node.kind == Kind::Bridge => (host_ns, Some(n.as_str())),
                 Some(node) if node.network_mode == Some(NetworkMode::Host) => (host_ns, None),
@@ -680,6 +685,43 @@ pub(crate) fn connect_link(
         source,
     })?;
     Ok(true)
+}
+
+/// The bridge of the management network, for `mgmt-net` links (none without such links);
+/// made if no node has joined the network yet (the bridge plugin makes it at the first
+/// attachment, and removing the network removes it).
+pub(crate) fn mgmt_bridge(
+    store: &Store,
+    networks: &Networks,
+    t: &Topology,
+    host: &Netlink,
+) -> Result<Option<String>, DeployError> {
+    if !t.links.iter().any(|l| l.kind == LinkKind::MgmtNet) {
+        return Ok(None);
+    }
+    let Some(net) = mgmt_network(t) else {
+        return Ok(None);
+    };
+    let network_err = |source| DeployError::Network {
+        name: net.clone(),
+        source: Box::new(source),
+    };
+    let summary = network_cmd::list(store, networks)
+        .map_err(network_err)?
+        .into_iter()
+        .find(|n| n.name == net);
+    let Some(bridge) = summary.and_then(|s| s.bridge) else {
+        return Err(DeployError::Unsupported {
+            at: String::new(),
+            node: "mgmt-net".into(),
+            what: format!("a mgmt-net link to network {net}, which has no bridge,"),
+        });
+    };
+    wire::ensure_bridge(host, &bridge).map_err(|source| DeployError::Bridge {
+        node: "mgmt-net".into(),
+        source,
+    })?;
+    Ok(Some(bridge))
 }
 
 /// `sysctls:` of a node: the `net.*` keys, written inside its namespace (the others are

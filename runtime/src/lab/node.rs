@@ -269,9 +269,25 @@ pub fn start(
     let nets = running(store, t)?;
     let host_ns = Netns::current().map_err(NodeError::HostNetns)?;
     let mut sockets = Sockets::default();
+    let host = Netlink::open_current().map_err(|source| NodeError::Wire {
+        what: "the host namespace".into(),
+        source: WireError::Open {
+            netns: "host".into(),
+            source: Box::new(source),
+        },
+    })?;
+    let mgmt_bridge = deploy::mgmt_bridge(store, networks, t, &host)?;
     let links: Vec<usize> = t.interfaces(&name).iter().map(|i| i.link).collect();
     for index in links {
-        deploy::connect_link(store, t, index, &nets, &host_ns, &mut sockets, Some(node))?;
+        deploy::connect_link(
+            mgmt_bridge.as_deref(),
+            t,
+            index,
+            &nets,
+            &host_ns,
+            &mut sockets,
+            Some(node),
+        )?;
     }
     let (restore, keep): (Vec<SavedInterface>, Vec<SavedInterface>) =
         std::mem::take(&mut state.saved_peers)

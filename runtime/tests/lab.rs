@@ -546,7 +546,10 @@ topology:
     assert_eq!(link_line(&lab.links_of("b"), "eth1"), Some((1400, true)));
     assert_eq!(link_line(&lab.links_of("a"), "eth1"), Some((9500, true)));
     // c has no management interface of its own: its mgmt-net link is a port of the bridge.
-    assert!(lab.pings("c", "198.18.200.10"), "c -> a over the mgmt-net link");
+    assert!(
+        lab.pings("c", "198.18.200.10"),
+        "c -> a over the mgmt-net link"
+    );
     env.host_sh("ip addr add 198.18.201.1/24 dev veth-a");
     assert!(lab.pings("a", "198.18.201.1"));
 
@@ -747,16 +750,20 @@ fn registry_image_lab_pulls_once() {
     lab.destroy_clean();
 }
 
-/// `destroy --cleanup` of a lab whose state is gone: the containers and `/run/netns` names
-/// the file implies are removed; without `--cleanup` the missing state is one line.
+/// `env-files` (relative to the file, under `env`), then `destroy --cleanup` of a lab whose
+/// state is gone: the containers and `/run/netns` names the file implies are removed;
+/// without `--cleanup` the missing state is one line.
 #[test]
-fn destroy_cleanup_without_state() {
+fn env_files_and_destroy_cleanup_without_state() {
     let env = Env::new();
+    fs::write(env.tmp.path().join("a.env"), "# the node's\nA=1\nB=0\n\n").expect("env file");
     let lab = Lab::new(
         &env,
-        "name: x\ntopology:\n  defaults:\n    kind: linux\n    image: busybox\n  nodes:\n    a: {}\n    b: {}\n  links:\n    - endpoints: [\"a:eth1\", \"b:eth1\"]\n",
+        "name: x\ntopology:\n  defaults:\n    kind: linux\n    image: busybox\n  nodes:\n    a:\n      env-files: [a.env]\n      env: {B: \"2\"}\n    b: {}\n  links:\n    - endpoints: [\"a:eth1\", \"b:eth1\"]\n",
     );
     lab.deploy();
+    let out = lab.exec("a", &["sh", "-c", "echo $A $B"]);
+    assert!(out.stdout.ends_with("\n1 2\n"), "{out:?}");
     fs::remove_dir_all(env.root.join("labs").join(&lab.name)).expect("lose the lab's state");
     let out = lab.lab("destroy", &[]);
     assert_eq!(out.code, 125, "{out:?}");

@@ -87,6 +87,14 @@ pub enum DeployError {
         #[source]
         source: Box<RunError>,
     },
+    #[error("{at}node {node}: env-file {path}")]
+    EnvFile {
+        at: String,
+        node: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("find container {name}")]
     Find {
         name: String,
@@ -378,9 +386,6 @@ fn plan_nodes<'a>(store: &Store, t: &'a Topology) -> Result<Vec<Planned<'a>>, De
         if let Some(NetworkMode::Container(other)) = &node.network_mode {
             return Err(unsupported(format!("network-mode container:{other}")));
         }
-        if !node.env_files.is_empty() {
-            return Err(unsupported("env-files".into()));
-        }
         let container = t
             .container_name(&node.name)
             .map_err(|e| unsupported(e.to_string()))?
@@ -505,7 +510,7 @@ fn run_request(
         interactive: true,
         name: Some(p.container.clone()),
         hostname: (node.network_mode != Some(NetworkMode::Host)).then(|| node.name.to_string()),
-        env: node.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        env: node_env(t, loaded, node)?,
         volumes,
         networks,
         publish: node.ports.iter().map(|p| p.as_written()).collect(),
@@ -529,6 +534,39 @@ fn run_request(
         image_and_command: words,
         ..RunRequest::default()
     })
+}
+
+/// A node's environment: its `env-files` in order (docker's env-file format: `KEY=VALUE`
+/// lines, `#` comments, a bare `KEY` passes the caller's value), then its `env`, which wins.
+fn node_env(t: &Topology, loaded: &Loaded, node: &Node) -> Result<Vec<String>, DeployError> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    let dir = loaded.dir();
+    for file in &node.env_files {
+        let path = dir.join(file);
+        let text = std::fs::read_to_string(&path).map_err(|source| DeployError::EnvFile {
+            at: node_at(t, &node.name),
+            node: node.name.to_string(),
+            path: path.clone(),
+            source,
+        })?;
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            match line.split_once('=') {
+                Some((k, v)) => {
+                    env.insert(k.trim().to_owned(), v.to_owned());
+                }
+                None => {
+                    if let Ok(v) = std::env::var(line) {
+                        env.insert(line.to_owned(), v);
+                    }
+                }
+            }
+        }
+    }
+    env.extend(node.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
 }
 
 /// Steps after the plan: bridges, management network, nodes, names, links, sysctls.

@@ -661,6 +661,11 @@ topology:
     // save: a's new delay, b's cleared one (an empty block would drop it: none written).
     let saved = lab.lab("save", &[]);
     assert!(saved.stdout.contains("delay: 50ms"), "{saved:?}");
+    let dot = lab.lab("graph", &[]);
+    assert!(
+        dot.stdout.contains("50ms") && !dot.stdout.contains("20ms"),
+        "{dot:?}"
+    );
     assert!(!saved.stdout.contains("delay: 20ms"), "{saved:?}");
     let bad = lab.lab("impair", &["a:eth1", "--jitter", "2ms"]);
     assert_eq!(bad.code, 125, "{bad:?}");

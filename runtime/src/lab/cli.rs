@@ -364,7 +364,8 @@ pub fn dispatch(
             output,
         } => {
             let loaded = source.load(root)?;
-            write_out(output.as_deref(), &render::graph(&loaded.topology, format)?)?;
+            let t = render::in_force(store, &loaded.topology);
+            write_out(output.as_deref(), &render::graph(&t, format)?)?;
             Ok(0)
         }
     }

@@ -94,6 +94,30 @@ pub fn save(store: &Store, t: &Topology) -> String {
     berth_topology::render::save(t, &state)
 }
 
+/// `t` with the impairments in force in place of the file's, when the lab is deployed
+/// (`lab impair` changes them; what is drawn is what the links do now).
+pub fn in_force(store: &Store, t: &Topology) -> Topology {
+    let mut t = t.clone();
+    if !LabState::load_if_exists(store.root(), t.name.as_str()).is_ok_and(|s| s.is_some()) {
+        return t;
+    }
+    let ends = impair::load(store.root(), t.name.as_str()).unwrap_or_default();
+    for link in &mut t.links {
+        link.impairments = Default::default();
+        for end in &mut link.endpoints {
+            end.impairments = match &end.attach {
+                Attach::Node(node) => ends
+                    .iter()
+                    .find(|e| e.node == node.as_str() && e.ifname == end.ifname.as_str())
+                    .map(ImpairedEnd::impairments)
+                    .unwrap_or_default(),
+                _ => Default::default(),
+            };
+        }
+    }
+    t
+}
+
 /// The picture or its source, as bytes.
 pub fn graph(t: &Topology, format: GraphFormat) -> Result<Vec<u8>, RenderError> {
     match format {

@@ -778,3 +778,47 @@ fn env_files_and_destroy_cleanup_without_state() {
     assert_eq!(out.code, 0, "{out:?}");
     lab.assert_gone();
 }
+
+/// Two deploys of one lab at once: one deploys it, the other is refused (it waits for the
+/// first, then finds the lab deployed) and removes nothing of it.
+#[test]
+fn concurrent_deploys_of_one_lab() {
+    let env = Env::new();
+    let lab = Lab::example(&env, "triangle");
+    let spawn = || {
+        let mut cmd = env.command(&[
+            "lab",
+            "deploy",
+            "-t",
+            lab.file(),
+            "--cgroup-parent",
+            &env.cgroup_parent,
+        ]);
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        env.host.spawn(&mut cmd).expect("spawn deploy")
+    };
+    let (a, b) = (spawn(), spawn());
+    let results: Vec<(bool, String)> = [a, b]
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().expect("wait for deploy");
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        results.iter().filter(|(ok, _)| *ok).count(),
+        1,
+        "{results:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .any(|(ok, err)| !ok && err.contains("deployed already")),
+        "{results:?}"
+    );
+    assert!(lab.pings("r1", "198.18.255.2"), "the winner's lab works");
+    lab.destroy_clean();
+}

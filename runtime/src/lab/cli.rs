@@ -14,7 +14,7 @@ use crate::lab::inspect::{self, InspectError, LabView};
 use crate::lab::node::{self, NodeError};
 use crate::lab::render::{self, GraphFormat, RenderError};
 use crate::lab::source::{SourceArgs, SourceError};
-use crate::lab::state::{LabState, LabStateError};
+use crate::lab::state::{self, LabState, LabStateError};
 use crate::network::Networks;
 use crate::state::Store;
 
@@ -203,6 +203,16 @@ pub fn dispatch(
     command: LabCommand,
 ) -> Result<u8, LabCliError> {
     let root = store.root();
+    // Verbs that change a lab, one at a time (not the delay line, which runs for the life of
+    // an impairment, nor the read-only verbs).
+    let _lock = match &command {
+        LabCommand::Deploy { .. }
+        | LabCommand::Destroy { .. }
+        | LabCommand::Stop { .. }
+        | LabCommand::Start { .. }
+        | LabCommand::Impair(ImpairVerb::Impair { .. }) => Some(state::lock(root)?),
+        _ => None,
+    };
     match command {
         LabCommand::Impair(verb) => Ok(impair::dispatch(store, verb)?),
         LabCommand::Deploy {

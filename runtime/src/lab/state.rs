@@ -50,6 +50,12 @@ pub enum LabStateError {
         #[source]
         source: io::Error,
     },
+    #[error("lock {path}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("list labs in {path}")]
     List {
         path: PathBuf,
@@ -182,6 +188,41 @@ impl LabState {
             _ => Ok(()),
         }
     }
+}
+
+/// Proof that the labs lock is held: one `berth lab` changing labs at a time.
+#[derive(Debug)]
+pub struct LabsLock {
+    _flock: nix::fcntl::Flock<fs::File>,
+}
+
+/// Takes `<root>/labs/.lock` (blocking) for a verb that changes a lab: two deploys of one
+/// lab at once would otherwise both pass the "not deployed" check, and the loser's rollback
+/// would remove the winner's containers. The file is opened close-on-exec, so the monitors
+/// and delay lines a deploy starts never inherit the lock.
+pub fn lock(root: &Path) -> Result<LabsLock, LabStateError> {
+    let dir = labs_dir(root);
+    fs::create_dir_all(&dir).map_err(|source| LabStateError::CreateDir {
+        path: dir.clone(),
+        source,
+    })?;
+    let path = dir.join(".lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| LabStateError::Lock {
+            path: path.clone(),
+            source,
+        })?;
+    let flock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(
+        |(_, errno)| LabStateError::Lock {
+            path,
+            source: errno.into(),
+        },
+    )?;
+    Ok(LabsLock { _flock: flock })
 }
 
 /// The names of the deployed labs (those with a state file), sorted.

@@ -101,6 +101,8 @@ pub enum DeployError {
         #[source]
         source: StateError,
     },
+    #[error("sweep what a killed berth left in the store")]
+    Sweep(#[source] StateError),
     #[error("host namespace")]
     HostNetns(#[source] berth_netlink::NetnsError),
     #[error("{at}link {link}")]
@@ -882,16 +884,10 @@ pub fn destroy(
     match store.lock() {
         Ok(lock) => {
             for e in store.sweep(&lock) {
-                push(DeployError::Find {
-                    name: "what a killed berth left".into(),
-                    source: e,
-                });
+                push(DeployError::Sweep(e));
             }
         }
-        Err(e) => push(DeployError::Find {
-            name: "the store lock".into(),
-            source: e,
-        }),
+        Err(e) => push(DeployError::Sweep(e)),
     }
     for name in &state.netns_names {
         if let Err(source) = netns_names::unlink(name) {

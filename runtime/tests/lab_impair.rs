@@ -316,6 +316,15 @@ fn impairments_measured_through_the_lab() {
     eprintln!("loss 20%: {loss:.1} % of {sent} pings");
     assert!((15.0..=25.0).contains(&loss), "20 % ± 5 points: {loss} %");
 
+    // Corruption: one bit of 20 % of r1's frames flipped. A 98-byte echo request whose flip
+    // lands in its source MAC (6 bytes) still arrives; elsewhere a checksum or the
+    // destination MAC drops it: 20 % × 92/98 = 18.8 % of the pings lost.
+    lab.impair(&[&format!("{r1}:eth1"), "--corrupt", "20%"]);
+    let (sent, received) = ping_counts(&lab, r1, r2_ip, 1000, "0.002");
+    let lost = f64::from(sent - received) * 100.0 / f64::from(sent);
+    eprintln!("corrupt 20%: {lost:.1} % of {sent} pings lost");
+    assert!((13.8..=23.8).contains(&lost), "18.8 % ± 5 points: {lost} %");
+
     // Delay and jitter on r1's egress, plus r2's 10 ms: 30 ms, each between 28 and 32.
     lab.impair(&[&format!("{r1}:eth1"), "--delay", "20ms", "--jitter", "2ms"]);
     let times = rtts(&lab, r1, r2_ip, 40, "0.05");

@@ -293,7 +293,12 @@ fn impairments_measured_through_the_lab() {
     assert_eq!(delay_lines(&env).len(), 2, "one delay line per end");
 
     // Rate on r1's egress (replacing its delay; r2's 10 ms stays, on the ACKs' way).
+    let started = Instant::now();
     lab.impair(&[&format!("{r1}:eth1"), "--rate", "10mbit"]);
+    eprintln!(
+        "impair --rate (tbf, old delay line stopped): {:?}",
+        started.elapsed()
+    );
     let bits = tcp_rate(&lab, r1, r2, r2_ip, 3);
     eprintln!("rate 10mbit: {:.2} Mbit/s of TCP goodput", bits / 1e6);
     assert!(
@@ -352,7 +357,12 @@ fn impairments_measured_through_the_lab() {
 
     // A delay line killed from outside: the link goes dark (never silently undelayed),
     // `impair NODE:IF` says so, and applying again restarts it.
+    let started = Instant::now();
     lab.impair(&[&format!("{r1}:eth1"), "--delay", "5ms"]);
+    eprintln!(
+        "impair --delay (a delay line started): {:?}",
+        started.elapsed()
+    );
     let lines = delay_lines(&env);
     assert_eq!(lines.len(), 1, "{lines:?}");
     nix::sys::signal::kill(

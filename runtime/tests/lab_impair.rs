@@ -269,8 +269,8 @@ const TWO_NODES: &str = r#"topology:
 "#;
 
 /// Deploy with a 10 ms link (each end's egress: a 20 ms round trip), then at run time a
-/// 10 mbit rate, 5 % and 20 % loss, 20 ms ± 2 ms of delay, `--clear`, and a destroy that
-/// stops every delay line.
+/// 10 mbit rate, 5 % and 20 % loss, 20 % corruption, 20 ms ± 2 ms of delay, `--clear`, a
+/// delay line killed and restarted, and a destroy that stops every delay line.
 #[test]
 fn impairments_measured_through_the_lab() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

@@ -80,6 +80,9 @@ pub struct ContainerSummary {
     pub ports: Vec<String>,
     /// network name → addresses, while attached.
     pub networks: BTreeMap<String, Vec<String>>,
+    /// `none`, `host`, `cni`, or `container:<id>` for a container sharing another's
+    /// network namespace (docker's `HostConfig.NetworkMode` form).
+    pub network_mode: String,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }
@@ -135,6 +138,10 @@ impl ContainerSummary {
                 Vec::new()
             },
             networks,
+            network_mode: match record.config.network.container() {
+                Some(target) => format!("container:{target}"),
+                None => record.config.network.name().to_owned(),
+            },
             labels: record.config.labels.clone(),
         }
     }
@@ -162,6 +169,7 @@ impl ContainerSummary {
             pid: None,
             ports: Vec::new(),
             networks: BTreeMap::new(),
+            network_mode: String::new(),
             labels: BTreeMap::new(),
         }
     }
@@ -229,11 +237,30 @@ pub fn inspect(store: &Store, query: &str) -> Result<Inspection, PsError> {
             resolv_conf: dir.join("resolv.conf"),
             log: store.log_path(&record.id),
             directory: dir,
-            netns: store.netns_path(&record.id),
+            netns: netns_path(store, &record),
             cgroups: cgroup.paths(),
         },
         record,
     })
+}
+
+/// The namespace file a container's processes are in: its own, or for `--network
+/// container:X` the one of the container that owns the namespace (X, or what X joins).
+fn netns_path(store: &Store, record: &ContainerRecord) -> PathBuf {
+    let mut owner = record.id.clone();
+    let mut next = record.config.network.container().map(str::to_owned);
+    // Bounded: records are read as they are, and a chain cannot be longer than the store.
+    for _ in 0..16 {
+        let Some(target) = next.take() else { break };
+        match store.find(&target) {
+            Ok(r) => {
+                owner = r.id.clone();
+                next = r.config.network.container().map(str::to_owned);
+            }
+            Err(_) => break,
+        }
+    }
+    store.netns_path(&owner)
 }
 
 #[cfg(test)]

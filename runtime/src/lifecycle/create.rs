@@ -16,7 +16,8 @@ use crate::sandbox::user::UserSpec;
 use crate::sandbox::userns::{self, UserNamespace, UsernsError, UsernsRequest};
 use crate::state::clock;
 use crate::state::{
-    ContainerConfig, ContainerRecord, ContainerState, StateError, Status, Store, StoreLock,
+    ContainerConfig, ContainerRecord, ContainerState, NetworkMode, StateError, Status, Store,
+    StoreLock,
 };
 
 /// Errors of the `create` module.
@@ -42,6 +43,9 @@ pub enum CreateError {
     CgroupLayout(#[source] CgroupError),
     #[error(transparent)]
     Controller(CgroupError),
+    /// docker's words (`getNetworkedContainer`).
+    #[error("cannot join network of a non running container: {target}")]
+    TargetNotRunning { target: String },
 }
 
 /// Validation, then the record (supervised by the calling process).
@@ -90,6 +94,20 @@ pub fn create(
             records.iter().filter_map(|r| r.config.userns.as_ref()),
         )?),
     };
+    let mut spec = spec;
+    if let NetworkMode::Container(target) = &spec.network {
+        // As docker: the target must exist and run; the record keeps its full id (a name
+        // can be given to another container later), and the hostname is the target's, as
+        // are the name files it will share (crate::lifecycle::start).
+        let target = store.find(target)?;
+        if target.live_status() != Status::Running {
+            return Err(CreateError::TargetNotRunning {
+                target: target.name.to_string(),
+            });
+        }
+        spec.hostname = Some(target.config.hostname.clone());
+        spec.network = NetworkMode::Container(target.id.to_string());
+    }
     let mut config = container_config(spec, &image, &id, userns)?;
     if config.publish_all {
         let taken: Vec<PortMapping> = records

@@ -76,6 +76,17 @@ pub enum RequestError {
     NetworkAlone { mode: &'static str },
     #[error("--network {name} is given twice")]
     NetworkTwice { name: String },
+    #[error("invalid --network {input:?}: invalid container format container:<name|id>")]
+    NetworkContainer { input: String },
+    /// docker's refusals for `--network container:X`, in docker's words (its runconfig
+    /// `validateNetContainerMode`): the joined namespace, its addresses and its name files
+    /// are the other container's.
+    #[error("conflicting options: {what} and the network mode")]
+    ContainerNetworkConflict { what: &'static str },
+    #[error(
+        "--network container: joins another container's network namespace, which a user namespace (--userns, --uidmap) of its own cannot own"
+    )]
+    UsernsContainerNetwork,
     #[error("--network")]
     NetworkName(#[source] DefinitionError),
     #[error(transparent)]
@@ -146,8 +157,13 @@ pub struct RunRequest {
     /// Bind-mount a host directory: HOST:CONTAINER[:ro|rw].
     #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
     pub volumes: Vec<String>,
-    /// Network: a name (repeatable: eth0, eth1, ...), `none` or `host` (default: berth).
-    #[arg(long = "network", alias = "net", value_name = "NAME|none|host")]
+    /// Network: a name (repeatable: eth0, eth1, ...), `none`, `host`, or
+    /// `container:NAME|ID` (another container's network namespace) (default: berth).
+    #[arg(
+        long = "network",
+        alias = "net",
+        value_name = "NAME|none|host|container:CTR"
+    )]
     pub networks: Vec<String>,
     /// Publish ports: [IP:]HOST:CONTAINER[/tcp|udp], ranges as 8080-8081:80-81.
     #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:CTR[/PROTO]")]
@@ -316,7 +332,25 @@ impl RunRequest {
             })
             .transpose()?;
         let mac = self.mac.map(parse_mac).transpose()?;
-        if !matches!(network, NetworkMode::Cni(_)) {
+        if matches!(network, NetworkMode::Container(_)) {
+            // docker's order of checks and words; `--ip` is refused with the mac-address's
+            // wording since docker's own (`user specified IP address is supported on user
+            // defined networks only`) names no flag.
+            let what = if hostname.is_some() {
+                Some("hostname")
+            } else if !ports.is_empty() || self.publish_all {
+                Some("port publishing")
+            } else if mac.is_some() {
+                Some("mac-address")
+            } else if ip.is_some() {
+                Some("ip address")
+            } else {
+                None
+            };
+            if let Some(what) = what {
+                return Err(RequestError::ContainerNetworkConflict { what });
+            }
+        } else if !matches!(network, NetworkMode::Cni(_)) {
             let flag = if !ports.is_empty() {
                 Some("-p")
             } else if self.publish_all {
@@ -347,6 +381,9 @@ impl RunRequest {
         let userns = UsernsRequest::parse(self.userns.as_deref(), &self.uidmap, &self.gidmap)?;
         if userns.is_private() && network == NetworkMode::Host {
             return Err(RequestError::UsernsHostNetwork);
+        }
+        if userns.is_private() && matches!(network, NetworkMode::Container(_)) {
+            return Err(RequestError::UsernsContainerNetwork);
         }
         // Docker's rule: a privileged container gets every capability, whatever the
         // --cap-add/--cap-drop flags say.
@@ -419,12 +456,25 @@ impl RunRequest {
     }
 }
 
-/// `--network` values: none → the default network; `none` or `host` alone; otherwise
-/// distinct network names (`default` names the default network).
+/// `--network` values: none → the default network; `none`, `host` or `container:X`
+/// alone; otherwise distinct network names (`default` names the default network).
 fn parse_networks(inputs: &[String]) -> Result<NetworkMode, RequestError> {
     let default = || parse_network_name(DEFAULT_NETWORK).map_err(RequestError::NetworkName);
     if inputs.is_empty() {
         return Ok(NetworkMode::Cni(vec![default()?]));
+    }
+    if let Some(input) = inputs.iter().find(|n| n.starts_with("container:")) {
+        if inputs.len() > 1 {
+            return Err(RequestError::NetworkAlone { mode: "container:" });
+        }
+        return match input.split_once(':') {
+            Some((_, target)) if !target.is_empty() && !target.contains(':') => {
+                Ok(NetworkMode::Container(target.to_owned()))
+            }
+            _ => Err(RequestError::NetworkContainer {
+                input: input.clone(),
+            }),
+        };
     }
     for (mode, value) in [("none", NetworkMode::None), ("host", NetworkMode::Host)] {
         if inputs.iter().any(|n| n == mode) {
@@ -760,6 +810,18 @@ mod tests {
         );
         assert_eq!(networks(&["none"]).unwrap(), NetworkMode::None);
         assert_eq!(networks(&["host"]).unwrap(), NetworkMode::Host);
+        assert_eq!(
+            networks(&["container:web"]).unwrap(),
+            NetworkMode::Container("web".into())
+        );
+        for bad in [
+            &["container:"][..],
+            &["container:a:b"],
+            &["container:web", "lab"],
+            &["none", "container:web"],
+        ] {
+            assert!(networks(bad).is_err(), "{bad:?}");
+        }
         for bad in [
             &["none", "lab"][..],
             &["lab", "host"],

@@ -39,6 +39,21 @@ pub enum StartError {
         #[source]
         source: NamespaceError,
     },
+    /// docker's words (`getNetworkedContainer`): `--network container:` needs its target
+    /// running at every start.
+    #[error("cannot join network of a non running container: {target}")]
+    TargetNotRunning { target: String },
+    #[error("container {id} joins the network of container {target}, which is gone")]
+    TargetGone {
+        id: String,
+        target: String,
+        #[source]
+        source: StateError,
+    },
+    #[error(
+        "container {id} joins the network of a chain of more than {MAX_HOPS} containers sharing one namespace"
+    )]
+    TargetChain { id: String },
     #[error(transparent)]
     Attachment(#[from] AttachmentError),
     #[error(transparent)]
@@ -134,8 +149,15 @@ pub fn start(
         .as_ref()
         .map(|ns| timing::step("userns", || Holder::spawn(ns)).map(|h| (h, ns)))
         .transpose()?;
-    let netns = match config.network {
+    let owner = network_owner(store, record)?;
+    let netns = match &config.network {
         NetworkMode::Host => None,
+        // The owner's namespace file, kept under --runroot while it runs; nothing is
+        // attached: its interfaces are the owner's.
+        NetworkMode::Container(_) => match owner.as_ref().map(|o| (&o.config.network, &o.id)) {
+            Some((NetworkMode::Host, _)) | None => None,
+            Some((_, owner_id)) => Some(store.netns_path(owner_id)),
+        },
         NetworkMode::None | NetworkMode::Cni(_) => {
             let path = store.netns_path(id);
             timing::step("netns", || match &userns {
@@ -149,17 +171,25 @@ pub fn start(
             Some(path)
         }
     };
-    let dns = match &netns {
-        Some(path) => timing::step("cni add", || {
-            attachments::attach_all(store, networks, record, path)
-        })?,
-        None => None,
+    // The name files: its own, or (docker's rule for a shared namespace) the owner's,
+    // mounted as they are so that the owner's rewrites show.
+    let names_dir = match &owner {
+        Some(owner) => store.container_dir(&owner.id),
+        None => {
+            let dns = match &netns {
+                Some(path) => timing::step("cni add", || {
+                    attachments::attach_all(store, networks, record, path)
+                })?,
+                None => None,
+            };
+            timing::step("name files", || -> Result<(), StartError> {
+                let lock = store.lock()?;
+                hosts::write_all(store, &lock, id, dns.as_ref())?;
+                Ok(())
+            })?;
+            dir.clone()
+        }
     };
-    timing::step("name files", || -> Result<(), StartError> {
-        let lock = store.lock()?;
-        hosts::write_all(store, &lock, id, dns.as_ref())?;
-        Ok(())
-    })?;
 
     let layout = Layout::detect().map_err(StartError::CgroupLayout)?;
     let cgroup = layout.manager(&config.cgroup_parent, id);
@@ -172,7 +202,7 @@ pub fn start(
 
     // The name files, unless the user mounted something of their own there.
     let mut volumes = config.volumes.clone();
-    for (source, destination) in hosts::files(&dir) {
+    for (source, destination) in hosts::files(&names_dir) {
         if !volumes
             .iter()
             .any(|v| v.destination == Path::new(destination))
@@ -214,7 +244,7 @@ pub fn start(
             let (uid, gid) = ns.root();
             let owned = [rootfs.upper.clone()]
                 .into_iter()
-                .chain(hosts::files(&dir).map(|(source, _)| source));
+                .chain(hosts::files(&names_dir).map(|(source, _)| source));
             for path in owned {
                 std::os::unix::fs::chown(&path, Some(uid), Some(gid))
                     .map_err(|source| StartError::Chown { path, source })?;
@@ -268,6 +298,42 @@ pub fn start(
         s.started_at = Some(clock::now_rfc3339());
     })?;
     Ok(Started { init, terminal })
+}
+
+/// How many `--network container:` hops [`network_owner`] follows.
+const MAX_HOPS: usize = 16;
+
+/// For `--network container:X`, the container that owns the namespace it joins: X, or
+/// what X itself joins (docker allows such chains). Every container on the way must run,
+/// as docker requires of X at each start. `None` for the other modes.
+fn network_owner(
+    store: &Store,
+    record: &ContainerRecord,
+) -> Result<Option<ContainerRecord>, StartError> {
+    let Some(mut target) = record.config.network.container().map(str::to_owned) else {
+        return Ok(None);
+    };
+    for _ in 0..MAX_HOPS {
+        let next = store
+            .find(&target)
+            .map_err(|source| StartError::TargetGone {
+                id: record.id.short().to_owned(),
+                target: target.clone(),
+                source,
+            })?;
+        if next.live_status() != Status::Running {
+            return Err(StartError::TargetNotRunning {
+                target: next.name.to_string(),
+            });
+        }
+        match next.config.network.container() {
+            Some(further) => target = further.to_owned(),
+            None => return Ok(Some(next)),
+        }
+    }
+    Err(StartError::TargetChain {
+        id: record.id.short().to_owned(),
+    })
 }
 
 /// The group of ptys inside a container (devpts `gid=5`, as docker and runc).

@@ -138,6 +138,11 @@ pub enum NetworkMode {
     Host,
     /// A network namespace attached through CNI to these networks: eth0, eth1, … in order.
     Cni(Vec<NetworkName>),
+    /// `--network container:NAME|ID`: the network namespace of another container, and its
+    /// name files (docker's mode). `run` asks for it by name, id or prefix; the record holds
+    /// the full id, found at creation. Records written before this mode existed never hold
+    /// it, so they load as they are.
+    Container(String),
 }
 
 impl NetworkMode {
@@ -149,12 +154,21 @@ impl NetworkMode {
         }
     }
 
-    /// `none`, `host` or `cni`.
+    /// `none`, `host`, `cni` or `container`.
     pub fn name(&self) -> &'static str {
         match self {
             NetworkMode::None => "none",
             NetworkMode::Host => "host",
             NetworkMode::Cni(_) => "cni",
+            NetworkMode::Container(_) => "container",
+        }
+    }
+
+    /// The container whose network namespace this one shares (`--network container:X`).
+    pub fn container(&self) -> Option<&str> {
+        match self {
+            NetworkMode::Container(target) => Some(target),
+            _ => None,
         }
     }
 }

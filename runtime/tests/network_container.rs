@@ -1,0 +1,243 @@
+//! `--network container:NAME|ID`, docker's shared network namespace, end to end: two
+//! containers in one namespace (same links and addresses, a server on 127.0.0.1 in one
+//! answering the other, the target's hostname and name files), docker's refusals (flags that
+//! configure a namespace the container does not own, a missing or stopped target), what
+//! `stop`, `start` and `rm` of either side do (docker's behaviour: the target may go, the
+//! dependent keeps a namespace with only `lo` until it is started again), `ps`/`inspect`, and
+//! the same mode in a lab (`network-mode: container:X`). Every test runs `berth` in its own
+//! throwaway host netns and ends with `Env::assert_clean`.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Env, assert_one_line_error};
+
+/// `readlink /proc/self/ns/net` inside container `name` (through exec).
+fn netns_of(env: &Env, name: &str) -> String {
+    let out = env.berth(&["exec", name, "readlink", "/proc/self/ns/net"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    out.stdout.trim().to_owned()
+}
+
+/// The links and addresses of a namespace, without counters that change between two looks.
+fn addrs(out: &str) -> Vec<String> {
+    out.lines()
+        .map(|l| l.split_whitespace().take(4).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+#[test]
+fn a_container_joins_another_ones_network_namespace() {
+    let env = Env::new();
+    let web = env.run_detached(&[
+        "--name",
+        "web",
+        "busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "127.0.0.1:8080",
+        "-h",
+        "/etc",
+    ]);
+    let web_addrs = env.berth(&["exec", "web", "ip", "-o", "addr"]);
+    assert!(web_addrs.stdout.contains("eth0"), "{web_addrs:?}");
+
+    // By name: the same links and addresses, and web's server on 127.0.0.1 answers; what it
+    // serves (web's /etc/hostname) is also the joining container's hostname.
+    let out = env.run(&[
+        "--rm",
+        "--network",
+        "container:web",
+        "busybox",
+        "sh",
+        "-c",
+        "ip -o addr; echo ---; wget -qO- http://127.0.0.1:8080/hostname; hostname; \
+         readlink /proc/self/ns/net; cat /etc/hosts",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let (ip, rest) = out.stdout.split_once("---\n").unwrap();
+    assert_eq!(addrs(ip), addrs(&web_addrs.stdout));
+    let lines: Vec<&str> = rest.lines().collect();
+    assert_eq!(lines[0], &web[..12], "{out:?}");
+    assert_eq!(
+        lines[1],
+        &web[..12],
+        "docker: the target's hostname: {out:?}"
+    );
+    assert_eq!(lines[2], netns_of(&env, "web"));
+    let web_hosts = env.berth(&["exec", "web", "cat", "/etc/hosts"]).stdout;
+    assert_eq!(
+        lines[3..].join("\n") + "\n",
+        web_hosts,
+        "the target's /etc/hosts"
+    );
+
+    // By id prefix, detached: inspect and ps show the mode; no attachment of its own.
+    let dep = env.run_detached(&[
+        "--name",
+        "dep",
+        "--network",
+        &format!("container:{}", &web[..8]),
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(netns_of(&env, "dep"), netns_of(&env, "web"));
+    let doc = env.inspect("dep");
+    assert_eq!(doc["config"]["network"]["mode"], "container", "{doc:#}");
+    assert_eq!(
+        doc["config"]["network"]["networks"],
+        web.as_str(),
+        "{doc:#}"
+    );
+    assert_eq!(doc["config"]["hostname"], &web[..12]);
+    assert!(doc["state"]["attachments"].is_null(), "{doc:#}");
+    assert_eq!(doc["paths"]["netns"], env.inspect("web")["paths"]["netns"]);
+    let ps = env.ps();
+    let row = ps.iter().find(|c| c["id"] == dep.as_str()).unwrap();
+    assert_eq!(row["networkMode"], format!("container:{web}"));
+    assert_eq!(row["networks"], serde_json::json!({}));
+    let row = ps.iter().find(|c| c["id"] == web.as_str()).unwrap();
+    assert_eq!(row["networkMode"], "cni");
+
+    assert_eq!(env.berth(&["rm", "-f", "dep", "web"]).code, 0);
+    env.assert_clean();
+}
+
+#[test]
+fn flags_for_a_namespace_of_its_own_and_bad_targets_are_refused() {
+    let env = Env::new();
+    env.run_detached(&["--name", "web", "busybox", "sleep", "60"]);
+    assert_eq!(env.run(&["--name", "done", "busybox", "true"]).code, 0);
+
+    let refused = [
+        (
+            &["--hostname", "x"][..],
+            "conflicting options: hostname and the network mode",
+        ),
+        (
+            &["-p", "8080:80"],
+            "conflicting options: port publishing and the network mode",
+        ),
+        (
+            &["-P"],
+            "conflicting options: port publishing and the network mode",
+        ),
+        (
+            &["--mac-address", "02:42:ac:11:00:02"],
+            "conflicting options: mac-address and the network mode",
+        ),
+        (
+            &["--ip", "10.210.0.9"],
+            "conflicting options: ip address and the network mode",
+        ),
+        (
+            &["--network", "berth"],
+            "--network container: cannot be combined with other networks",
+        ),
+        (
+            &["--userns", "auto"],
+            "a user namespace (--userns, --uidmap) of its own cannot own",
+        ),
+    ];
+    for (flags, message) in refused {
+        let mut args = vec!["--rm", "--network", "container:web"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["busybox", "true"]);
+        let out = env.run(&args);
+        assert_one_line_error(&out);
+        assert_eq!(out.code, 125, "{out:?}");
+        assert!(out.stderr.contains(message), "{flags:?}: {out:?}");
+    }
+    for (target, message) in [
+        ("container:", "invalid container format container:<name|id>"),
+        ("container:nope", "no such container: nope"),
+        (
+            "container:done",
+            "cannot join network of a non running container: done",
+        ),
+    ] {
+        let out = env.run(&["--rm", "--network", target, "busybox", "true"]);
+        assert_one_line_error(&out);
+        assert_eq!(out.code, 125, "{out:?}");
+        assert!(out.stderr.contains(message), "{target}: {out:?}");
+    }
+    // Nothing was created by the refusals.
+    let names: Vec<String> = env
+        .ps()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+
+    assert_eq!(env.berth(&["rm", "-f", "web", "done"]).code, 0);
+    env.assert_clean();
+}
+
+#[test]
+fn stop_start_and_rm_of_either_side_as_docker() {
+    let env = Env::new();
+    env.run_detached(&["--name", "web", "busybox", "sleep", "600"]);
+    env.run_detached(&[
+        "--name",
+        "dep",
+        "--network",
+        "container:web",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let shared = netns_of(&env, "web");
+    assert_eq!(netns_of(&env, "dep"), shared);
+
+    // The target stops: its attachment goes (CNI DEL in the namespace), the dependent keeps
+    // running in the namespace, which has only `lo` left (docker: it loses its network).
+    assert_eq!(env.berth(&["stop", "-t", "0", "web"]).code, 0);
+    assert_eq!(netns_of(&env, "dep"), shared);
+    let links = env.berth(&["exec", "dep", "ip", "-o", "link"]);
+    assert_eq!(links.code, 0, "{links:?}");
+    assert_eq!(links.stdout.lines().count(), 1, "only lo: {links:?}");
+    assert!(links.stdout.contains(": lo:"), "{links:?}");
+
+    // Started again, the target has a new namespace; the dependent stays in the old one
+    // until it is started again itself, and then joins the new one.
+    assert_eq!(env.berth(&["start", "web"]).code, 0);
+    env.wait_running("web");
+    let renewed = netns_of(&env, "web");
+    assert_ne!(renewed, shared);
+    assert_eq!(netns_of(&env, "dep"), shared);
+    assert_eq!(env.berth(&["stop", "-t", "0", "dep"]).code, 0);
+    assert_eq!(env.berth(&["start", "dep"]).code, 0);
+    env.wait_running("dep");
+    assert_eq!(netns_of(&env, "dep"), renewed);
+    let links = env.berth(&["exec", "dep", "ip", "-o", "link"]);
+    assert!(links.stdout.contains("eth0"), "{links:?}");
+
+    // A stopped target: the dependent cannot start.
+    assert_eq!(env.berth(&["stop", "-t", "0", "dep", "web"]).code, 0);
+    let out = env.berth(&["start", "dep"]);
+    assert_one_line_error(&out); // exit 1, as any failed `start` (docker's too)
+    assert!(
+        out.stderr
+            .contains("cannot join network of a non running container: web"),
+        "{out:?}"
+    );
+
+    // docker removes a target whose namespace a running container shares; the dependent
+    // runs on (with `lo` only), and once the target is gone it cannot start again.
+    assert_eq!(env.berth(&["start", "web"]).code, 0);
+    env.wait_running("web");
+    assert_eq!(env.berth(&["start", "dep"]).code, 0);
+    env.wait_running("dep");
+    assert_eq!(env.berth(&["rm", "-f", "web"]).code, 0);
+    let links = env.berth(&["exec", "dep", "ip", "-o", "link"]);
+    assert_eq!(links.stdout.lines().count(), 1, "only lo: {links:?}");
+    assert_eq!(env.berth(&["stop", "-t", "0", "dep"]).code, 0);
+    let out = env.berth(&["start", "dep"]);
+    assert_one_line_error(&out);
+    assert!(out.stderr.contains("which is gone"), "{out:?}");
+
+    assert_eq!(env.berth(&["rm", "-f", "dep"]).code, 0);
+    env.assert_clean();
+}

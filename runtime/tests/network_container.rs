@@ -241,3 +241,108 @@ fn stop_start_and_rm_of_either_side_as_docker() {
     assert_eq!(env.berth(&["rm", "-f", "dep"]).code, 0);
     env.assert_clean();
 }
+
+/// A lab in the test's temporary directory, destroyed (and its `/run/netns` names removed)
+/// when dropped, so that a failing test leaves nothing in the real `/run/netns`.
+struct Lab<'a> {
+    env: &'a Env,
+    name: String,
+    file: String,
+}
+
+impl<'a> Lab<'a> {
+    fn new(env: &'a Env, body: &str) -> Lab<'a> {
+        let name = format!("nc{}", std::process::id() % 100_000);
+        let path = env.tmp.path().join(format!("{name}.clab.yml"));
+        std::fs::write(&path, format!("name: {name}\n{body}")).unwrap();
+        let file = path.to_str().unwrap().to_owned();
+        Lab { env, name, file }
+    }
+
+    fn lab(&self, verb: &str, args: &[&str]) -> common::Run {
+        let mut all = vec!["lab", verb, "-t", self.file.as_str()];
+        all.extend_from_slice(args);
+        self.env.berth(&all)
+    }
+
+    fn exec(&self, node: &str, command: &[&str]) -> common::Run {
+        let mut all = vec!["--node", node];
+        all.extend_from_slice(command);
+        self.lab("exec", &all)
+    }
+
+    /// The lab's entries in the real `/run/netns`.
+    fn netns_names(&self) -> Vec<String> {
+        let prefix = format!("clab-{}-", self.name);
+        std::fs::read_dir("/run/netns")
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&prefix))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Lab<'_> {
+    fn drop(&mut self) {
+        let _ = self.env.berth(&["lab", "destroy", "--name", &self.name]);
+        for name in self.netns_names() {
+            let _ = std::fs::remove_file(std::path::Path::new("/run/netns").join(name));
+        }
+    }
+}
+
+/// containerlab's `network-mode: container:r1`: r1b starts after r1 in r1's namespace, with
+/// r1's hostname; its link lands there (no `/run/netns` name of its own), and traffic over
+/// it works from either node; destroy leaves nothing.
+#[test]
+fn lab_node_in_another_nodes_namespace() {
+    let env = Env::new();
+    let lab = Lab::new(
+        &env,
+        "topology:\n  nodes:\n    r1b:\n      kind: linux\n      image: busybox\n      \
+         network-mode: container:r1\n    r1:\n      kind: linux\n      image: busybox\n    \
+         r2:\n      kind: linux\n      image: busybox\n  links:\n    \
+         - endpoints: [\"r1b:e1\", \"r2:e1\"]\n",
+    );
+    let out = lab.lab("deploy", &["--cgroup-parent", &env.cgroup_parent]);
+    assert_eq!(out.code, 0, "{out:?}");
+
+    let r1 = format!("clab-{}-r1", lab.name);
+    let r1b = format!("clab-{}-r1b", lab.name);
+    assert_eq!(netns_of(&env, &r1b), netns_of(&env, &r1));
+    let links = env.host_sh(&format!("ip netns exec {r1} ip -o link"));
+    assert!(
+        links.contains(" e1@"),
+        "r1b's link in r1's namespace: {links}"
+    );
+    let mut names = lab.netns_names();
+    names.sort();
+    assert_eq!(
+        names,
+        [r1.clone(), format!("clab-{}-r2", lab.name)],
+        "no name of r1b's own"
+    );
+    let out = lab.exec("r1b", &["hostname"]);
+    assert!(out.stdout.contains("\nr1\n"), "r1's hostname: {out:?}");
+    assert_eq!(env.inspect(&r1b)["config"]["network"]["mode"], "container");
+
+    // Addressed from r1b, answered in r1: one namespace.
+    for (node, addr) in [("r1b", "198.18.77.1/24"), ("r2", "198.18.77.2/24")] {
+        let out = lab.exec(node, &["ip", "addr", "add", addr, "dev", "e1"]);
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    let ping = |node: &str, ip: &str| {
+        (0..3).any(|_| lab.exec(node, &["ping", "-c1", "-W1", ip]).code == 0)
+    };
+    assert!(ping("r1", "198.18.77.2"));
+    assert!(ping("r2", "198.18.77.1"));
+
+    let out = lab.lab("destroy", &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    env.assert_clean();
+    assert!(lab.netns_names().is_empty(), "{:?}", lab.netns_names());
+    assert!(!env.root.join("labs").join(&lab.name).exists());
+}

@@ -194,6 +194,7 @@ pub struct Deployed {
 }
 
 /// One linux node as deployed.
+#[derive(Clone)]
 struct Planned<'a> {
     node: &'a Node,
     container: String,
@@ -386,7 +387,17 @@ fn plan_nodes<'a>(store: &Store, t: &'a Topology) -> Result<Vec<Planned<'a>>, De
             what,
         };
         if let Some(NetworkMode::Container(other)) = &node.network_mode {
-            return Err(unsupported(format!("network-mode container:{other}")));
+            // The namespace of another node of the lab, whose links then land in it;
+            // berth-topology refused loops and checked interface names per namespace.
+            let owner = t.netns_owner(&node.name).and_then(|o| t.nodes.get(o));
+            match owner {
+                Some(o) if o.kind == Kind::Linux && o.network_mode != Some(NetworkMode::Host) => {}
+                _ => {
+                    return Err(unsupported(format!(
+                        "network-mode container:{other} (only the namespace of a linux node of the lab with one of its own)"
+                    )));
+                }
+            }
         }
         let container = t
             .container_name(&node.name)
@@ -482,9 +493,18 @@ fn run_request(
         (Some(NetworkMode::None), _) | (None, None) => vec!["none".to_owned()],
         (None, Some(net)) => vec![net],
         (Some(NetworkMode::Container(c)), _) => {
-            return Err(unsupported(format!("network-mode container:{c}")));
+            let target = NodeName::try_from(c.as_str())
+                .ok()
+                .and_then(|n| t.container_name(&n).ok())
+                .ok_or_else(|| unsupported(format!("network-mode container:{c}")))?;
+            vec![format!("container:{target}")]
         }
     };
+    // docker's rule: a shared namespace comes with its owner's hostname.
+    let own_hostname = !matches!(
+        node.network_mode,
+        Some(NetworkMode::Host | NetworkMode::Container(_))
+    );
     let dir = loaded.dir();
     let volumes = node
         .binds
@@ -511,7 +531,7 @@ fn run_request(
         // As containerlab's nodes: stdin held open, so a shell as PID 1 keeps waiting.
         interactive: true,
         name: Some(p.container.clone()),
-        hostname: (node.network_mode != Some(NetworkMode::Host)).then(|| node.name.to_string()),
+        hostname: own_hostname.then(|| node.name.to_string()),
         env: node_env(t, loaded, node)?,
         volumes,
         networks,
@@ -607,18 +627,41 @@ fn build(
             source: Box::new(source),
         })?;
     }
-    let requests = planned
+    let mut requests = planned
         .iter()
-        .map(|p| run_request(t, loaded, p, options))
+        .map(|p| run_request(t, loaded, p, options).map(Some))
         .collect::<Result<Vec<_>, _>>()?;
-    start_nodes(
-        store,
-        networks,
-        t,
-        planned,
-        requests,
-        options.parallel.max(1),
-    )?;
+    // In waves by the length of their `network-mode: container:` chain: `berth run
+    // --network container:X` needs X running.
+    let depth = |p: &Planned<'_>| {
+        std::iter::successors(Some(&p.node.name), |n| {
+            match &t.nodes.get(*n)?.network_mode {
+                Some(NetworkMode::Container(other)) => {
+                    t.nodes.get_key_value(other.as_str()).map(|(k, _)| k)
+                }
+                _ => None,
+            }
+        })
+        .take(t.nodes.len() + 1)
+        .count()
+    };
+    let deepest = planned.iter().map(depth).max().unwrap_or(0);
+    for wave in 1..=deepest {
+        let (nodes, requests): (Vec<Planned<'_>>, Vec<RunRequest>) = planned
+            .iter()
+            .zip(requests.iter_mut())
+            .filter(|(p, _)| depth(p) == wave)
+            .filter_map(|(p, r)| Some((p.clone(), r.take()?)))
+            .unzip();
+        start_nodes(
+            store,
+            networks,
+            t,
+            &nodes,
+            requests,
+            options.parallel.max(1),
+        )?;
+    }
 
     // Namespaces: by name under /run/netns, and opened for the links.
     let mut netns: BTreeMap<String, Netns> = BTreeMap::new();
@@ -626,17 +669,25 @@ fn build(
         if p.node.network_mode == Some(NetworkMode::Host) {
             continue;
         }
-        let record = store
-            .find(&p.container)
-            .map_err(|source| DeployError::Find {
-                name: p.container.clone(),
-                source,
-            })?;
-        let path = store.netns_path(&record.id);
-        netns_names::link(&p.container, &path).map_err(|source| DeployError::NetnsName {
-            node: p.node.name.to_string(),
+        let owner = t.netns_owner(&p.node.name);
+        let container = match owner {
+            Some(o) => t
+                .container_name(o)
+                .map(|c| c.to_string())
+                .unwrap_or_else(|_| p.container.clone()),
+            None => p.container.clone(),
+        };
+        let record = store.find(&container).map_err(|source| DeployError::Find {
+            name: container.clone(),
             source,
         })?;
+        let path = store.netns_path(&record.id);
+        if owner.is_none() {
+            netns_names::link(&p.container, &path).map_err(|source| DeployError::NetnsName {
+                node: p.node.name.to_string(),
+                source,
+            })?;
+        }
         let ns = wire::open_netns(&path).map_err(|source| DeployError::Wire {
             at: node_at(t, &p.node.name),
             link: format!("namespace of {}", p.node.name),

@@ -340,6 +340,35 @@ fn lab_node_in_another_nodes_namespace() {
     assert!(ping("r1", "198.18.77.2"));
     assert!(ping("r2", "198.18.77.1"));
 
+    // The verbs find r1b's interfaces in the namespace it shares: inspect, link down/up.
+    let out = lab.lab("inspect", &["--json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let view: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let r1b_view = view["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "r1b")
+        .unwrap();
+    assert_eq!(r1b_view["interfaces"]["e1"][0], "198.18.77.1/24", "{view}");
+    let e1_up = || {
+        env.host_sh(&format!("ip netns exec {r1} ip -o link show e1"))
+            .contains(",UP")
+    };
+    assert_eq!(lab.lab("link", &["r1b:e1", "down"]).code, 0);
+    assert!(!e1_up());
+    assert_eq!(lab.lab("link", &["r1b:e1", "up"]).code, 0);
+    assert!(e1_up());
+    // stop/start re-create a node's links with its namespace: refused for a shared one.
+    for node in ["r1", "r1b"] {
+        let out = lab.lab("stop", &[node]);
+        assert_one_line_error(&out);
+        assert!(
+            out.stderr.contains("shares its network namespace"),
+            "{out:?}"
+        );
+    }
+
     let out = lab.lab("destroy", &[]);
     assert_eq!(out.code, 0, "{out:?}");
     env.assert_clean();

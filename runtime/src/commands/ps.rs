@@ -237,30 +237,11 @@ pub fn inspect(store: &Store, query: &str) -> Result<Inspection, PsError> {
             resolv_conf: dir.join("resolv.conf"),
             log: store.log_path(&record.id),
             directory: dir,
-            netns: netns_path(store, &record),
+            netns: store.netns_of(&record),
             cgroups: cgroup.paths(),
         },
         record,
     })
-}
-
-/// The namespace file a container's processes are in: its own, or for `--network
-/// container:X` the one of the container that owns the namespace (X, or what X joins).
-fn netns_path(store: &Store, record: &ContainerRecord) -> PathBuf {
-    let mut owner = record.id.clone();
-    let mut next = record.config.network.container().map(str::to_owned);
-    // Bounded: records are read as they are, and a chain cannot be longer than the store.
-    for _ in 0..16 {
-        let Some(target) = next.take() else { break };
-        match store.find(&target) {
-            Ok(r) => {
-                owner = r.id.clone();
-                next = r.config.network.container().map(str::to_owned);
-            }
-            Err(_) => break,
-        }
-    }
-    store.netns_path(&owner)
 }
 
 #[cfg(test)]

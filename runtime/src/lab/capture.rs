@@ -95,11 +95,9 @@ pub fn capture(
                 .ok()
                 .filter(|r| r.live_status() == Status::Running)
                 .ok_or_else(|| CaptureError::NotRunning { node: node.clone() })?;
-            wire::open_netns(&store.netns_path(&record.id)).map_err(|source| {
-                CaptureError::Netns {
-                    node: node.clone(),
-                    source,
-                }
+            wire::open_netns(&store.netns_of(&record)).map_err(|source| CaptureError::Netns {
+                node: node.clone(),
+                source,
             })?
         }
         // Bridge ports, `host:IF` and host-mode nodes: the lab's host namespace.

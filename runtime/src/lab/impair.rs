@@ -218,7 +218,7 @@ fn netns_of(store: &Store, t: &Topology, node: &str, at: &str) -> Result<PathBuf
     if record.live_status() != Status::Running {
         return Err(not_running());
     }
-    Ok(store.netns_path(&record.id))
+    Ok(store.netns_of(&record))
 }
 
 /// Applies `imp` on `node:ifname` (replacing what Berth had there).

@@ -118,7 +118,7 @@ pub fn inspect(store: &Store, loaded: &Loaded) -> Result<LabView, InspectError> 
                         view.state = status_name(status).into();
                         if status == Status::Running {
                             view.pid = record.state.pid;
-                            let path = store.netns_path(&record.id);
+                            let path = store.netns_of(&record);
                             if let Ok(ns) = wire::open_netns(&path) {
                                 if let Ok(netlink) = Netlink::open_in(&ns) {
                                     view.interfaces = addresses(&netlink);

@@ -74,6 +74,31 @@ pub enum NodeError {
     Deploy(#[from] DeployError),
     #[error("host namespace")]
     HostNetns(#[source] berth_netlink::NetnsError),
+    #[error(
+        "node {node} shares its network namespace with {others} (network-mode container:): stop and start of such nodes are not supported yet"
+    )]
+    SharedNamespace { node: String, others: String },
+}
+
+/// `stop` and `start` re-create a node's links with its namespace; a namespace shared
+/// through `network-mode: container:` outlives the node that stops (its links with it),
+/// so they refuse such nodes rather than leave links half made.
+fn refuse_shared(t: &Topology, name: &NodeName) -> Result<(), NodeError> {
+    let owner = |n: &NodeName| t.netns_owner(n).cloned().unwrap_or_else(|| n.clone());
+    let mine = owner(name);
+    let others: Vec<String> = t
+        .nodes
+        .keys()
+        .filter(|n| *n != name && owner(n) == mine)
+        .map(|n| n.to_string())
+        .collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    Err(NodeError::SharedNamespace {
+        node: name.to_string(),
+        others: others.join(", "),
+    })
 }
 
 fn container_of(t: &Topology, node: &str) -> Result<(NodeName, String), NodeError> {
@@ -153,7 +178,7 @@ fn node_netns(store: &Store, container: &str, node: &str) -> Result<Option<Netns
     if record.live_status() != Status::Running {
         return Ok(None);
     }
-    wire::open_netns(&store.netns_path(&record.id))
+    wire::open_netns(&store.netns_of(&record))
         .map(Some)
         .map_err(|source| NodeError::Wire {
             what: format!("namespace of node {node}"),
@@ -183,6 +208,7 @@ pub fn stop(
 ) -> Result<(), NodeError> {
     let t = &loaded.topology;
     let (name, container) = container_of(t, node)?;
+    refuse_shared(t, &name)?;
     let mut state = LabState::load(store.root(), t.name.as_str())?;
     let nets = running(store, t)?;
     if !nets.contains_key(node) {
@@ -254,6 +280,7 @@ pub fn start(
 ) -> Result<Vec<ExecOutput>, NodeError> {
     let t = &loaded.topology;
     let (name, container) = container_of(t, node)?;
+    refuse_shared(t, &name)?;
     let mut state = LabState::load(store.root(), t.name.as_str())?;
     let started =
         start_cmd::start(store, networks, &container).map_err(|source| NodeError::Start {

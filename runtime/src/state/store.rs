@@ -219,6 +219,26 @@ impl Store {
         self.runroot.join("netns").join(id.as_str())
     }
 
+    /// The namespace file `record`'s processes are in: its own, or with `--network
+    /// container:X` the one of the container owning the namespace (X, or what X joins).
+    /// Records are read as they are (a target gone or stopped ends the chain where it is).
+    pub fn netns_of(&self, record: &ContainerRecord) -> PathBuf {
+        let mut owner = record.id.clone();
+        let mut next = record.config.network.container().map(str::to_owned);
+        // Bounded: a chain never loops (each target existed first), but records are input.
+        for _ in 0..16 {
+            let Some(target) = next.take() else { break };
+            match self.find(&target) {
+                Ok(r) => {
+                    owner = r.id.clone();
+                    next = r.config.network.container().map(str::to_owned);
+                }
+                Err(_) => break,
+            }
+        }
+        self.netns_path(&owner)
+    }
+
     /// The container's output log (CRI format, [`crate::state::log`]).
     pub fn log_path(&self, id: &ContainerId) -> PathBuf {
         self.container_dir(id).join("ctr.log")

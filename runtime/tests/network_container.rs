@@ -84,6 +84,17 @@ fn a_container_joins_another_ones_network_namespace() {
         "60",
     ]);
     assert_eq!(netns_of(&env, "dep"), netns_of(&env, "web"));
+    // A chain (docker allows it): dep's namespace is web's.
+    let out = env.run(&[
+        "--rm",
+        "--network",
+        "container:dep",
+        "busybox",
+        "readlink",
+        "/proc/self/ns/net",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.trim(), netns_of(&env, "web"));
     let doc = env.inspect("dep");
     assert_eq!(doc["config"]["network"]["mode"], "container", "{doc:#}");
     assert_eq!(

@@ -859,6 +859,37 @@ mod tests {
     }
 
     #[test]
+    fn container_network_conflicts_in_dockers_words() {
+        let req = |extra: fn(&mut RunRequest)| {
+            let mut r = RunRequest {
+                image_and_command: vec!["busybox".into()],
+                networks: vec!["container:web".into()],
+                ..RunRequest::default()
+            };
+            extra(&mut r);
+            r.validate(no_env, 2).map(|s| s.network)
+        };
+        assert_eq!(req(|_| {}).unwrap(), NetworkMode::Container("web".into()));
+        let cases: [(fn(&mut RunRequest), &str); 6] = [
+            (|r| r.hostname = Some("x".into()), "hostname"),
+            (|r| r.publish = vec!["80:80".into()], "port publishing"),
+            (|r| r.publish_all = true, "port publishing"),
+            (|r| r.mac = Some("02:42:ac:11:00:02".into()), "mac-address"),
+            (|r| r.ip = Some("10.0.0.2".into()), "ip address"),
+            (|r| r.userns = Some("auto".into()), "user namespace"),
+        ];
+        for (extra, what) in cases {
+            let err = req(extra).unwrap_err().to_string();
+            assert!(err.contains(what), "{what}: {err}");
+        }
+        let err = req(|r| r.hostname = Some("x".into())).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "conflicting options: hostname and the network mode"
+        );
+    }
+
+    #[test]
     fn mac_addresses() {
         assert_eq!(
             parse_mac("02:42:AC:11:00:02".into()).unwrap(),

@@ -16,6 +16,7 @@
 //! (held open by a `sleep` process): its `/run`, `/dev/shm` and `/var/lib` are tmpfs there,
 //! so detached containers, their conmon, locks and mounts never reach the host's.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, Write as _};
@@ -690,10 +691,17 @@ impl Podman {
                 names.len()
             );
         }
-        let pid_of = |node: &str| -> &str {
-            // INVARIANT: every link end is a node of the lab (checked when the lab was made).
-            let i = lab.nodes.iter().position(|n| n == node).unwrap_or(0);
-            pids[i]
+        let by_node: BTreeMap<&str, &str> = lab
+            .nodes
+            .iter()
+            .map(String::as_str)
+            .zip(pids.iter().copied())
+            .collect();
+        let pid_of = |node: &str| -> Result<&str> {
+            by_node
+                .get(node)
+                .copied()
+                .with_context(|| format!("a link names {node}, not a node of lab {}", lab.name))
         };
         let mtu = MTU.to_string();
         for [(a, ai), (b, bi)] in &lab.links {
@@ -702,7 +710,7 @@ impl Podman {
                 "add",
                 ai,
                 "netns",
-                pid_of(a),
+                pid_of(a)?,
                 "mtu",
                 &mtu,
                 "type",
@@ -711,7 +719,7 @@ impl Podman {
                 "name",
                 bi,
                 "netns",
-                pid_of(b),
+                pid_of(b)?,
                 "mtu",
                 &mtu,
             ]))?;
@@ -726,7 +734,7 @@ impl Podman {
             if batch.is_empty() {
                 continue;
             }
-            let pid = pid_of(node);
+            let pid = pid_of(node)?;
             let mut child = host.run(|| {
                 Command::new("nsenter")
                     .args(["-t", pid, "-n", "ip", "-batch", "-"])

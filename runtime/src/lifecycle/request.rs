@@ -860,7 +860,8 @@ mod tests {
 
     #[test]
     fn container_network_conflicts_in_dockers_words() {
-        let req = |extra: fn(&mut RunRequest)| {
+        type Tweak = fn(&mut RunRequest);
+        let req = |extra: Tweak| {
             let mut r = RunRequest {
                 image_and_command: vec!["busybox".into()],
                 networks: vec!["container:web".into()],
@@ -870,7 +871,7 @@ mod tests {
             r.validate(no_env, 2).map(|s| s.network)
         };
         assert_eq!(req(|_| {}).unwrap(), NetworkMode::Container("web".into()));
-        let cases: [(fn(&mut RunRequest), &str); 6] = [
+        let cases: [(Tweak, &str); 6] = [
             (|r| r.hostname = Some("x".into()), "hostname"),
             (|r| r.publish = vec!["80:80".into()], "port publishing"),
             (|r| r.publish_all = true, "port publishing"),

@@ -158,7 +158,7 @@ pub fn run(opts: &Opts, s: &mut Section) -> Result<()> {
             pm_destroy.cell(scale),
         ));
     }
-    berth.cleanup(&labs);
+    berth.cleanup(&host, &labs);
     drop(podman);
 
     s.notes.push(format!(
@@ -456,13 +456,11 @@ impl Berth {
         }
     }
 
-    fn cleanup(&self, labs: &[Lab]) {
+    fn cleanup(&self, host: &TestNetns, labs: &[Lab]) {
         // Normally a no-op: every cycle ends with its lab destroyed.
-        if let Ok(host) = TestNetns::with_tag("h") {
-            for lab in labs {
-                if !self.netns_names(lab).is_empty() {
-                    self.destroy_quietly(&host, lab);
-                }
+        for lab in labs {
+            if !self.netns_names(lab).is_empty() {
+                self.destroy_quietly(host, lab);
             }
         }
         remove_cgroup_dirs(&self.cgroup_parent);

@@ -386,3 +386,31 @@ fn lab_node_in_another_nodes_namespace() {
     assert!(lab.netns_names().is_empty(), "{:?}", lab.netns_names());
     assert!(!env.root.join("labs").join(&lab.name).exists());
 }
+
+/// A target in a user namespace of its own (`--userns=auto`): its network namespace belongs
+/// to that user namespace, and a container of the host's joins it all the same (root of the
+/// host owns every user namespace), with its name files.
+#[test]
+fn joining_a_target_in_a_user_namespace() {
+    let env = Env::new();
+    env.run_detached(&["--name", "u", "--userns", "auto", "busybox", "sleep", "60"]);
+    let out = env.run(&[
+        "--rm",
+        "--network",
+        "container:u",
+        "busybox",
+        "sh",
+        "-c",
+        "readlink /proc/self/ns/net; ip -o link | grep -c eth0; cat /proc/self/uid_map",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], netns_of(&env, "u"), "{out:?}");
+    assert_eq!(lines[1], "1", "{out:?}");
+    assert!(
+        lines[2].split_whitespace().eq(["0", "0", "4294967295"]),
+        "{out:?}"
+    );
+    assert_eq!(env.berth(&["rm", "-f", "u"]).code, 0);
+    env.assert_clean();
+}

@@ -3,112 +3,37 @@
 //! `exec`, the capabilities of a non-root user, `Env`, `WorkingDir`, `Entrypoint` + `Cmd` and
 //! `--entrypoint`, `ExposedPorts` with `-P`, `StopSignal` (and `--stop-signal`) delivered by
 //! `stop`, `Labels` merged with `--label`. The images are OCI layouts written here (busybox
-//! and two users) and imported with `berth image import`.
+//! and two users, from netns-fixtures' base layer) and imported with `berth image import`.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::fs::{self, File};
-use std::io::Write;
-
 use common::{Env, assert_one_line_error, have_portmap};
+use netns_fixtures::images::{self, Compression, Format, OciLayout, media};
 use serde_json::{Value, json};
 
-const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
-    app:x:1000:1000:app:/home/app:/bin/sh\n\
-    nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
-const GROUP: &str = "root:x:0:\n\
-    app:x:1000:\n\
-    staff:x:50:app\n\
-    extra:x:2000:daemon,app\n\
-    nogroup:x:65534:\n";
-const APPLETS: [&str; 11] = [
-    "sh", "id", "cat", "grep", "sleep", "pwd", "echo", "env", "touch", "ls", "test",
-];
-
-fn header(kind: tar::EntryType, size: usize, mode: u32) -> tar::Header {
-    let mut header = tar::Header::new_gnu();
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_mtime(0);
-    header.set_entry_type(kind);
-    header.set_size(size as u64);
-    header.set_mode(mode);
-    header
-}
-
-fn file<W: Write>(tar: &mut tar::Builder<W>, path: &str, data: &[u8]) {
-    let mut h = header(tar::EntryType::Regular, data.len(), 0o644);
-    tar.append_data(&mut h, path, data).unwrap();
-}
-
-/// The image's one layer: busybox and its applets, passwd and group, /app, /tmp, /home/app.
-fn layer() -> Vec<u8> {
-    let mut tar = tar::Builder::new(Vec::new());
-    for d in ["bin/", "etc/", "app/", "home/", "home/app/", "root/"] {
-        let mut h = header(tar::EntryType::Directory, 0, 0o755);
-        tar.append_data(&mut h, d, &[][..]).unwrap();
-    }
-    let mut h = header(tar::EntryType::Directory, 0, 0o1777);
-    tar.append_data(&mut h, "tmp/", &[][..]).unwrap();
-    let busybox = fs::read("/bin/busybox").unwrap();
-    let mut h = header(tar::EntryType::Regular, busybox.len(), 0o755);
-    tar.append_data(&mut h, "bin/busybox", &busybox[..])
-        .unwrap();
-    for applet in APPLETS {
-        let mut h = header(tar::EntryType::Symlink, 0, 0o777);
-        tar.append_link(&mut h, format!("bin/{applet}"), "busybox")
-            .unwrap();
-    }
-    file(&mut tar, "etc/passwd", PASSWD.as_bytes());
-    file(&mut tar, "etc/group", GROUP.as_bytes());
-    tar.into_inner().unwrap()
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    berth_image::Digest::sha256_of(bytes).hex().to_owned()
-}
-
-/// Writes an OCI layout archive of [`layer`] with `config` (the image config's `config`)
-/// and imports it as `name`.
+/// Writes an OCI layout archive of one layer — netns-fixtures' base layer (busybox and its
+/// applets, passwd and group with `app` and `nobody`, /tmp, /home/app) plus /app — with
+/// `config` (the image config's `config`), and imports it as `name`.
 fn import(env: &Env, name: &str, config: Value) {
-    let layer = layer();
-    let layer_d = sha256_hex(&layer);
-    let config = json!({"architecture": "amd64", "os": "linux", "config": config,
-        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_d}")]}})
-    .to_string();
-    let config_d = sha256_hex(config.as_bytes());
+    let mut layout = OciLayout::temp().unwrap();
+    let layer = images::base_layer()
+        .dir("app", 0o755)
+        .write(&layout, Compression::None)
+        .unwrap();
+    let config = json!({"architecture": images::host_arch(), "os": "linux", "config": config,
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]}});
+    let config = layout.put_json(media::OCI_CONFIG, &config).unwrap();
     let manifest = json!({
         "schemaVersion": 2,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{config_d}"), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": format!("sha256:{layer_d}"), "size": layer.len()}]
-    })
-    .to_string();
-    let manifest_d = sha256_hex(manifest.as_bytes());
-    let index = json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "digest": format!("sha256:{manifest_d}"),
-        "size": manifest.len(),
-        "platform": {"architecture": "amd64", "os": "linux"}
-    }]})
-    .to_string();
+        "mediaType": media::OCI_MANIFEST,
+        "config": config.to_json(),
+        "layers": [layer.descriptor(Format::Oci).to_json()],
+    });
+    let manifest = layout.put_json(media::OCI_MANIFEST, &manifest).unwrap();
+    layout.tag(name, &manifest).unwrap();
     let tarball = env.tmp.path().join(format!("{name}.tar"));
-    let mut tar = tar::Builder::new(File::create(&tarball).unwrap());
-    file(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
-    file(&mut tar, "index.json", index.as_bytes());
-    file(&mut tar, &format!("blobs/sha256/{layer_d}"), &layer);
-    file(
-        &mut tar,
-        &format!("blobs/sha256/{config_d}"),
-        config.as_bytes(),
-    );
-    file(
-        &mut tar,
-        &format!("blobs/sha256/{manifest_d}"),
-        manifest.as_bytes(),
-    );
-    tar.finish().unwrap();
-    drop(tar);
+    images::write_oci_archive(layout.dir(), name, &tarball).unwrap();
     let out = env.berth(&["image", "import", tarball.to_str().unwrap(), name]);
     assert_eq!(out.code, 0, "{out:?}");
 }
@@ -486,7 +411,7 @@ fn users_in_a_user_namespace_are_container_ids() {
 /// archives and imported, then run as the issue asks.
 #[test]
 fn catalog_images_run_as_their_authors_meant() {
-    use netns_fixtures::images::{self, APP_GID, APP_GROUPS, APP_UID, NOBODY, OciLayout};
+    use netns_fixtures::images::{APP_GID, APP_GROUPS, APP_UID, NOBODY};
     let env = Env::new();
     let mut layout = OciLayout::temp().unwrap();
     images::app(&mut layout).unwrap();

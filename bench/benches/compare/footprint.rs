@@ -11,11 +11,9 @@ use netns_fixtures::{TestNetns, test_subnet_v4, unique_name};
 use serde_json::{Value, json};
 
 use crate::cni::{CNI_VERSION, Impl, container_id};
-use crate::proc::{Usage, run_with_usage};
+use crate::proc::{TIME, Usage, max_rss_mib, run_with_usage};
 use crate::{Opts, progress};
 
-/// GNU time (Debian package `time`).
-const TIME: &str = "/usr/bin/time";
 const PLUGINS: [&str; 5] = ["bridge", "veth", "host-local", "loopback", "portmap"];
 
 /// Per plugin, per implementation: peak RSS (MiB) and CPU (ms) of each ADD.
@@ -148,21 +146,12 @@ fn measure(imp: &Impl, plugin: &str, runs: usize, c: &mut Costs) -> Result<()> {
             add(imp, plugin, &host, ctr.path(), &id, &conf, rss)?
         };
         if measure_rss {
-            c.rss.push(read_maxrss(&rss_file)? / 1024.0);
+            c.rss.push(max_rss_mib(&rss_file)?);
         } else {
             c.cpu.push(u.cpu_ms);
         }
     }
     Ok(())
-}
-
-/// GNU time's `%M`: peak RSS in KiB, on the last line of its output file.
-fn read_maxrss(file: &Path) -> Result<f64> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
-    text.lines()
-        .last()
-        .and_then(|l| l.trim().parse::<f64>().ok())
-        .with_context(|| format!("no %M in {text:?}"))
 }
 
 /// The floor of the RSS figures: a static busybox `true` under GNU time.
@@ -178,7 +167,7 @@ pub fn rss_floor() -> Result<f64> {
     if !out.status.success() {
         bail!("{TIME}: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
-    Ok(read_maxrss(&file)? / 1024.0)
+    max_rss_mib(&file)
 }
 
 /// One ADD of `plugin`, run directly from inside `host` (under GNU time writing `%M` to

@@ -22,11 +22,9 @@ use netns_fixtures::{TestNetns, TestRegistry};
 use serde_json::json;
 
 use crate::cni::Impl;
-use crate::proc::{private_mounts, timed};
+use crate::podman;
+use crate::proc::{TIME, max_rss_mib, private_mounts, timed};
 use crate::{Opts, progress};
-
-/// GNU time (Debian package `time`).
-const TIME: &str = "/usr/bin/time";
 
 pub fn run(opts: &Opts, s: &mut Section) -> Result<()> {
     let ours = Impl::ours();
@@ -289,7 +287,7 @@ impl Berth {
             .arg(self.tmp.join("berth-run"))
             .args(["pull", "-q", "--tls-verify=false", reference]);
         timed(host, &mut c)?;
-        read_max_rss(&out)
+        max_rss_mib(&out)
     }
 
     fn run(&self, host: &TestNetns, root: &Path, image: &str, cmd: &[&str]) -> Result<f64> {
@@ -298,17 +296,6 @@ impl Berth {
         c.args(cmd);
         timed(host, &mut c)
     }
-}
-
-/// GNU time's `%M` (peak RSS in KiB, the last line of its `-o` file), in MiB.
-fn read_max_rss(out: &Path) -> Result<f64> {
-    let text = fs::read_to_string(out).with_context(|| format!("read {}", out.display()))?;
-    let kib: f64 = text
-        .lines()
-        .last()
-        .and_then(|l| l.trim().parse().ok())
-        .with_context(|| format!("no %M in {text:?}"))?;
-    Ok(kib / 1024.0)
 }
 
 /// `skopeo copy` of `reference` into a fresh `oci:` directory: download and verify, no
@@ -333,16 +320,10 @@ struct Podman {
 impl Podman {
     fn new(tmp: &Path) -> Result<Podman> {
         let dir = tmp.join("podman-images");
-        for d in ["root", "run", "tmp"] {
-            fs::create_dir_all(dir.join(d))?;
-        }
-        fs::write(dir.join("registries.conf"), "")?;
+        podman::state_dir(&dir, &[])?;
         fs::write(
             dir.join("containers.conf"),
-            format!(
-                "[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"none\"\nruntime = \"crun\"\ntmp_dir = \"{d}/tmp\"\nstatic_dir = \"{d}/root/libpod\"\nvolume_path = \"{d}/root/volumes\"\n",
-                d = dir.display()
-            ),
+            podman::containers_conf(&dir, ""),
         )?;
         let mut p = Podman {
             dir,
@@ -366,38 +347,13 @@ impl Podman {
 
     /// podman, or (`time_to`) GNU time writing podman's peak RSS to that file.
     fn command(&self, time_to: Option<&Path>) -> Result<Command> {
-        fs::write(
-            self.dir.join("storage.conf"),
-            format!(
-                "[storage]\ndriver = \"{1}\"\nrunroot = \"{0}/run\"\ngraphroot = \"{0}/root\"\n",
-                self.dir.display(),
-                self.driver
-            ),
-        )?;
-        let mut c = match time_to {
-            Some(out) => {
-                let mut c = Command::new(TIME);
-                c.arg("-o").arg(out).args(["-f", "%M", "podman"]);
-                c
-            }
-            None => Command::new("podman"),
-        };
-        c.env("CONTAINERS_CONF", self.dir.join("containers.conf"))
-            .env("CONTAINERS_STORAGE_CONF", self.dir.join("storage.conf"))
-            .env(
-                "CONTAINERS_REGISTRIES_CONF",
-                self.dir.join("registries.conf"),
-            )
-            .arg("--root")
-            .arg(self.dir.join("root"))
-            .arg("--runroot")
-            .arg(self.dir.join("run"))
-            .args([
-                "--storage-driver",
-                self.driver,
-                "--cgroup-manager",
-                "cgroupfs",
-            ]);
+        podman::write_storage_conf(&self.dir, self.driver)?;
+        let mut c = podman::command(
+            &self.dir,
+            &self.dir.join("containers.conf"),
+            self.driver,
+            time_to,
+        );
         private_mounts(&mut c, &["/run", "/dev/shm", "/var/lib"])?;
         Ok(c)
     }
@@ -417,7 +373,7 @@ impl Podman {
             host,
             c.args(["pull", "-q", "--tls-verify=false", reference]),
         )?;
-        read_max_rss(&out)
+        max_rss_mib(&out)
     }
 
     /// Empties podman's store (not timed).

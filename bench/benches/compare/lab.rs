@@ -33,6 +33,7 @@ use berth_topology::{Attach, Kind, LinkKind};
 use netns_fixtures::TestNetns;
 
 use crate::cni::{Impl, ms_since};
+use crate::podman;
 use crate::proc::{private_mounts, timed};
 use crate::start::{busybox_rootfs, remove_cgroup_dirs};
 use crate::{Opts, progress};
@@ -531,15 +532,15 @@ struct Podman {
 impl Podman {
     fn new(tmp: &Path, host: &TestNetns) -> Result<Podman> {
         let dir = tmp.join("podman");
-        for d in ["root", "run", "tmp", "cni"] {
-            fs::create_dir_all(dir.join(d))?;
-        }
-        fs::write(dir.join("registries.conf"), "")?;
+        podman::state_dir(&dir, &["cni"])?;
         fs::write(
             dir.join("containers.conf"),
-            format!(
-                "[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"none\"\nruntime = \"crun\"\ntmp_dir = \"{d}/tmp\"\nstatic_dir = \"{d}/root/libpod\"\nvolume_path = \"{d}/root/volumes\"\n[network]\nnetwork_backend = \"cni\"\nnetwork_config_dir = \"{d}/cni\"\n",
-                d = dir.display()
+            podman::containers_conf(
+                &dir,
+                &format!(
+                    "[network]\nnetwork_backend = \"cni\"\nnetwork_config_dir = \"{}/cni\"\n",
+                    dir.display()
+                ),
             ),
         )?;
         let rootfs = busybox_rootfs(&dir)?;
@@ -579,36 +580,17 @@ impl Podman {
     /// podman's storage.conf for `self.driver`; written before the commands run, never
     /// while they do (parallel `podman run`s read it).
     fn write_storage_conf(&self) -> Result<()> {
-        fs::write(
-            self.dir.join("storage.conf"),
-            format!(
-                "[storage]\ndriver = \"{1}\"\nrunroot = \"{0}/run\"\ngraphroot = \"{0}/root\"\n",
-                self.dir.display(),
-                self.driver
-            ),
-        )?;
-        Ok(())
+        podman::write_storage_conf(&self.dir, self.driver)
     }
 
     fn cmd(&self) -> Command {
-        let mut c = Command::new("podman");
-        c.env("CONTAINERS_CONF", self.dir.join("containers.conf"))
-            .env("CONTAINERS_STORAGE_CONF", self.dir.join("storage.conf"))
-            .env(
-                "CONTAINERS_REGISTRIES_CONF",
-                self.dir.join("registries.conf"),
-            )
-            .arg("--root")
-            .arg(self.dir.join("root"))
-            .arg("--runroot")
-            .arg(self.dir.join("run"))
-            .args([
-                "--storage-driver",
-                self.driver,
-                "--cgroup-manager",
-                "cgroupfs",
-            ])
-            .stdin(Stdio::null());
+        let mut c = podman::command(
+            &self.dir,
+            &self.dir.join("containers.conf"),
+            self.driver,
+            None,
+        );
+        c.stdin(Stdio::null());
         self.mnt.enter(&mut c);
         c
     }

@@ -18,6 +18,7 @@ mod dataplane;
 mod footprint;
 mod images;
 mod lab;
+mod podman;
 mod proc;
 mod scale;
 mod start;
@@ -258,50 +259,69 @@ fn goals(r: &Report) -> Vec<berth_bench::GoalResult> {
         };
         g.push(r.goal_ours_at_most(&format!("concurrency 8×200: {what}"), id, 0.0));
     }
-    g.push(r.goal_ratio(
-        "berth run --rm busybox true on a bridge faster than crun run + reference ADD+DEL",
-        "start.bridge.crun",
-        1.0,
-    ));
-    g.push(r.goal_ratio(
-        "berth run --rm busybox true on a bridge ≥ 5× faster than podman run (CNI bridge)",
-        "start.bridge.podman",
-        0.2,
-    ));
-    g.push(r.goal_ratio(
-        "(interim, no network) berth run ≥ 5× faster than podman run --network none",
-        "start.none.podman",
-        0.2,
-    ));
-    g.push(r.goal_ratio(
-        "cold pull of a multi-layer image ≤ 0.5 × podman pull",
-        "images.pull.cold.podman",
-        0.5,
-    ));
-    g.push(r.goal_ratio(
-        "pull with every layer present ≤ 0.2 × podman pull",
-        "images.pull.warm.podman",
-        0.2,
-    ));
-    g.push(r.goal_ours_at_most(
-        "peak RSS pulling a 500 MB layer below 64 MB",
-        "images.pull.rss",
-        64.0,
-    ));
-    g.push(r.goal_ratio(
-        "run --rm of a pulled 5-layer image ≤ 1.2 × the offline busybox image",
-        "images.run.five",
-        1.2,
-    ));
-    g.push(r.goal_ratio(
-        "lab deploy of the 10-node clos ≤ 1/10 of podman (a script: podman run per node, one at a time, + ip link add per link)",
-        "lab.clos.deploy",
-        0.1,
-    ));
-    g.push(r.goal_ratio(
-        "(informational) lab deploy of the 10-node clos ≤ 1/10 of podman starting 8 nodes at a time",
-        "lab.clos.deploy.parallel",
-        0.1,
-    ));
+    // (goal, row id, limit, judged on the ratio or on our own figure)
+    let tail: [(&str, &str, f64, bool); 9] = [
+        (
+            "berth run --rm busybox true on a bridge faster than crun run + reference ADD+DEL",
+            "start.bridge.crun",
+            1.0,
+            true,
+        ),
+        (
+            "berth run --rm busybox true on a bridge ≥ 5× faster than podman run (CNI bridge)",
+            "start.bridge.podman",
+            0.2,
+            true,
+        ),
+        (
+            "(interim, no network) berth run ≥ 5× faster than podman run --network none",
+            "start.none.podman",
+            0.2,
+            true,
+        ),
+        (
+            "cold pull of a multi-layer image ≤ 0.5 × podman pull",
+            "images.pull.cold.podman",
+            0.5,
+            true,
+        ),
+        (
+            "pull with every layer present ≤ 0.2 × podman pull",
+            "images.pull.warm.podman",
+            0.2,
+            true,
+        ),
+        (
+            "peak RSS pulling a 500 MB layer below 64 MB",
+            "images.pull.rss",
+            64.0,
+            false,
+        ),
+        (
+            "run --rm of a pulled 5-layer image ≤ 1.2 × the offline busybox image",
+            "images.run.five",
+            1.2,
+            true,
+        ),
+        (
+            "lab deploy of the 10-node clos ≤ 1/10 of podman (a script: podman run per node, one at a time, + ip link add per link)",
+            "lab.clos.deploy",
+            0.1,
+            true,
+        ),
+        (
+            "(informational) lab deploy of the 10-node clos ≤ 1/10 of podman starting 8 nodes at a time",
+            "lab.clos.deploy.parallel",
+            0.1,
+            true,
+        ),
+    ];
+    for (goal, id, max, ratio) in tail {
+        g.push(if ratio {
+            r.goal_ratio(goal, id, max)
+        } else {
+            r.goal_ours_at_most(goal, id, max)
+        });
+    }
     g
 }

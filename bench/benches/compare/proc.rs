@@ -5,6 +5,7 @@
 use std::ffi::CString;
 use std::io::{self, Read, Write};
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -12,6 +13,20 @@ use anyhow::{Context, Result, bail};
 use netns_fixtures::TestNetns;
 
 use crate::cni::ms_since;
+
+/// GNU time (Debian package `time`).
+pub const TIME: &str = "/usr/bin/time";
+
+/// GNU time's `%M` (peak RSS in KiB, the last line of its `-o` file), in MiB.
+pub fn max_rss_mib(file: &Path) -> Result<f64> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
+    let kib: f64 = text
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .with_context(|| format!("no %M in {text:?}"))?;
+    Ok(kib / 1024.0)
+}
 
 /// Makes `cmd` start in a private mount namespace in which
 /// - the cgroup2 mount at `/sys/fs/cgroup/unified` is gone: this kernel runs cgroup v1 with

@@ -20,6 +20,7 @@ use netns_fixtures::{TestNetns, test_subnet_v4, unique_name};
 use serde_json::{Value, json};
 
 use crate::cni::{CNI_VERSION, Driver, Impl, bridge_list, ms_since, runtime_conf};
+use crate::podman;
 use crate::proc::{private_mounts, timed};
 use crate::{Opts, progress};
 
@@ -463,30 +464,16 @@ impl Podman {
         plugins: &Value,
     ) -> Result<Podman> {
         let dir = tmp.join("podman");
-        for d in [
-            "root",
-            "run",
-            "tmp",
-            "cni-ref",
-            "cni-ours",
-            "ipam-ref",
-            "ipam-ours",
-        ] {
-            fs::create_dir_all(dir.join(d))?;
-        }
-        fs::write(dir.join("registries.conf"), "")?;
-        fs::write(
-            dir.join("storage.conf"),
-            format!(
-                "[storage]\ndriver = \"vfs\"\nrunroot = \"{0}/run\"\ngraphroot = \"{0}/root\"\n",
-                dir.display()
-            ),
-        )?;
+        podman::state_dir(&dir, &["cni-ref", "cni-ours", "ipam-ref", "ipam-ours"])?;
+        podman::write_storage_conf(&dir, "vfs")?;
         for (tag, imp) in [("ref", theirs), ("ours", ours)] {
-            let conf = format!(
-                "[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"none\"\nruntime = \"crun\"\ntmp_dir = \"{d}/tmp\"\nstatic_dir = \"{d}/root/libpod\"\nvolume_path = \"{d}/root/volumes\"\n[network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{plugins}\"]\nnetwork_config_dir = \"{d}/cni-{tag}\"\n",
-                d = dir.display(),
-                plugins = imp.dir.display()
+            let conf = podman::containers_conf(
+                &dir,
+                &format!(
+                    "[network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{plugins}\"]\nnetwork_config_dir = \"{d}/cni-{tag}\"\n",
+                    d = dir.display(),
+                    plugins = imp.dir.display()
+                ),
             );
             fs::write(dir.join(format!("containers-{tag}.conf")), conf)?;
             let list = runtime_list(
@@ -518,21 +505,8 @@ impl Podman {
     }
 
     fn cmd(&self, tag: &str) -> Result<Command> {
-        let mut c = Command::new("podman");
-        c.env(
-            "CONTAINERS_CONF",
-            self.dir.join(format!("containers-{tag}.conf")),
-        )
-        .env("CONTAINERS_STORAGE_CONF", self.dir.join("storage.conf"))
-        .env(
-            "CONTAINERS_REGISTRIES_CONF",
-            self.dir.join("registries.conf"),
-        )
-        .arg("--root")
-        .arg(self.dir.join("root"))
-        .arg("--runroot")
-        .arg(self.dir.join("run"))
-        .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"]);
+        let conf = self.dir.join(format!("containers-{tag}.conf"));
+        let mut c = podman::command(&self.dir, &conf, "vfs", None);
         // /var/lib: libcni's cache directory (/var/lib/cni) is hard-coded in podman.
         private_mounts(&mut c, &["/run", "/dev/shm", "/var/lib"])?;
         Ok(c)

@@ -13,7 +13,7 @@ use crate::lab::impair;
 use crate::lab::source::Loaded;
 use crate::lab::state::{self, LabState, LabStateError};
 use crate::lab::wire;
-use crate::state::{StateError, Status, Store};
+use crate::state::{ContainerRecord, StateError, Status, Store};
 
 /// Errors of `lab inspect`.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +78,16 @@ pub fn inspect(store: &Store, loaded: &Loaded) -> Result<LabView, InspectError> 
     let t = &loaded.topology;
     let host = Netlink::open_current().map_err(InspectError::Host)?;
     let ends = impair::load(store.root(), t.name.as_str()).unwrap_or_default();
+    // The store's records are read once, not once per node.
+    let records: BTreeMap<String, ContainerRecord> = store
+        .records()
+        .map_err(|source| InspectError::Find {
+            name: "the store's containers".into(),
+            source,
+        })?
+        .into_iter()
+        .map(|r| (r.name.to_string(), r))
+        .collect();
     let mut nodes = Vec::new();
     for node in t.nodes.values() {
         let mut view = NodeView {
@@ -109,25 +119,21 @@ pub fn inspect(store: &Store, loaded: &Loaded) -> Result<LabView, InspectError> 
                     .map_or_else(|_| node.name.to_string(), |c| c.to_string());
                 view.name = name.clone();
                 view.image = node.image.clone();
-                match store.find(&name) {
-                    Ok(record) => {
-                        // The container's image, not the file's: a file naming it through
-                        // a variable may read differently in this environment.
-                        view.image = Some(record.config.image.familiar());
-                        let status = record.live_status();
-                        view.state = status_name(status).into();
-                        if status == Status::Running {
-                            view.pid = record.state.pid;
-                            let path = store.netns_of(&record);
-                            if let Ok(ns) = wire::open_netns(&path) {
-                                if let Ok(netlink) = Netlink::open_in(&ns) {
-                                    view.interfaces = addresses(&netlink);
-                                }
+                if let Some(record) = records.get(&name) {
+                    // The container's image, not the file's: a file naming it through
+                    // a variable may read differently in this environment.
+                    view.image = Some(record.config.image.familiar());
+                    let status = record.live_status();
+                    view.state = status_name(status).into();
+                    if status == Status::Running {
+                        view.pid = record.state.pid;
+                        let path = store.netns_of(record);
+                        if let Ok(ns) = wire::open_netns(&path) {
+                            if let Ok(netlink) = Netlink::open_in(&ns) {
+                                view.interfaces = addresses(&netlink);
                             }
                         }
                     }
-                    Err(StateError::NotFound { .. }) => {}
-                    Err(source) => return Err(InspectError::Find { name, source }),
                 }
             }
         }

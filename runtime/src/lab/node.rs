@@ -23,7 +23,7 @@ use crate::lab::source::Loaded;
 use crate::lab::state::{LabState, LabStateError, SavedInterface};
 use crate::lab::wire::{self, End, Sockets, WireError};
 use crate::network::Networks;
-use crate::state::{StateError, Status, Store};
+use crate::state::{ContainerRecord, StateError, Status, Store};
 
 /// Errors of the node and link verbs.
 #[derive(Debug, thiserror::Error)]
@@ -163,22 +163,16 @@ pub fn exec(store: &Store, selected: &[Target], command: &[String]) -> Vec<ExecO
     exec::run(store, selected, |_| vec![command.to_vec()])
 }
 
-/// The namespace of a running linux node.
-fn node_netns(store: &Store, container: &str, node: &str) -> Result<Option<Netns>, NodeError> {
-    let record = match store.find(container) {
-        Ok(record) => record,
-        Err(StateError::NotFound { .. }) => return Ok(None),
-        Err(source) => {
-            return Err(NodeError::Find {
-                name: container.to_owned(),
-                source,
-            });
-        }
-    };
-    if record.live_status() != Status::Running {
+/// The namespace of a running linux node (`None`: no such container, or not running).
+fn node_netns(
+    store: &Store,
+    record: Option<&ContainerRecord>,
+    node: &str,
+) -> Result<Option<Netns>, NodeError> {
+    let Some(record) = record.filter(|r| r.live_status() == Status::Running) else {
         return Ok(None);
-    }
-    wire::open_netns(&store.netns_of(&record))
+    };
+    wire::open_netns(&store.netns_of(record))
         .map(Some)
         .map_err(|source| NodeError::Wire {
             what: format!("namespace of node {node}"),
@@ -186,12 +180,22 @@ fn node_netns(store: &Store, container: &str, node: &str) -> Result<Option<Netns
         })
 }
 
-/// Namespaces of the running linux nodes of `t`, by node name.
+/// Namespaces of the running linux nodes of `t`, by node name. The store's records are read
+/// once, not once per node.
 fn running(store: &Store, t: &Topology) -> Result<BTreeMap<String, Netns>, NodeError> {
+    let records: BTreeMap<String, ContainerRecord> = store
+        .records()
+        .map_err(|source| NodeError::Find {
+            name: "the store's containers".into(),
+            source,
+        })?
+        .into_iter()
+        .map(|r| (r.name.to_string(), r))
+        .collect();
     let mut out = BTreeMap::new();
     for node in t.nodes.values().filter(|n| n.kind == Kind::Linux) {
         let (_, container) = container_of(t, node.name.as_str())?;
-        if let Some(ns) = node_netns(store, &container, node.name.as_str())? {
+        if let Some(ns) = node_netns(store, records.get(&container), node.name.as_str())? {
             out.insert(node.name.to_string(), ns);
         }
     }

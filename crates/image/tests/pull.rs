@@ -15,8 +15,8 @@ use berth_image::oci::Compression;
 use berth_image::overlay::{Lower, Overlay};
 use berth_image::progress::{Event, LayerStatus, Recorder};
 use berth_image::pull::PullOptions;
-use berth_image::{ImageError, ImageStore, Platform, Reference};
-use common::{E, Layout, Spy, leak, tree};
+use berth_image::{Digest, ImageError, ImageStore, Platform, PullResult, Reference};
+use common::{Built, E, Layout, Spy, leak, tree};
 use serde_json::json;
 
 fn reference(text: &str) -> Reference {
@@ -36,6 +36,51 @@ fn store(tmp: &Path) -> ImageStore {
     let dir = tmp.join("images");
     fs::create_dir_all(&dir).unwrap();
     ImageStore::new(dir)
+}
+
+/// A fresh temporary directory and an empty OCI layout in it.
+fn layout() -> (tempfile::TempDir, Layout) {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = Layout::new(&tmp.path().join("layout"));
+    (tmp, layout)
+}
+
+/// Pulls `text` from `spy` with the test options and no one watching the progress.
+fn pull(store: &ImageStore, spy: &&'static Spy, text: &str) -> Result<PullResult, ImageError> {
+    store.pull(spy, &reference(text), &options(), &Recorder::default())
+}
+
+/// The offsets `spy` was asked for `digest` from, in order.
+fn offsets(spy: &Spy, digest: &Digest) -> Vec<u64> {
+    spy.requests()
+        .iter()
+        .filter(|r| r.digest == *digest)
+        .map(|r| r.offset)
+        .collect()
+}
+
+/// Images `a` and `b` (tagged so) of the base layer and one layer of their own each.
+fn two_images_sharing_a_base(layout: &mut Layout) -> (Built, Built) {
+    let base = (base_layer(), Compression::Gzip);
+    let a = layout.image(
+        &[
+            base.clone(),
+            (common::tar(&[E::File("a", b"a")]), Compression::Gzip),
+        ],
+        "amd64",
+        json!({}),
+    );
+    let b = layout.image(
+        &[
+            base,
+            (common::tar(&[E::File("b", b"b")]), Compression::Gzip),
+        ],
+        "amd64",
+        json!({}),
+    );
+    layout.tag("a", &a);
+    layout.tag("b", &b);
+    (a, b)
 }
 
 fn base_layer() -> Vec<u8> {
@@ -81,8 +126,7 @@ fn in_mount_namespace<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 
 #[test]
 fn a_pulled_image_mounts_with_its_whiteouts_and_opaque_directories() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut layout = Layout::new(&tmp.path().join("layout"));
+    let (tmp, mut layout) = layout();
     let built = layout.image(
         &[
             (base_layer(), Compression::Gzip),
@@ -195,37 +239,11 @@ fn a_pulled_image_mounts_with_its_whiteouts_and_opaque_directories() {
 
 #[test]
 fn a_second_image_downloads_only_its_own_layers() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut layout = Layout::new(&tmp.path().join("layout"));
-    let base = (base_layer(), Compression::Gzip);
-    let a = layout.image(
-        &[
-            base.clone(),
-            (common::tar(&[E::File("a", b"a")]), Compression::Gzip),
-        ],
-        "amd64",
-        json!({}),
-    );
-    let b = layout.image(
-        &[
-            base,
-            (common::tar(&[E::File("b", b"b")]), Compression::Gzip),
-        ],
-        "amd64",
-        json!({}),
-    );
-    layout.tag("a", &a);
-    layout.tag("b", &b);
+    let (tmp, mut layout) = layout();
+    let (_, b) = two_images_sharing_a_base(&mut layout);
     let store = store(tmp.path());
     let spy = leak(Spy::new(&layout.dir));
-    store
-        .pull(
-            &spy,
-            &reference("localhost/app:a"),
-            &options(),
-            &Recorder::default(),
-        )
-        .unwrap();
+    pull(&store, &spy, "localhost/app:a").unwrap();
     spy.requests.lock().unwrap().clear();
     let progress = Recorder::default();
     let pulled = store
@@ -245,8 +263,7 @@ fn a_second_image_downloads_only_its_own_layers() {
 
 #[test]
 fn the_platform_is_the_hosts_or_the_one_asked_for() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut layout = Layout::new(&tmp.path().join("layout"));
+    let (tmp, mut layout) = layout();
     let amd = layout.image(
         &[(common::tar(&[E::File("arch", b"amd64")]), Compression::Gzip)],
         "amd64",
@@ -316,8 +333,7 @@ fn stored(store: &ImageStore) -> Vec<String> {
 
 #[test]
 fn a_corrupted_blob_is_refused_by_digest_and_nothing_stays() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut layout = Layout::new(&tmp.path().join("layout"));
+    let (tmp, mut layout) = layout();
     let built = layout.image(
         &[
             (base_layer(), Compression::Gzip),
@@ -338,14 +354,7 @@ fn a_corrupted_blob_is_refused_by_digest_and_nothing_stays() {
 
     let store = store(tmp.path());
     let spy = leak(Spy::new(&layout.dir));
-    let err = store
-        .pull(
-            &spy,
-            &reference("localhost/bad:v1"),
-            &options(),
-            &Recorder::default(),
-        )
-        .unwrap_err();
+    let err = pull(&store, &spy, "localhost/bad:v1").unwrap_err();
     let text = berth_image::error_chain(&err);
     assert!(
         text.contains(&format!("blob {} failed verification", built.layers[1])),
@@ -370,13 +379,12 @@ fn a_corrupted_blob_is_refused_by_digest_and_nothing_stays() {
 
 #[test]
 fn a_wrong_diff_id_or_manifest_digest_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut layout = Layout::new(&tmp.path().join("layout"));
+    let (tmp, mut layout) = layout();
     let built = layout.image(&[(base_layer(), Compression::Gzip)], "amd64", json!({}));
     layout.tag("v1", &built);
     // A config whose diffID is not the layer's.
     let config = json!({"architecture": "amd64", "os": "linux", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [berth_image::Digest::sha256_of(b"other").to_string()]}});
+        "rootfs": {"type": "layers", "diff_ids": [Digest::sha256_of(b"other").to_string()]}});
     let config_bytes = serde_json::to_vec(&config).unwrap();
     let config_d = layout.blob(&config_bytes);
     let manifest = json!({"schemaVersion": 2, "mediaType": berth_image::oci::media::OCI_MANIFEST,
@@ -407,14 +415,11 @@ fn a_wrong_diff_id_or_manifest_digest_is_refused() {
     assert!(store.list().unwrap().is_empty());
 
     // A digest reference whose document is something else.
-    let wrong = reference(&format!(
-        "localhost/bad@{}",
-        berth_image::Digest::sha256_of(b"x")
-    ));
+    let wrong = reference(&format!("localhost/bad@{}", Digest::sha256_of(b"x")));
     let fake = leak(Spy::new(&layout.dir));
     fs::copy(
         layout.blob_path(&built.manifest),
-        layout.blob_path(&berth_image::Digest::sha256_of(b"x")),
+        layout.blob_path(&Digest::sha256_of(b"x")),
     )
     .unwrap();
     let err = store
@@ -423,14 +428,14 @@ fn a_wrong_diff_id_or_manifest_digest_is_refused() {
     assert!(
         berth_image::error_chain(&err).contains(&format!(
             "blob {} failed verification",
-            berth_image::Digest::sha256_of(b"x")
+            Digest::sha256_of(b"x")
         )),
         "{err}"
     );
 }
 
 /// An image of one big-ish layer (so a download can be cut in the middle).
-fn big_image(layout: &mut Layout) -> common::Built {
+fn big_image(layout: &mut Layout) -> Built {
     let data: Vec<u8> = (0..3_000_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
@@ -445,8 +450,7 @@ fn big_image(layout: &mut Layout) -> common::Built {
 
 #[test]
 fn a_dropped_connection_resumes_with_a_range_request() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut layout = Layout::new(&tmp.path().join("layout"));
+    let (tmp, mut layout) = layout();
     let built = big_image(&mut layout);
     let size = fs::metadata(layout.blob_path(&built.layers[0]))
         .unwrap()
@@ -461,13 +465,10 @@ fn a_dropped_connection_resumes_with_a_range_request() {
     store
         .pull(&spy, &reference("localhost/big:big"), &options(), &progress)
         .unwrap();
-    let offsets: Vec<u64> = spy
-        .requests()
-        .iter()
-        .filter(|r| r.digest == built.layers[0])
-        .map(|r| r.offset)
-        .collect();
-    assert_eq!(offsets, [0, size / 3, 2 * (size / 3)]);
+    assert_eq!(
+        offsets(spy, &built.layers[0]),
+        [0, size / 3, 2 * (size / 3)]
+    );
     assert!(progress.events().iter().any(|e| matches!(
         e,
         Event::Layer {
@@ -487,20 +488,12 @@ fn a_dropped_connection_resumes_with_a_range_request() {
         .lock()
         .unwrap()
         .insert(built.layers[0].clone(), vec![size / 2]);
-    store2
-        .pull(
-            &whole,
-            &reference("localhost/big:big"),
-            &options(),
-            &Recorder::default(),
-        )
-        .unwrap();
+    pull(&store2, &whole, "localhost/big:big").unwrap();
 }
 
 #[test]
 fn retries_run_out_and_the_partial_download_stays_for_the_next_pull() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut layout = Layout::new(&tmp.path().join("layout"));
+    let (tmp, mut layout) = layout();
     let built = big_image(&mut layout);
     let size = fs::metadata(layout.blob_path(&built.layers[0]))
         .unwrap()
@@ -543,20 +536,13 @@ fn retries_run_out_and_the_partial_download_stays_for_the_next_pull() {
             &Recorder::default(),
         )
         .unwrap();
-    let offsets: Vec<u64> = spy
-        .requests()
-        .iter()
-        .filter(|r| r.digest == built.layers[0])
-        .map(|r| r.offset)
-        .collect();
-    assert_eq!(offsets, [cut]);
+    assert_eq!(offsets(spy, &built.layers[0]), [cut]);
     assert!(!partial.exists());
 }
 
 #[test]
 fn a_killed_pull_resumes_from_its_partial_blob_and_offset() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut layout = Layout::new(&tmp.path().join("layout"));
+    let (tmp, mut layout) = layout();
     let built = big_image(&mut layout);
     let blob = fs::read(layout.blob_path(&built.layers[0])).unwrap();
     let store = store(tmp.path());
@@ -577,21 +563,8 @@ fn a_killed_pull_resumes_from_its_partial_blob_and_offset() {
     fs::create_dir_all(stale.join("diff/half")).unwrap();
 
     let spy = leak(Spy::new(&layout.dir));
-    store
-        .pull(
-            &spy,
-            &reference("localhost/big:big"),
-            &options(),
-            &Recorder::default(),
-        )
-        .unwrap();
-    let offsets: Vec<u64> = spy
-        .requests()
-        .iter()
-        .filter(|r| r.digest == built.layers[0])
-        .map(|r| r.offset)
-        .collect();
-    assert_eq!(offsets, [half]);
+    pull(&store, &spy, "localhost/big:big").unwrap();
+    assert_eq!(offsets(spy, &built.layers[0]), [half]);
     assert!(!stale.exists());
     assert!(!partial_dir.join(&name).exists());
     assert_eq!(
@@ -608,34 +581,19 @@ fn a_killed_pull_resumes_from_its_partial_blob_and_offset() {
     wrong[10] ^= 1;
     fs::write(partial_dir.join(&name), &wrong).unwrap();
     fs::write(partial_dir.join(format!("{name}.offset")), half.to_string()).unwrap();
-    let err = store2
-        .pull(
-            &spy,
-            &reference("localhost/big:big"),
-            &options(),
-            &Recorder::default(),
-        )
-        .unwrap_err();
+    let err = pull(&store2, &spy, "localhost/big:big").unwrap_err();
     assert!(
         berth_image::error_chain(&err).contains(&built.layers[0].to_string()),
         "{err}"
     );
     assert!(!partial_dir.join(&name).exists());
     // ... so the next pull starts over and succeeds.
-    store2
-        .pull(
-            &spy,
-            &reference("localhost/big:big"),
-            &options(),
-            &Recorder::default(),
-        )
-        .unwrap();
+    pull(&store2, &spy, "localhost/big:big").unwrap();
 }
 
 #[test]
 fn layers_download_three_at_a_time_in_manifest_order() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut layout = Layout::new(&tmp.path().join("layout"));
+    let (tmp, mut layout) = layout();
     // Uncompressed and 5 reads long each: every download lasts a while.
     let layers: Vec<(Vec<u8>, Compression)> = (0..7)
         .map(|i| {
@@ -652,14 +610,7 @@ fn layers_download_three_at_a_time_in_manifest_order() {
     let mut spy = Spy::new(&layout.dir);
     spy.slow = Some(Duration::from_millis(20));
     let spy = leak(spy);
-    store
-        .pull(
-            &spy,
-            &reference("localhost/seven:seven"),
-            &options(),
-            &Recorder::default(),
-        )
-        .unwrap();
+    pull(&store, &spy, "localhost/seven:seven").unwrap();
     assert_eq!(
         spy.max_in_flight.load(std::sync::atomic::Ordering::SeqCst),
         3
@@ -667,7 +618,7 @@ fn layers_download_three_at_a_time_in_manifest_order() {
     let started = spy.started.lock().unwrap().clone();
     // The config first, then the layers as the manifest lists them: the first three start
     // together (in any order among themselves, as threads go), the others as they end.
-    let sorted = |v: &[berth_image::Digest]| {
+    let sorted = |v: &[Digest]| {
         let mut v = v.to_vec();
         v.sort();
         v
@@ -703,27 +654,8 @@ fn layers_download_three_at_a_time_in_manifest_order() {
 
 #[test]
 fn rmi_and_prune_collect_what_no_image_needs() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut layout = Layout::new(&tmp.path().join("layout"));
-    let base = (base_layer(), Compression::Gzip);
-    let a = layout.image(
-        &[
-            base.clone(),
-            (common::tar(&[E::File("a", b"a")]), Compression::Gzip),
-        ],
-        "amd64",
-        json!({}),
-    );
-    let b = layout.image(
-        &[
-            base,
-            (common::tar(&[E::File("b", b"b")]), Compression::Gzip),
-        ],
-        "amd64",
-        json!({}),
-    );
-    layout.tag("a", &a);
-    layout.tag("b", &b);
+    let (tmp, mut layout) = layout();
+    let (a, b) = two_images_sharing_a_base(&mut layout);
     let store = store(tmp.path());
     let spy = leak(Spy::new(&layout.dir));
     let (ra, rb) = (reference("localhost/app:a"), reference("localhost/app:b"));
@@ -797,20 +729,12 @@ fn rmi_and_prune_collect_what_no_image_needs() {
 
 #[test]
 fn an_image_id_prefix_finds_it_and_an_ambiguous_one_says_so() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut layout = Layout::new(&tmp.path().join("layout"));
+    let (tmp, mut layout) = layout();
     let a = layout.image(&[(base_layer(), Compression::None)], "amd64", json!({}));
     layout.tag("a", &a);
     let store = store(tmp.path());
     let spy = leak(Spy::new(&layout.dir));
-    store
-        .pull(
-            &spy,
-            &reference("localhost/app:a"),
-            &options(),
-            &Recorder::default(),
-        )
-        .unwrap();
+    pull(&store, &spy, "localhost/app:a").unwrap();
     let found = store.lookup(&a.config.hex()[..12]).unwrap().unwrap();
     assert_eq!(found.id, a.config);
     assert!(store.lookup("localhost/none").unwrap().is_none());

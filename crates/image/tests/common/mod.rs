@@ -17,43 +17,8 @@ use berth_image::oci::{Compression, media};
 use berth_image::{Digest, Reference};
 use serde_json::{Value, json};
 
-/// One entry of a test layer.
-pub enum E<'a> {
-    Dir(&'a str),
-    File(&'a str, &'a [u8]),
-    Link(&'a str, &'a str),
-}
-
-/// A tar stream of `entries` (root-owned, mtime 0).
-pub fn tar(entries: &[E<'_>]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for e in entries {
-        let mut h = tar::Header::new_gnu();
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
-        h.set_size(0);
-        match e {
-            E::Dir(p) => {
-                h.set_entry_type(tar::EntryType::Directory);
-                h.set_mode(0o755);
-                b.append_data(&mut h, p, &[][..]).unwrap();
-            }
-            E::File(p, data) => {
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_mode(0o644);
-                h.set_size(data.len() as u64);
-                b.append_data(&mut h, p, *data).unwrap();
-            }
-            E::Link(p, target) => {
-                h.set_entry_type(tar::EntryType::Symlink);
-                h.set_mode(0o777);
-                b.append_link(&mut h, p, target).unwrap();
-            }
-        }
-    }
-    b.into_inner().unwrap()
-}
+mod layer_tar;
+pub use layer_tar::{E, tar};
 
 pub fn compress(tar: &[u8], how: Compression) -> Vec<u8> {
     match how {

@@ -660,7 +660,13 @@ impl Pipeline<'_> {
                 partial.discard();
                 Err(e)
             }
-            (Err(PullError::Cancelled), Err(e)) if !cancel.load(Ordering::Relaxed) => Err(e),
+            (Err(PullError::Cancelled), Err(e)) if !cancel.load(Ordering::Relaxed) => {
+                // The unpacking found the bytes bad before they were all there, and stopped
+                // the download: as above, what was written must not be resumed (a partial
+                // blob damaged near its start would otherwise fail every later pull).
+                partial.discard();
+                Err(e)
+            }
             // Interrupted: the partial blob stays for the next pull to resume.
             (Err(e), _) => Err(e),
         }

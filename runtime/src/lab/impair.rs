@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::lab::source::SourceArgs;
 use crate::lab::state;
-use crate::state::{Status, Store};
+use crate::state::{ContainerRecord, Status, Store};
 
 /// Errors of the `impair` module.
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +205,18 @@ fn launcher(store: &Store, lab: &str) -> CommandLauncher {
 
 /// The netns file of a running linux node.
 fn netns_of(store: &Store, t: &Topology, node: &str, at: &str) -> Result<PathBuf, LabImpairError> {
+    netns_among(store, &store.records().unwrap_or_default(), t, node, at)
+}
+
+/// [`netns_of`] among records already read (one read for many ends). An unreadable store
+/// or a missing container reads as not running.
+fn netns_among(
+    store: &Store,
+    records: &[ContainerRecord],
+    t: &Topology,
+    node: &str,
+    at: &str,
+) -> Result<PathBuf, LabImpairError> {
     let not_running = || LabImpairError::NotRunning {
         at: at.to_owned(),
         node: node.to_owned(),
@@ -214,11 +226,12 @@ fn netns_of(store: &Store, t: &Topology, node: &str, at: &str) -> Result<PathBuf
         .get_key_value(node)
         .and_then(|(n, _)| t.container_name(n).ok())
         .ok_or_else(not_running)?;
-    let record = store.find(name.as_str()).map_err(|_| not_running())?;
-    if record.live_status() != Status::Running {
-        return Err(not_running());
-    }
-    Ok(store.netns_of(&record))
+    let record = records
+        .iter()
+        .find(|r| r.name.as_str() == name.as_str())
+        .filter(|r| r.live_status() == Status::Running)
+        .ok_or_else(not_running)?;
+    Ok(store.netns_of(record))
 }
 
 /// Applies `imp` on `node:ifname` (replacing what Berth had there).
@@ -231,8 +244,21 @@ pub fn apply(
 ) -> Result<ImpairedEnd, LabImpairError> {
     let at = format!("{node}:{ifname}");
     let netns = netns_of(store, t, node, &at)?;
+    apply_in(store, t, &netns, node, ifname, imp)
+}
+
+/// [`apply`] in a node's namespace already looked up.
+fn apply_in(
+    store: &Store,
+    t: &Topology,
+    netns: &Path,
+    node: &str,
+    ifname: &str,
+    imp: &Impairments,
+) -> Result<ImpairedEnd, LabImpairError> {
+    let at = format!("{node}:{ifname}");
     let applied = berth_impair::apply(
-        &netns,
+        netns,
         ifname,
         &Impairment::from(imp),
         &launcher(store, t.name.as_str()),
@@ -301,8 +327,12 @@ fn save(root: &Path, lab: &str, ends: &[ImpairedEnd]) -> Result<(), LabImpairErr
 pub fn apply_topology(store: &Store, t: &Topology) -> Result<(), LabImpairError> {
     let lab = t.name.as_str();
     let mut ends = load(store.root(), lab)?;
+    // The store's records are read once, not once per impaired end.
+    let records = store.records().unwrap_or_default();
     for (node, ifname, imp) in planned(t)? {
-        let end = apply(store, t, &node, &ifname, &imp)?;
+        let at = format!("{node}:{ifname}");
+        let netns = netns_among(store, &records, t, &node, &at)?;
+        let end = apply_in(store, t, &netns, &node, &ifname, &imp)?;
         ends.retain(|e| !(e.node == node && e.ifname == ifname));
         ends.push(end);
         save(store.root(), lab, &ends)?;
@@ -371,12 +401,14 @@ pub fn reapply_node(store: &Store, t: &Topology, node: &str) -> Result<(), LabIm
             continue;
         }
         let at = format!("{}:{}", end.node, end.ifname);
-        if netns_of(store, t, &end.node, &at).is_err() {
+        // Looked up once: a node that is not running keeps its end off.
+        let Ok(netns) = netns_of(store, t, &end.node, &at) else {
             continue;
-        }
-        let again = apply(
+        };
+        let again = apply_in(
             store,
             t,
+            &netns,
             &end.node.clone(),
             &end.ifname.clone(),
             &end.impairments(),

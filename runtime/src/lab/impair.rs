@@ -277,10 +277,12 @@ fn apply_in(
 }
 
 /// Removes what `end` has in place (a vanished namespace or interface counts as removed)
-/// and marks it not applied.
+/// and marks it not applied. On failure it stays marked applied, so `destroy` keeps it on
+/// file and a second `destroy` tries again.
 pub fn clear(end: &mut ImpairedEnd) -> Result<(), LabImpairError> {
-    if let Some(applied) = end.applied.take() {
-        berth_impair::clear(&applied)?;
+    if let Some(applied) = &end.applied {
+        berth_impair::clear(applied)?;
+        end.applied = None;
     }
     Ok(())
 }
@@ -347,12 +349,7 @@ pub fn clear_lab(root: &Path, lab: &str) -> Vec<LabImpairError> {
         Ok(ends) => ends,
         Err(e) => return vec![e],
     };
-    let mut errors = Vec::new();
-    for end in &mut ends {
-        if let Err(e) = clear(end) {
-            errors.push(e);
-        }
-    }
+    let mut errors = clear_each(ends.iter_mut());
     ends.retain(|e| e.applied.is_some());
     if let Err(e) = save(root, lab, &ends) {
         // The lab's directory may be gone already (destroy of a lab without impairments).
@@ -385,10 +382,16 @@ fn touches(t: &Topology, end: &ImpairedEnd, node: &str) -> bool {
 pub fn clear_node(store: &Store, t: &Topology, node: &str) -> Result<(), LabImpairError> {
     let lab = t.name.as_str();
     let mut ends = load(store.root(), lab)?;
-    for end in ends.iter_mut().filter(|e| touches(t, e, node)) {
-        clear(end)?;
-    }
-    save(store.root(), lab, &ends)
+    // Keeps going: one end that cannot be cleared must not leave the others' delay lines
+    // holding their namespaces; what was cleared is on file either way.
+    let errors = clear_each(ends.iter_mut().filter(|e| touches(t, e, node)));
+    save(store.root(), lab, &ends)?;
+    errors.into_iter().next().map_or(Ok(()), Err)
+}
+
+/// [`clear`] on every end, past failures; returns them all.
+fn clear_each<'a>(ends: impl Iterator<Item = &'a mut ImpairedEnd>) -> Vec<LabImpairError> {
+    ends.filter_map(|end| clear(end).err()).collect()
 }
 
 /// `lab start NODE`: the impairments `clear_node` took off put back where both ends run.
@@ -553,4 +556,43 @@ fn not_in_place(applied: &Applied) -> String {
         " (NOT IN PLACE: {}; impair again to restore it)",
         parts.join(", ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_impair::Mechanism;
+
+    fn end(ifname: &str, netns: &str) -> ImpairedEnd {
+        ImpairedEnd {
+            node: "a".into(),
+            ifname: ifname.into(),
+            spec: BTreeMap::new(),
+            applied: Some(Applied {
+                netns: netns.into(),
+                ifname: ifname.into(),
+                ifindex: 2,
+                impairment: Impairment::default(),
+                mechanism: Mechanism::None,
+                qdisc: false,
+                table: None,
+                delay_line: None,
+            }),
+        }
+    }
+
+    /// `lab stop`/`destroy`: an end that cannot be cleared (its netns path is no namespace)
+    /// stays marked applied (kept on file) and does not stop the next one from being
+    /// cleared (a vanished namespace counts as cleared).
+    #[test]
+    fn clearing_keeps_going_past_a_failed_end() {
+        let mut ends = [
+            end("eth1", "/proc/self/status"),
+            end("eth2", "/run/netns/berth-no-such-namespace"),
+        ];
+        let errors = clear_each(ends.iter_mut());
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(ends[0].applied.is_some(), "kept, for destroy to try again");
+        assert!(ends[1].applied.is_none(), "the second end was cleared too");
+    }
 }

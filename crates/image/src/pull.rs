@@ -128,6 +128,36 @@ pub enum PullError {
     Cancelled,
 }
 
+/// Why the layers still downloading stop: another layer failed. When it failed on its
+/// content (a digest, a diffID, an archive that does not unpack) the pull fails for good and
+/// their partial blobs go too; when it was interrupted they stay for a resume. (SeqCst: a
+/// layer that sees `set` must also see `discard`.)
+#[derive(Debug, Default)]
+struct Cancel {
+    set: AtomicBool,
+    discard: AtomicBool,
+}
+
+impl Cancel {
+    fn set(&self, cause: &PullError) {
+        if matches!(
+            cause,
+            PullError::Verify(_) | PullError::DiffId { .. } | PullError::Unpack { .. }
+        ) {
+            self.discard.store(true, Ordering::SeqCst);
+        }
+        self.set.store(true, Ordering::SeqCst);
+    }
+
+    fn is_set(&self) -> bool {
+        self.set.load(Ordering::SeqCst)
+    }
+
+    fn discards(&self) -> bool {
+        self.discard.load(Ordering::SeqCst)
+    }
+}
+
 /// How to pull.
 #[derive(Debug, Clone)]
 pub struct PullOptions {
@@ -478,14 +508,14 @@ impl Pipeline<'_> {
             });
         }
         let next = AtomicUsize::new(0);
-        let cancel = AtomicBool::new(false);
+        let cancel = Cancel::default();
         let results: Mutex<Vec<(usize, Result<u64, PullError>)>> = Mutex::new(Vec::new());
         let workers = self.options.parallel.clamp(1, 16).min(todo.len());
         thread::scope(|s| {
             for _ in 0..workers {
                 s.spawn(|| {
                     loop {
-                        if cancel.load(Ordering::Relaxed) {
+                        if cancel.is_set() {
                             break;
                         }
                         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -493,8 +523,8 @@ impl Pipeline<'_> {
                             break;
                         };
                         let result = self.layer(reference, job, &cancel);
-                        if result.is_err() {
-                            cancel.store(true, Ordering::Relaxed);
+                        if let Err(e) = &result {
+                            cancel.set(e);
                         }
                         if let Ok(mut r) = results.lock() {
                             r.push((i, result));
@@ -522,7 +552,7 @@ impl Pipeline<'_> {
         }
         match first_err {
             Some(e) => Err(e),
-            None if cancel.load(Ordering::Relaxed) => Err(PullError::Cancelled),
+            None if cancel.is_set() => Err(PullError::Cancelled),
             None => Ok((layers, bytes)),
         }
     }
@@ -540,7 +570,7 @@ impl Pipeline<'_> {
         &self,
         reference: &Reference,
         job: &LayerJob,
-        cancel: &AtomicBool,
+        cancel: &Cancel,
     ) -> Result<u64, PullError> {
         if self.layers.exists(&job.chain_id) {
             self.status(job, LayerStatus::AlreadyExists);
@@ -620,7 +650,7 @@ impl Pipeline<'_> {
         job: &LayerJob,
         mut partial: Partial,
         staged: &StagedLayer,
-        cancel: &AtomicBool,
+        cancel: &Cancel,
     ) -> Result<unpack::Unpacked, PullError> {
         let digest = &job.blob.digest;
         let store_err = |source| PullError::Store {
@@ -660,12 +690,18 @@ impl Pipeline<'_> {
                 partial.discard();
                 Err(e)
             }
-            (Err(PullError::Cancelled), Err(e)) if !cancel.load(Ordering::Relaxed) => {
+            (Err(PullError::Cancelled), Err(e)) if !cancel.is_set() => {
                 // The unpacking found the bytes bad before they were all there, and stopped
                 // the download: as above, what was written must not be resumed (a partial
                 // blob damaged near its start would otherwise fail every later pull).
                 partial.discard();
                 Err(e)
+            }
+            (Err(PullError::Cancelled), _) if cancel.discards() => {
+                // Stopped because another layer of this image is bad: the pull fails for
+                // good, and leaves nothing half-stored.
+                partial.discard();
+                Err(PullError::Cancelled)
             }
             // Interrupted: the partial blob stays for the next pull to resume.
             (Err(e), _) => Err(e),
@@ -680,7 +716,7 @@ impl Pipeline<'_> {
         job: &LayerJob,
         partial: &mut Partial,
         feed: &Feed,
-        cancel: &AtomicBool,
+        cancel: &Cancel,
     ) -> Result<(), PullError> {
         let digest = &job.blob.digest;
         let size = job.blob.size;
@@ -690,7 +726,7 @@ impl Pipeline<'_> {
                 partial.record();
                 return Ok(());
             }
-            if cancel.load(Ordering::Relaxed) || feed.failed() {
+            if cancel.is_set() || feed.failed() {
                 return Err(PullError::Cancelled);
             }
             self.status(
@@ -732,7 +768,7 @@ impl Pipeline<'_> {
             );
             // Sleep in small steps, to stop soon when another layer failed.
             let mut slept = Duration::ZERO;
-            while slept < after && !cancel.load(Ordering::Relaxed) && !feed.failed() {
+            while slept < after && !cancel.is_set() && !feed.failed() {
                 let step = Duration::from_millis(50).min(after - slept);
                 thread::sleep(step);
                 slept += step;
@@ -747,7 +783,7 @@ impl Pipeline<'_> {
         stream: crate::fetch::BlobStream,
         partial: &mut Partial,
         feed: &Feed,
-        cancel: &AtomicBool,
+        cancel: &Cancel,
     ) -> Result<(), Copy> {
         let size = job.blob.size;
         let digest = &job.blob.digest;
@@ -764,7 +800,7 @@ impl Pipeline<'_> {
         let mut buf = vec![0u8; CHUNK];
         let mut last_report = partial.offset();
         loop {
-            if cancel.load(Ordering::Relaxed) || feed.failed() {
+            if cancel.is_set() || feed.failed() {
                 return Err(Copy::Fatal(PullError::Cancelled));
             }
             let n = match reader.read(&mut buf) {

@@ -368,7 +368,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
 
 /// The networks of `store`, with the plugin search path and the default network's settings.
 fn networks(store: &Store, flags: &[PathBuf]) -> Result<Networks, Failure> {
-    let exe = std::env::current_exe().ok();
+    let exe = berth_runtime::sandbox::sealed::original_exe();
     let path = plugin_path(
         flags,
         std::env::var_os("BERTH_CNI_PATH").as_deref(),

@@ -25,7 +25,9 @@
 //! host's file at all.
 //!
 //! Cost: one copy of the binary per `berth run` (and per `berth exec`), measured in
-//! `runtime/README.md`. A host that refuses executable memfds (`vm.memfd_noexec = 2`) gets an
+//! `runtime/README.md`. `berth lab deploy`, `start` and `exec` re-execute themselves from a
+//! copy first ([`reexec_sealed`]): the monitors, inits and exec helpers of all the lab's
+//! nodes then run that one copy. A host that refuses executable memfds (`vm.memfd_noexec = 2`) gets an
 //! error naming the sysctl rather than a silent fallback to the host's file.
 
 use std::ffi::{CString, OsString};
@@ -33,6 +35,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
 
 /// Errors of the `sealed` module.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +104,22 @@ pub fn is_sealed(fd: BorrowedFd<'_>) -> bool {
     // SAFETY: F_GET_SEALS takes no argument and only reads the descriptor's seals.
     let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
     seals >= 0 && seals & SEALS == SEALS
+}
+
+/// Where [`reexec_sealed`] tells the re-executed process (and the children it starts)
+/// which file its copy was made from.
+const ORIGINAL_EXE_ENV: &str = "BERTH_ORIGINAL_EXE";
+
+/// The installed executable this process runs: `/proc/self/exe`, or for a sealed copy made
+/// by [`reexec_sealed`] (in this process or a parent), the file it was copied from.
+pub fn original_exe() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok();
+    if running_sealed() {
+        if let Some(original) = std::env::var_os(ORIGINAL_EXE_ENV) {
+            return Some(PathBuf::from(original));
+        }
+    }
+    exe
 }
 
 /// Whether this process runs from a sealed copy.
@@ -173,7 +192,12 @@ pub fn reexec_sealed() -> Result<(), SealedError> {
     let args = std::env::args_os()
         .map(cstring)
         .collect::<Result<Vec<_>, _>>()?;
+    // The copy's own path says nothing of where berth is installed: passed on for
+    // [`original_exe`] (the CNI plugins are looked for beside it).
+    let original = std::env::current_exe().ok();
     let env = std::env::vars_os()
+        .filter(|(k, _)| k != ORIGINAL_EXE_ENV)
+        .chain(original.map(|p| (OsString::from(ORIGINAL_EXE_ENV), p.into_os_string())))
         .map(|(k, v)| {
             let mut kv = k;
             kv.push("=");

@@ -183,8 +183,12 @@ pub fn start(
                 None => None,
             };
             timing::step("name files", || -> Result<(), StartError> {
-                let lock = store.lock()?;
-                hosts::write_all(store, &lock, id, dns.as_ref())?;
+                if config.network.networks().is_empty() {
+                    hosts::write_unattached(store, record, dns.as_ref())?;
+                } else {
+                    let lock = store.lock()?;
+                    hosts::write_all(store, &lock, id, dns.as_ref())?;
+                }
                 Ok(())
             })?;
             dir.clone()

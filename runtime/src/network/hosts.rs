@@ -222,14 +222,7 @@ pub fn write_all(
     let Some(me) = records.iter().find(|r| &r.id == id) else {
         return Ok(());
     };
-    let host_network = me.config.network == NetworkMode::Host;
-    let dir = store.container_dir(id);
-    let [(hosts, _), (hostname, _), (resolv, _)] = files(&dir);
-    let host_hosts = fs::read_to_string(HOST_HOSTS).unwrap_or_default();
-    write_in_place(&hosts, &render_hosts(me, &records, &host_hosts))?;
-    write_in_place(&hostname, &format!("{}\n", me.config.hostname))?;
-    let host_resolv = fs::read_to_string(HOST_RESOLV_CONF).unwrap_or_default();
-    write_in_place(&resolv, &render_resolv(dns, &host_resolv, host_network))?;
+    write_files(store, me, &records, dns)?;
     let networks: Vec<String> = me
         .state
         .attachments
@@ -237,6 +230,32 @@ pub fn write_all(
         .map(|a| a.network.clone())
         .collect();
     refresh(store, lock, &networks)
+}
+
+/// [`write_all`] for a container attached to no network (`none`, `host`): no other
+/// container's record bears on its files and no other container rewrites them, so neither
+/// the store lock nor the other records are needed (a lab starts many such at once).
+pub fn write_unattached(
+    store: &Store,
+    me: &ContainerRecord,
+    dns: Option<&Dns>,
+) -> Result<(), HostsError> {
+    write_files(store, me, &[], dns)
+}
+
+fn write_files(
+    store: &Store,
+    me: &ContainerRecord,
+    records: &[ContainerRecord],
+    dns: Option<&Dns>,
+) -> Result<(), HostsError> {
+    let host_network = me.config.network == NetworkMode::Host;
+    let [(hosts, _), (hostname, _), (resolv, _)] = files(&store.container_dir(&me.id));
+    let host_hosts = fs::read_to_string(HOST_HOSTS).unwrap_or_default();
+    write_in_place(&hosts, &render_hosts(me, records, &host_hosts))?;
+    write_in_place(&hostname, &format!("{}\n", me.config.hostname))?;
+    let host_resolv = fs::read_to_string(HOST_RESOLV_CONF).unwrap_or_default();
+    write_in_place(&resolv, &render_resolv(dns, &host_resolv, host_network))
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Opt-in step timings for performance work: with `BERTH_DEBUG_TIMING=1` in the environment,
-//! `berth run` prints one line to stderr at the end, e.g.
+//! `berth run` and `berth lab deploy` print one line to stderr at the end, e.g.
 //! `berth: timing: create 2.1ms, netns 0.4ms, cni add 21.0ms, …`. Without it, [`step`] only
 //! runs the closure.
 

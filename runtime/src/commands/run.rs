@@ -116,9 +116,22 @@ pub fn run_detached(
     networks: &Networks,
     request: RunRequest,
 ) -> Result<ContainerId, RunError> {
-    let record = create::create(store, networks, request)?;
-    monitor::launch(store, networks, &record, Launch::Created)?;
+    let record = timing::step("create", || create::create(store, networks, request))?;
+    launch_detached(store, networks, &record)?;
     Ok(record.id)
+}
+
+/// The second half of [`run_detached`], for a record made by `create::create_all`: its
+/// monitor started, returning once the container's command runs.
+pub fn launch_detached(
+    store: &Store,
+    networks: &Networks,
+    record: &ContainerRecord,
+) -> Result<(), RunError> {
+    timing::step("monitor", || {
+        monitor::launch(store, networks, record, Launch::Created)
+    })?;
+    Ok(())
 }
 
 /// Start and supervision of a foreground run: start the container, then supervise it with

@@ -29,10 +29,12 @@ use crate::lab::netns_names::{self, NetnsNameError};
 use crate::lab::source::Loaded;
 use crate::lab::state::{self, LabState, LabStateError};
 use crate::lab::wire::{self, End, Sockets, WireError};
+use crate::lifecycle::create;
 use crate::lifecycle::request::RunRequest;
 use crate::network::definition::NetworkRequest;
 use crate::network::{NetworkError, Networks};
 use crate::state::{ContainerRecord, StateError, Store};
+use crate::timing;
 
 /// Errors of `lab deploy` and `lab destroy`.
 #[derive(Debug, thiserror::Error)]
@@ -256,7 +258,7 @@ pub fn deploy(
     }
 
     // 1. Checks against what exists; nothing is created before they all pass.
-    let planned = plan_nodes(store, t)?;
+    let planned = timing::step("lab plan", || plan_nodes(store, t))?;
     let host = Netlink::open_current().map_err(|source| DeployError::Wire {
         at: String::new(),
         link: "host namespace".into(),
@@ -296,7 +298,7 @@ pub fn deploy(
     crate::lab::impair::planned(t)?;
 
     // 2. Images, before anything is created: a missing one is a clean error.
-    ensure_images(store, t, &planned, options)?;
+    timing::step("lab images", || ensure_images(store, t, &planned, options))?;
 
     // 3. The plan, written before the first object exists.
     let mut state = LabState {
@@ -327,6 +329,7 @@ pub fn deploy(
         }
     }
     state.save(store.root())?;
+
     state.save_topology(
         store.root(),
         &berth_topology::render::save(t, &Default::default()),
@@ -356,11 +359,13 @@ pub fn deploy(
             container: p.container.clone(),
         })
         .collect();
-    let exec = exec::run(store, &targets, |target| {
-        t.nodes
-            .get(target.node.as_str())
-            .map(exec::commands_of)
-            .unwrap_or_default()
+    let exec = timing::step("lab exec", || {
+        exec::run(store, &targets, |target| {
+            t.nodes
+                .get(target.node.as_str())
+                .map(exec::commands_of)
+                .unwrap_or_default()
+        })
     });
     Ok(Deployed { state, exec })
 }
@@ -658,19 +663,22 @@ fn build(
             .filter(|(p, _)| depth(p) == wave)
             .filter_map(|(p, r)| Some((p.clone(), r.take()?)))
             .unzip();
-        start_nodes(
-            store,
-            networks,
-            t,
-            &nodes,
-            requests,
-            options.parallel.max(1),
-        )?;
+        timing::step("lab nodes", || {
+            start_nodes(
+                store,
+                networks,
+                t,
+                &nodes,
+                requests,
+                options.parallel.max(1),
+            )
+        })?;
     }
 
     // Namespaces: by name under /run/netns, and opened for the links.
     let mut netns: BTreeMap<String, Netns> = BTreeMap::new();
     let records = containers_by_name(store)?;
+
     for p in planned {
         if p.node.network_mode == Some(NetworkMode::Host) {
             continue;
@@ -704,19 +712,23 @@ fn build(
         netns.insert(p.node.name.to_string(), ns);
     }
     let host_ns = Netns::current().map_err(DeployError::HostNetns)?;
+
     let mut sockets = Sockets::default();
     let mgmt_bridge = mgmt_bridge(store, networks, t, host)?;
-    for index in 0..t.links.len() {
-        connect_link(
-            mgmt_bridge.as_deref(),
-            t,
-            index,
-            &netns,
-            &host_ns,
-            &mut sockets,
-            None,
-        )?;
-    }
+    timing::step("lab links", || {
+        (0..t.links.len()).try_for_each(|index| {
+            connect_link(
+                mgmt_bridge.as_deref(),
+                t,
+                index,
+                &netns,
+                &host_ns,
+                &mut sockets,
+                None,
+            )
+            .map(drop)
+        })
+    })?;
     for p in planned {
         apply_sysctls(p, netns.get(p.node.name.as_str()))?;
     }
@@ -845,7 +857,8 @@ fn apply_sysctls(p: &Planned<'_>, ns: Option<&Netns>) -> Result<(), DeployError>
     Ok(())
 }
 
-/// Starts the nodes, `parallel` at a time (each waits its `startup-delay` first).
+/// Starts the nodes: their containers created together (crate::lifecycle::create::create_all),
+/// then started `parallel` at a time, each after its `startup-delay`.
 fn start_nodes(
     store: &Store,
     networks: &Networks,
@@ -854,29 +867,35 @@ fn start_nodes(
     requests: Vec<RunRequest>,
     parallel: usize,
 ) -> Result<(), DeployError> {
+    let node_error = |i: usize, source: RunError| {
+        let p = &planned[i];
+        DeployError::Node {
+            at: node_at(t, &p.node.name),
+            node: p.node.name.to_string(),
+            name: p.container.clone(),
+            source: Box::new(source),
+        }
+    };
+    let records = timing::step("create", || create::create_all(store, networks, requests))
+        .map_err(|(i, e)| node_error(i, e.into()))?;
     let next = AtomicUsize::new(0);
-    let requests: Vec<Mutex<Option<RunRequest>>> =
-        requests.into_iter().map(|r| Mutex::new(Some(r))).collect();
     let failures: Mutex<Vec<(usize, RunError)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..parallel.min(planned.len()) {
             scope.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let (Some(p), Some(slot)) = (planned.get(i), requests.get(i)) else {
+                    let (Some(p), Some(record)) = (planned.get(i), records.get(i)) else {
                         break;
                     };
                     // Stop starting nodes once one failed: the lab is being rolled back.
                     if failures.lock().is_ok_and(|f| !f.is_empty()) {
                         break;
                     }
-                    let Some(request) = slot.lock().ok().and_then(|mut r| r.take()) else {
-                        continue;
-                    };
                     if p.node.startup_delay > 0 {
                         std::thread::sleep(Duration::from_secs(u64::from(p.node.startup_delay)));
                     }
-                    if let Err(e) = run::run_detached(store, networks, request) {
+                    if let Err(e) = run::launch_detached(store, networks, record) {
                         if let Ok(mut f) = failures.lock() {
                             f.push((i, e));
                         }
@@ -889,15 +908,7 @@ fn start_nodes(
     failures.sort_by_key(|(i, _)| *i);
     match failures.into_iter().next() {
         None => Ok(()),
-        Some((i, source)) => {
-            let p = &planned[i];
-            Err(DeployError::Node {
-                at: node_at(t, &p.node.name),
-                node: p.node.name.to_string(),
-                name: p.container.clone(),
-                source: Box::new(source),
-            })
-        }
+        Some((i, source)) => Err(node_error(i, source)),
     }
 }
 

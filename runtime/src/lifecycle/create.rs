@@ -17,7 +17,6 @@ use crate::sandbox::userns::{self, UserNamespace, UsernsError, UsernsRequest};
 use crate::state::clock;
 use crate::state::{
     ContainerConfig, ContainerRecord, ContainerState, NetworkMode, StateError, Status, Store,
-    StoreLock,
 };
 
 /// Errors of the `create` module.
@@ -54,6 +53,57 @@ pub fn create(
     networks: &Networks,
     request: RunRequest,
 ) -> Result<ContainerRecord, CreateError> {
+    let checked = check(store, networks, request)?;
+    let lock = store.lock()?;
+    let records = store.records()?;
+    let record = record_of(store, &records, checked)?;
+    // What killed `berth` processes left: best effort here, `system prune` reports failures.
+    let _ = store.sweep(&lock);
+    store.create(&lock, &record)?;
+    Ok(record)
+}
+
+/// Several containers at once (the nodes of a lab): each request validated, then all
+/// records made under one hold of the store lock and one read of the records, each checked
+/// against the ones before it (names, user namespace ranges, ports), and written with one
+/// round of fsyncs. The store lock is what every container start waits for; created one by
+/// one, N containers read the records N times and wait for 3·N fsyncs under it. All or
+/// nothing: on an error (with the index of the request it concerns) none is left.
+pub fn create_all(
+    store: &Store,
+    networks: &Networks,
+    requests: Vec<RunRequest>,
+) -> Result<Vec<ContainerRecord>, (usize, CreateError)> {
+    let checked = requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| check(store, networks, r).map_err(|e| (i, e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let lock = store.lock().map_err(|e| (0, e.into()))?;
+    let mut records = store.records().map_err(|e| (0, e.into()))?;
+    let mut created = Vec::with_capacity(checked.len());
+    for (i, c) in checked.into_iter().enumerate() {
+        let record = record_of(store, &records, c).map_err(|e| (i, e))?;
+        records.push(record.clone());
+        created.push(record);
+    }
+    let _ = store.sweep(&lock);
+    store
+        .create_all(&lock, &created)
+        .map_err(|(i, e)| (i, e.into()))?;
+    Ok(created)
+}
+
+/// A request validated against everything but the other containers.
+struct Checked {
+    spec: RunSpec,
+    image: Image,
+    id: ContainerId,
+}
+
+/// The checks that need no lock: the request itself, its image, cgroup controllers and
+/// networks.
+fn check(store: &Store, networks: &Networks, request: RunRequest) -> Result<Checked, CreateError> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let spec = request.validate(|key| std::env::var(key).ok(), cpus)?;
 
@@ -73,19 +123,26 @@ pub fn create(
     let publishes = !spec.ports.is_empty()
         || (spec.publish_all && !image.run_config().exposed_ports.is_empty());
     networks.check_capabilities(&loaded, publishes, spec.mac.is_some(), spec.ip)?;
-    let wanted_name = spec.name.clone();
+    Ok(Checked { spec, image, id })
+}
 
-    let lock = store.lock()?;
-    let name = match wanted_name {
+/// The record of a checked request, checked against `records` (every container, read
+/// under the store lock the caller holds): its name, user namespace range, network owner and
+/// ports.
+fn record_of(
+    store: &Store,
+    records: &[ContainerRecord],
+    checked: Checked,
+) -> Result<ContainerRecord, CreateError> {
+    let Checked { spec, image, id } = checked;
+    let name = match spec.name.clone() {
         Some(name) => {
-            store.check_name_free(&lock, &name)?;
+            name_free(records, &name)?;
             name
         }
-        None => generate_name(store, &lock)?,
+        None => generate_name(records)?,
     };
-    let records = store.records()?;
-    // Under the lock, so that two containers created at once get different ranges. Every
-    // record's range counts, running or not: a stopped container keeps its range.
+    // Every record's range counts, running or not: a stopped container keeps its range.
     let userns = match &spec.userns {
         UsernsRequest::Host => None,
         UsernsRequest::Maps(maps) => Some(maps.clone()),
@@ -126,7 +183,7 @@ pub fn create(
                 .map(|r| (r.name.as_str(), r.config.ports.as_slice())),
         )?;
     }
-    let record = ContainerRecord {
+    Ok(ContainerRecord {
         id,
         name,
         created: clock::now_rfc3339(),
@@ -136,18 +193,24 @@ pub fn create(
             supervisor: ProcessRef::current(),
             ..ContainerState::default()
         },
-    };
-    // What killed `berth` processes left: best effort here, `system prune` reports failures.
-    let _ = store.sweep(&lock);
-    store.create(&lock, &record)?;
-    Ok(record)
+    })
 }
 
-fn generate_name(store: &Store, lock: &StoreLock) -> Result<ContainerName, CreateError> {
+fn name_free(records: &[ContainerRecord], name: &ContainerName) -> Result<(), StateError> {
+    match records.iter().find(|r| &r.name == name) {
+        Some(r) => Err(StateError::NameInUse {
+            name: name.clone(),
+            id: r.id.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn generate_name(records: &[ContainerRecord]) -> Result<ContainerName, CreateError> {
     let mut last = None;
     for _ in 0..16 {
         let name = ContainerName::generate()?;
-        match store.check_name_free(lock, &name) {
+        match name_free(records, &name) {
             Ok(()) => return Ok(name),
             Err(e) => last = Some(e),
         }
@@ -418,5 +481,54 @@ mod tests {
     struct RunArgsForTest {
         #[command(flatten)]
         request: RunRequest,
+    }
+
+    /// Nodes of a lab: created under one lock, checked against each other; a clash leaves
+    /// none of them. Needs the host's busybox (the default image is built from it).
+    #[test]
+    fn create_all_checks_the_batch_against_itself_and_is_all_or_nothing() {
+        if berth_image::busybox::HostBusybox::probe().is_err() {
+            eprintln!("skipped: no busybox-static on this host (the default image needs it)");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("root"), &tmp.path().join("run")).unwrap();
+        let defaults = crate::network::DefaultNetwork::from_env(|_| None).unwrap();
+        let networks = Networks::new(&store, Vec::new(), defaults);
+        let node = |name: &str| RunRequest {
+            name: Some(name.into()),
+            networks: vec!["none".into()],
+            image_and_command: vec!["busybox".into(), "true".into()],
+            ..RunRequest::default()
+        };
+
+        let made = create_all(&store, &networks, vec![node("a"), node("b")]).unwrap();
+        let names: Vec<&str> = made.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_ne!(made[0].id, made[1].id);
+        // Records are listed by creation time, then id: compare by name.
+        let stored = || {
+            let mut records = store.records().unwrap();
+            records.sort_by(|x, y| x.name.as_str().cmp(y.name.as_str()));
+            records
+        };
+        assert_eq!(stored(), made);
+
+        // "d" clashes with the one before it in the batch, "a" with the store.
+        for (batch, clash) in [(vec!["c", "d", "d"], 2), (vec!["c", "a"], 1)] {
+            let requests = batch.iter().map(|n| node(n)).collect();
+            let (index, error) = create_all(&store, &networks, requests).unwrap_err();
+            assert_eq!(index, clash);
+            assert!(
+                matches!(error, CreateError::State(StateError::NameInUse { .. })),
+                "{error:?}"
+            );
+            assert_eq!(stored(), made, "nothing of the batch is left");
+        }
+        let left: Vec<_> = std::fs::read_dir(store.containers_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 2, "no staging directory left: {left:?}");
     }
 }

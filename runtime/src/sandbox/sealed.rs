@@ -10,12 +10,17 @@
 //! run *the runtime's own binary* as the container's process, for as long as the container
 //! likes.
 //!
-//! **What.** As runc and crun do, every process `berth` starts inside a container is executed
-//! from a copy of the binary in a memfd (`memfd_create`), sealed against any change
-//! (`F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE`) and executed through its
-//! descriptor (`execveat(fd, "", …, AT_EMPTY_PATH)`). `/proc/<pid>/exe` of those processes
-//! then leads to that copy: readable (it is the same program), unwritable, and not the host's
-//! file. The copy is private to the process that made it and is freed once nothing runs it.
+//! **What.** Every process `berth` starts inside a container is executed through a
+//! descriptor (`execveat(fd, "", …, AT_EMPTY_PATH)`) of a read-only view of the binary, as
+//! runc does since 1.2: the binary's directory as the top lower layer of an overlayfs mount
+//! attached nowhere ([`read_only_overlay_of_self`]). An overlayfs without an upper layer is
+//! read-only in its superblock (no remount makes it writable) and a mount attached nowhere is
+//! in no mount namespace a container could reach; nothing is copied, the page cache is the
+//! binary's own. Where that mount cannot be made (no overlayfs, not privileged), a copy in a
+//! memfd (`memfd_create`) sealed against any change (`F_SEAL_SEAL | F_SEAL_SHRINK |
+//! F_SEAL_GROW | F_SEAL_WRITE`), as runc did before and crun does. `/proc/<pid>/exe` of those
+//! processes then leads to that view or copy: readable (it is the same program), unwritable,
+//! and not the host's file. Either is freed once nothing runs it.
 //!
 //! **Where.** The init is PID 1 of a new pid namespace: between its `clone3` and its exec
 //! nothing else lives in that namespace, so exec'ing it from the copy is enough ([`SealedExe`]).
@@ -24,18 +29,18 @@
 //! itself from a copy ([`reexec_sealed`]), and the helper, a child of that, never runs the
 //! host's file at all.
 //!
-//! Cost: one copy of the binary per `berth run` (and per `berth exec`), measured in
-//! `runtime/README.md`. `berth lab deploy`, `start` and `exec` re-execute themselves from a
-//! copy first ([`reexec_sealed`]): the monitors, inits and exec helpers of all the lab's
-//! nodes then run that one copy. A host that refuses executable memfds (`vm.memfd_noexec = 2`) gets an
+//! Cost: one overlayfs mount (or one copy of the binary) per `berth run` and `berth exec`,
+//! measured in `runtime/README.md`. `berth lab deploy`, `start` and `exec` re-execute
+//! themselves from such a view first ([`reexec_sealed`]): the monitors, inits and exec helpers
+//! of all the lab's nodes then share it. A host that refuses executable memfds (`vm.memfd_noexec = 2`) gets an
 //! error naming the sysctl rather than a silent fallback to the host's file.
 
 use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStringExt;
-use std::path::PathBuf;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
 
 /// Errors of the `sealed` module.
 #[derive(Debug, thiserror::Error)]
@@ -77,8 +82,16 @@ impl SealedExe {
         if is_sealed(exe.as_fd()) {
             return Ok(SealedExe { fd: exe.into() });
         }
+        if let Some(fd) = read_only_overlay_of_self() {
+            return Ok(SealedExe { fd });
+        }
+        Self::copy_of_self(&exe)
+    }
+
+    /// A sealed memfd copy of `exe`, where [`read_only_overlay_of_self`] cannot be made.
+    fn copy_of_self(exe: &File) -> Result<SealedExe, SealedError> {
         let copy = File::from(create_memfd()?);
-        copy_all(&exe, &copy).map_err(SealedError::Copy)?;
+        copy_all(exe, &copy).map_err(SealedError::Copy)?;
         // F_SEAL_EXEC (Linux 6.3) also freezes the mode bits. Older kernels refuse it, so it
         // goes first, on its own, before F_SEAL_SEAL forbids any further seal.
         // SAFETY: F_ADD_SEALS takes an int; the descriptor is ours.
@@ -98,12 +111,114 @@ impl SealedExe {
     }
 }
 
-/// Whether `fd` is a memfd carrying (at least) the seals of a [`SealedExe`]. Anything else
-/// (a regular file: EINVAL) is not.
+/// Whether `fd` is a [`SealedExe`]: a memfd carrying (at least) its seals, or a file of a
+/// [`read_only_overlay_of_self`] mount. Anything else (a regular file) is not.
 pub fn is_sealed(fd: BorrowedFd<'_>) -> bool {
     // SAFETY: F_GET_SEALS takes no argument and only reads the descriptor's seals.
     let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
-    seals >= 0 && seals & SEALS == SEALS
+    (seals >= 0 && seals & SEALS == SEALS) || on_private_read_only_overlay(fd)
+}
+
+/// `OVERLAYFS_SUPER_MAGIC`.
+const OVERLAYFS_MAGIC: i64 = 0x794c_7630;
+
+/// This executable seen through an overlayfs mount of its directory that is attached
+/// nowhere, as runc (1.2 and later) does: no copy (the page cache is the binary's own), and
+/// nothing to write through. An overlayfs with lower layers only is read-only in its
+/// superblock, which no remount can change, and a mount attached nowhere cannot be reached
+/// from another mount namespace. Overlayfs wants two lower layers for that: the binary's
+/// directory on top, and an empty directory made for the occasion below it (removed once
+/// the mount holds it). `None` where this cannot be done (no fsopen or overlayfs, a binary
+/// in `/`, an unprivileged caller): the caller copies the binary instead.
+fn read_only_overlay_of_self() -> Option<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    use rustix::mount::{
+        FsMountFlags, FsOpenFlags, MountAttrFlags, fsconfig_create, fsconfig_set_string, fsmount,
+        fsopen,
+    };
+
+    let exe = std::fs::read_link("/proc/self/exe").ok()?;
+    let (dir, name) = (exe.parent()?, exe.file_name()?);
+    // A binary replaced or removed since it started: its path names something else now.
+    if exe.as_os_str().as_bytes().ends_with(b" (deleted)") || dir == Path::new("/") {
+        return None;
+    }
+    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).ok()?;
+    let empty = EmptyDir::create()?;
+    let escape = |p: &Path| {
+        let text = p.to_str()?;
+        Some(text.replace('\\', "\\\\").replace(':', "\\:"))
+    };
+    let lowers = format!("{}:{}", escape(dir)?, escape(&empty.0)?);
+    fsconfig_set_string(fs.as_fd(), "lowerdir", lowers.as_str()).ok()?;
+    // Spurious kernel log lines otherwise, when the two layers are on different filesystems.
+    let _ = fsconfig_set_string(fs.as_fd(), "xino", "off");
+    fsconfig_create(fs.as_fd()).ok()?;
+    drop(empty);
+    let mnt = fsmount(
+        fs.as_fd(),
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_RDONLY
+            | MountAttrFlags::MOUNT_ATTR_NODEV
+            | MountAttrFlags::MOUNT_ATTR_NOSUID,
+    )
+    .ok()?;
+    let file = rustix::fs::openat(
+        mnt.as_fd(),
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    on_private_read_only_overlay(file.as_fd()).then_some(file)
+}
+
+/// An empty directory of ours under the temporary directory, removed on drop.
+struct EmptyDir(PathBuf);
+
+impl EmptyDir {
+    fn create() -> Option<EmptyDir> {
+        use std::os::unix::fs::DirBuilderExt;
+        let base = std::env::temp_dir();
+        // Unique among processes and among the threads of one (a lab starts nodes at once).
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = base.join(format!(".berth-exe-lower-{}-{n}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&path).ok()?;
+        Some(EmptyDir(path))
+    }
+}
+
+impl Drop for EmptyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Whether `fd` is a file of a read-only overlayfs mount that is attached nowhere in this
+/// mount namespace (see [`read_only_overlay_of_self`]).
+fn on_private_read_only_overlay(fd: BorrowedFd<'_>) -> bool {
+    use rustix::fs::{AtFlags, StatVfsMountFlags, StatxFlags};
+    let Ok(fs) = rustix::fs::fstatfs(fd) else {
+        return false;
+    };
+    #[allow(clippy::unnecessary_cast)] // f_type's type differs between architectures
+    let overlay = fs.f_type as i64 == OVERLAYFS_MAGIC;
+    if !overlay
+        || !rustix::fs::fstatvfs(fd).is_ok_and(|v| v.f_flag.contains(StatVfsMountFlags::RDONLY))
+    {
+        return false;
+    }
+    let Ok(stat) = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID) else {
+        return false;
+    };
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let id = stat.stx_mnt_id.to_string();
+    !mountinfo
+        .lines()
+        .any(|line| line.split(' ').next() == Some(id.as_str()))
 }
 
 /// Where [`reexec_sealed`] tells the re-executed process (and the children it starts)
@@ -239,16 +354,11 @@ mod tests {
 
     #[test]
     fn the_copy_is_this_executable_and_cannot_change() {
-        let sealed = SealedExe::of_self().unwrap();
+        let exe = File::open("/proc/self/exe").unwrap();
+        let sealed = SealedExe::copy_of_self(&exe).unwrap();
         assert!(is_sealed(sealed.fd()));
-        let mut original = Vec::new();
-        File::open("/proc/self/exe")
-            .unwrap()
-            .read_to_end(&mut original)
-            .unwrap();
         let path = format!("/proc/self/fd/{}", sealed.fd().as_raw_fd());
-        let copy = std::fs::read(&path).unwrap();
-        assert!(copy == original, "the copy differs from the executable");
+        assert!(std::fs::read(&path).unwrap() == this_executable());
         // Writing, growing or shrinking the copy is refused (EPERM), whatever the open mode.
         let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         assert_eq!(f.write(b"x").unwrap_err().raw_os_error(), Some(libc::EPERM));
@@ -257,6 +367,43 @@ mod tests {
         let rc = unsafe { libc::fcntl(sealed.fd().as_raw_fd(), libc::F_ADD_SEALS, 0) };
         assert!(rc < 0);
         // A regular file is not a sealed copy.
-        assert!(!is_sealed(File::open("/proc/self/exe").unwrap().as_fd()));
+        assert!(!is_sealed(exe.as_fd()));
+    }
+
+    #[test]
+    fn the_overlay_view_is_this_executable_and_read_only() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: an overlayfs mount needs root");
+            return;
+        }
+        let fd = read_only_overlay_of_self().expect("an overlay view of the test binary");
+        assert!(is_sealed(fd.as_fd()));
+        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        assert!(std::fs::read(&path).unwrap() == this_executable());
+        let write = std::fs::OpenOptions::new().write(true).open(&path);
+        assert_eq!(
+            write.unwrap_err().raw_os_error(),
+            Some(libc::EROFS),
+            "the view must be read-only"
+        );
+        // The empty lower layer is gone; the mount stays usable.
+        let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&format!(".berth-exe-lower-{}-", std::process::id())))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        assert!(std::fs::read(&path).is_ok());
+    }
+
+    fn this_executable() -> Vec<u8> {
+        let mut bytes = Vec::new();
+        File::open("/proc/self/exe")
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .unwrap();
+        bytes
     }
 }

@@ -28,7 +28,7 @@ use crate::network::attachments;
 use crate::network::hosts;
 use crate::sandbox::cgroups::Layout;
 use crate::sandbox::namespaces;
-use crate::state::{StateError, Status, Store};
+use crate::state::{ContainerRecord, StateError, Status, Store};
 
 /// Errors of `berth rm`.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +64,27 @@ pub fn remove(
         }
         Err(e) => return Err(e.into()),
     };
+    remove_record(store, networks, record, force, Sweep::Here)
+}
+
+/// Whether [`remove_record`] sweeps what killed `berth` processes left in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sweep {
+    Here,
+    /// The caller sweeps once after removing many (a lab's nodes): a sweep reads every
+    /// container's directory under the store lock.
+    ByCaller,
+}
+
+/// [`remove`] of a container whose record the caller has just read (a lab's nodes, all found
+/// in one read of the store rather than one read per node).
+pub fn remove_record(
+    store: &Store,
+    networks: &Networks,
+    record: ContainerRecord,
+    force: bool,
+    sweep: Sweep,
+) -> Result<ContainerId, RmError> {
     let status = record.live_status();
     let supervised = record.is_supervised();
     if force {
@@ -80,9 +101,11 @@ pub fn remove(
     }
     let mut errors = release::dispose(store, networks, &record.id);
     // Whoever removes a container also deletes what killed `berth` processes left beside it.
-    match store.lock() {
-        Ok(lock) => errors.extend(store.sweep(&lock).into_iter().map(ReleaseError::from)),
-        Err(e) => errors.push(e.into()),
+    if sweep == Sweep::Here {
+        match store.lock() {
+            Ok(lock) => errors.extend(store.sweep(&lock).into_iter().map(ReleaseError::from)),
+            Err(e) => errors.push(e.into()),
+        }
     }
     if errors.is_empty() {
         Ok(record.id)

@@ -22,7 +22,7 @@ use berth_topology::{Attach, Kind, LinkKind, NetworkMode, Node, NodeName, Topolo
 
 use crate::commands::image::{self, ImageCommandError, PullPolicy, PullSpec};
 use crate::commands::network as network_cmd;
-use crate::commands::rm::{self, RmError};
+use crate::commands::rm::{self, RmError, Sweep};
 use crate::commands::run::{self, RunError};
 use crate::lab::exec::{self, ExecOutput, Target};
 use crate::lab::netns_names::{self, NetnsNameError};
@@ -932,13 +932,26 @@ pub fn destroy(
     for e in crate::lab::impair::clear_lab(store.root(), &state.name) {
         push(e.into());
     }
-    // Containers, several at once: each `rm -f` waits for its monitor to release it.
+    // Containers, several at once: each `rm -f` waits for its monitor to release it. Their
+    // records are read once for all (then swept once, below), not once per container.
+    let records = containers_by_name(store).unwrap_or_default();
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..state.containers.len().min(8) {
             scope.spawn(|| {
                 while let Some(name) = state.containers.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    match rm::remove(store, networks, name, true) {
+                    let removed = match records.get(name) {
+                        Some(record) => rm::remove_record(
+                            store,
+                            networks,
+                            record.clone(),
+                            true,
+                            Sweep::ByCaller,
+                        ),
+                        // Not read above: a remnant, or gone.
+                        None => rm::remove(store, networks, name, true),
+                    };
+                    match removed {
                         Ok(_) | Err(RmError::State(StateError::NotFound { .. })) => {}
                         Err(e) => push(DeployError::Remove {
                             name: name.clone(),

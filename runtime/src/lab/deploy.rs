@@ -128,6 +128,12 @@ pub enum DeployError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// `--reconfigure` could not remove the lab deployed before (every failure named).
+    #[error("--reconfigure: destroy the deployed lab {lab}: {}", join(errors))]
+    Reconfigure {
+        lab: String,
+        errors: Vec<DeployError>,
+    },
     /// The deploy failed, and destroying what it had made failed too.
     #[error("{}; destroying the partial lab also failed: {}", error_chain(error.as_ref()), join(teardown))]
     Rollback {
@@ -254,7 +260,10 @@ pub fn deploy(
         if !options.reconfigure {
             return Err(DeployError::Deployed { name: lab });
         }
-        destroy(store, networks, &existing).map_err(|mut errors| errors.remove(0))?;
+        destroy(store, networks, &existing).map_err(|errors| DeployError::Reconfigure {
+            lab: lab.clone(),
+            errors,
+        })?;
     }
 
     // 1. Checks against what exists; nothing is created before they all pass.

@@ -239,19 +239,99 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
+    // Every container process starts as `berth init` or `berth exec-init` with exactly these
+    // arguments (crate::sandbox::process): read by hand, without building the whole CLI.
+    if let Some((exec, config_fd, sync_fd)) = init_arguments(std::env::args_os().skip(1)) {
+        if exec {
+            init::exec_main(config_fd, sync_fd)
+        } else {
+            init::main(config_fd, sync_fd)
+        }
+    }
+    // Likewise the monitor of every detached container (crate::commands::monitor::launch).
+    if let Some(monitor) = monitor_arguments(std::env::args_os().skip(1)) {
+        return report(monitor.run());
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Init { config_fd, sync_fd } => init::main(config_fd, sync_fd),
         Command::ExecInit { config_fd, sync_fd } => init::exec_main(config_fd, sync_fd),
         _ => {}
     }
-    match dispatch(cli) {
+    report(dispatch(cli))
+}
+
+fn report(result: Result<ExitCode, Failure>) -> ExitCode {
+    match result {
         Ok(code) => code,
         Err(failure) => {
             eprintln!("berth: {:#}", failure.error);
             ExitCode::from(failure.code)
         }
     }
+}
+
+/// `--root R --runroot R [--cni-plugin-dir D]… monitor ID`, as `monitor::launch` starts it.
+struct MonitorArguments {
+    root: PathBuf,
+    runroot: PathBuf,
+    plugin_dirs: Vec<PathBuf>,
+    id: String,
+}
+
+impl MonitorArguments {
+    /// What `dispatch` does for `Command::Monitor`.
+    fn run(self) -> Result<ExitCode, Failure> {
+        let store = &Store::open(&self.root, &self.runroot).map_err(Failure::setup)?;
+        let networks = &networks(store, &self.plugin_dirs)?;
+        Ok(exit_code(monitor::main(store, networks, &self.id)))
+    }
+}
+
+/// [`MonitorArguments`] in exactly the form `monitor::launch` writes; anything else is
+/// clap's to parse.
+fn monitor_arguments(
+    mut args: impl Iterator<Item = std::ffi::OsString>,
+) -> Option<MonitorArguments> {
+    let mut value_of = |flag: &str| -> Option<PathBuf> {
+        (args.next()? == flag).then_some(())?;
+        args.next().map(PathBuf::from)
+    };
+    let root = value_of("--root")?;
+    let runroot = value_of("--runroot")?;
+    let mut plugin_dirs = Vec::new();
+    loop {
+        let arg = args.next()?;
+        if arg == "monitor" {
+            break;
+        }
+        (arg == "--cni-plugin-dir").then_some(())?;
+        plugin_dirs.push(PathBuf::from(args.next()?));
+    }
+    let id = args.next()?.into_string().ok()?;
+    args.next().is_none().then_some(MonitorArguments {
+        root,
+        runroot,
+        plugin_dirs,
+        id,
+    })
+}
+
+/// `init|exec-init --config-fd N --sync-fd M`, as `sandbox::process` starts them: whether
+/// it is `exec-init`, and the two descriptors. Anything else is clap's to parse.
+fn init_arguments(mut args: impl Iterator<Item = std::ffi::OsString>) -> Option<(bool, i32, i32)> {
+    let exec = match args.next()?.to_str()? {
+        "init" => false,
+        "exec-init" => true,
+        _ => return None,
+    };
+    let mut fd = |flag: &str| -> Option<i32> {
+        (args.next()?.to_str()? == flag).then_some(())?;
+        args.next()?.to_str()?.parse().ok()
+    };
+    let config_fd = fd("--config-fd")?;
+    let sync_fd = fd("--sync-fd")?;
+    args.next().is_none().then_some((exec, config_fd, sync_fd))
 }
 
 /// An error and the exit code it maps to.
@@ -837,5 +917,79 @@ mod tests {
             Cli::try_parse_from(["berth", "run", "--pull=sometimes", "x"]).is_err(),
             "an unknown policy is refused"
         );
+    }
+
+    #[test]
+    fn init_arguments_are_read_by_hand_only_in_their_exact_form() {
+        let args = |line: &str| {
+            init_arguments(
+                line.split_whitespace()
+                    .map(std::ffi::OsString::from)
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            )
+        };
+        assert_eq!(args("init --config-fd 3 --sync-fd 4"), Some((false, 3, 4)));
+        assert_eq!(
+            args("exec-init --config-fd 5 --sync-fd 6"),
+            Some((true, 5, 6))
+        );
+        for other in [
+            "init",
+            "init --sync-fd 4 --config-fd 3",
+            "init --config-fd x --sync-fd 4",
+            "init --config-fd 3 --sync-fd 4 extra",
+            "run --config-fd 3 --sync-fd 4",
+            "--root /r init --config-fd 3 --sync-fd 4",
+        ] {
+            assert_eq!(args(other), None, "{other}");
+        }
+        // What is not read by hand still parses as before.
+        assert!(
+            Cli::try_parse_from(["berth", "init", "--config-fd", "3", "--sync-fd", "4"]).is_ok()
+        );
+    }
+
+    #[test]
+    fn monitor_arguments_are_read_by_hand_only_in_their_exact_form() {
+        let args = |line: &str| {
+            monitor_arguments(
+                line.split_whitespace()
+                    .map(std::ffi::OsString::from)
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            )
+            .map(|m| (m.root, m.runroot, m.plugin_dirs, m.id))
+        };
+        let p = PathBuf::from;
+        assert_eq!(
+            args("--root /r --runroot /rr monitor abc"),
+            Some((p("/r"), p("/rr"), vec![], "abc".into()))
+        );
+        assert_eq!(
+            args("--root /r --runroot /rr --cni-plugin-dir /a --cni-plugin-dir /b monitor abc"),
+            Some((p("/r"), p("/rr"), vec![p("/a"), p("/b")], "abc".into()))
+        );
+        for other in [
+            "monitor abc",
+            "--runroot /rr --root /r monitor abc",
+            "--root /r --runroot /rr monitor",
+            "--root /r --runroot /rr monitor abc extra",
+            "--root /r --runroot /rr --registries-config /f monitor abc",
+            "--root /r --runroot /rr run abc",
+        ] {
+            assert!(args(other).is_none(), "{other}");
+        }
+        // What is not read by hand still parses as before.
+        let launched = [
+            "berth",
+            "--root",
+            "/r",
+            "--runroot",
+            "/rr",
+            "monitor",
+            "abc",
+        ];
+        assert!(Cli::try_parse_from(launched).is_ok());
     }
 }

@@ -338,7 +338,6 @@ pub fn deploy(
         }
     }
     state.save(store.root())?;
-
     state.save_topology(
         store.root(),
         &berth_topology::render::save(t, &Default::default()),
@@ -392,14 +391,10 @@ fn in_host(t: &Topology, attach: &Attach) -> bool {
 
 /// Every container record of the store, by name.
 fn containers_by_name(store: &Store) -> Result<BTreeMap<String, ContainerRecord>, DeployError> {
-    let records = store.records().map_err(|source| DeployError::Find {
+    store.records_by_name().map_err(|source| DeployError::Find {
         name: "the store's containers".into(),
         source,
-    })?;
-    Ok(records
-        .into_iter()
-        .map(|r| (r.name.to_string(), r))
-        .collect())
+    })
 }
 
 /// The linux nodes with their container names, checked to be free.
@@ -687,7 +682,6 @@ fn build(
     // Namespaces: by name under /run/netns, and opened for the links.
     let mut netns: BTreeMap<String, Netns> = BTreeMap::new();
     let records = containers_by_name(store)?;
-
     for p in planned {
         if p.node.network_mode == Some(NetworkMode::Host) {
             continue;
@@ -721,7 +715,6 @@ fn build(
         netns.insert(p.node.name.to_string(), ns);
     }
     let host_ns = Netns::current().map_err(DeployError::HostNetns)?;
-
     let mut sockets = Sockets::default();
     let mgmt_bridge = mgmt_bridge(store, networks, t, host)?;
     timing::step("lab links", || {

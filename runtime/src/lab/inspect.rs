@@ -13,7 +13,7 @@ use crate::lab::impair;
 use crate::lab::source::Loaded;
 use crate::lab::state::{self, LabState, LabStateError};
 use crate::lab::wire;
-use crate::state::{ContainerRecord, StateError, Status, Store};
+use crate::state::{StateError, Status, Store};
 
 /// Errors of `lab inspect`.
 #[derive(Debug, thiserror::Error)]
@@ -79,15 +79,12 @@ pub fn inspect(store: &Store, loaded: &Loaded) -> Result<LabView, InspectError> 
     let host = Netlink::open_current().map_err(InspectError::Host)?;
     let ends = impair::load(store.root(), t.name.as_str()).unwrap_or_default();
     // The store's records are read once, not once per node.
-    let records: BTreeMap<String, ContainerRecord> = store
-        .records()
+    let records = store
+        .records_by_name()
         .map_err(|source| InspectError::Find {
             name: "the store's containers".into(),
             source,
-        })?
-        .into_iter()
-        .map(|r| (r.name.to_string(), r))
-        .collect();
+        })?;
     let mut nodes = Vec::new();
     for node in t.nodes.values() {
         let mut view = NodeView {

@@ -183,15 +183,10 @@ fn node_netns(
 /// Namespaces of the running linux nodes of `t`, by node name. The store's records are read
 /// once, not once per node.
 fn running(store: &Store, t: &Topology) -> Result<BTreeMap<String, Netns>, NodeError> {
-    let records: BTreeMap<String, ContainerRecord> = store
-        .records()
-        .map_err(|source| NodeError::Find {
-            name: "the store's containers".into(),
-            source,
-        })?
-        .into_iter()
-        .map(|r| (r.name.to_string(), r))
-        .collect();
+    let records = store.records_by_name().map_err(|source| NodeError::Find {
+        name: "the store's containers".into(),
+        source,
+    })?;
     let mut out = BTreeMap::new();
     for node in t.nodes.values().filter(|n| n.kind == Kind::Linux) {
         let (_, container) = container_of(t, node.name.as_str())?;

@@ -300,6 +300,18 @@ impl Store {
         Ok(self.scan()?.records)
     }
 
+    /// [`Store::records`] by container name, for callers that look many of them up (a lab's
+    /// nodes): one read of the store rather than one per lookup.
+    pub fn records_by_name(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, ContainerRecord>, StateError> {
+        Ok(self
+            .records()?
+            .into_iter()
+            .map(|r| (r.name.to_string(), r))
+            .collect())
+    }
+
     /// Container directories without a readable record (see [`crate::state`]).
     pub fn remnants(&self) -> Result<Vec<ContainerId>, StateError> {
         Ok(self.scan()?.remnants)

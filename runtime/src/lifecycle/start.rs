@@ -19,7 +19,7 @@ use crate::sandbox::process::{self, InitProcess, ProcessError, SpawnOptions, Ter
 use crate::sandbox::rootfs::{RootfsSpec, Volume};
 use crate::sandbox::userns::{Holder, UsernsError};
 use crate::state::clock;
-use crate::state::{ContainerRecord, NetworkMode, StateError, Status, Store};
+use crate::state::{ContainerRecord, MAX_NETWORK_HOPS, NetworkMode, StateError, Status, Store};
 use crate::timing;
 
 /// Errors of the `start` module, one variant per step.
@@ -51,7 +51,7 @@ pub enum StartError {
         source: StateError,
     },
     #[error(
-        "container {id} joins the network of a chain of more than {MAX_HOPS} containers sharing one namespace"
+        "container {id} joins the network of a chain of more than {MAX_NETWORK_HOPS} containers sharing one namespace"
     )]
     TargetChain { id: String },
     #[error(transparent)]
@@ -304,9 +304,6 @@ pub fn start(
     Ok(Started { init, terminal })
 }
 
-/// How many `--network container:` hops [`network_owner`] follows.
-const MAX_HOPS: usize = 16;
-
 /// For `--network container:X`, the container that owns the namespace it joins: X, or
 /// what X itself joins (docker allows such chains). Every container on the way must run,
 /// as docker requires of X at each start. `None` for the other modes.
@@ -314,26 +311,28 @@ fn network_owner(
     store: &Store,
     record: &ContainerRecord,
 ) -> Result<Option<ContainerRecord>, StartError> {
-    let Some(mut target) = record.config.network.container().map(str::to_owned) else {
-        return Ok(None);
-    };
-    for _ in 0..MAX_HOPS {
-        let next = store
-            .find(&target)
-            .map_err(|source| StartError::TargetGone {
+    let mut owner: Option<ContainerRecord> = None;
+    for _ in 0..=MAX_NETWORK_HOPS {
+        let current = owner.as_ref().unwrap_or(record);
+        let next = match store.network_target(current) {
+            None => return Ok(owner),
+            Some(next) => next.map_err(|source| StartError::TargetGone {
                 id: record.id.short().to_owned(),
-                target: target.clone(),
+                target: current
+                    .config
+                    .network
+                    .container()
+                    .unwrap_or_default()
+                    .to_owned(),
                 source,
-            })?;
+            })?,
+        };
         if next.live_status() != Status::Running {
             return Err(StartError::TargetNotRunning {
                 target: next.name.to_string(),
             });
         }
-        match next.config.network.container() {
-            Some(further) => target = further.to_owned(),
-            None => return Ok(Some(next)),
-        }
+        owner = Some(next);
     }
     Err(StartError::TargetChain {
         id: record.id.short().to_owned(),

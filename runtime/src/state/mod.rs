@@ -53,4 +53,4 @@ mod store;
 pub use schema::{
     AttachmentState, ContainerConfig, ContainerRecord, ContainerState, NetworkMode, Status,
 };
-pub use store::{Scan, StateError, Store, StoreLock};
+pub use store::{MAX_NETWORK_HOPS, Scan, StateError, Store, StoreLock};

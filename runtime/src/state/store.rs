@@ -150,6 +150,10 @@ fn sync_dir(dir: &Path) -> Result<(), StateError> {
         })
 }
 
+/// How many `--network container:` hops are followed: a chain never loops (each target
+/// existed first), but records are input.
+pub const MAX_NETWORK_HOPS: usize = 16;
+
 /// A staging or doomed directory (see [`crate::state`]).
 fn is_left_behind(name: &OsStr) -> bool {
     name.to_str().is_some_and(|n| {
@@ -224,20 +228,33 @@ impl Store {
     /// container:X` the one of the container owning the namespace (X, or what X joins).
     /// Records are read as they are (a target gone or stopped ends the chain where it is).
     pub fn netns_of(&self, record: &ContainerRecord) -> PathBuf {
-        let mut owner = record.id.clone();
-        let mut next = record.config.network.container().map(str::to_owned);
-        // Bounded: a chain never loops (each target existed first), but records are input.
-        for _ in 0..16 {
-            let Some(target) = next.take() else { break };
-            match self.find(&target) {
-                Ok(r) => {
-                    owner = r.id.clone();
-                    next = r.config.network.container().map(str::to_owned);
-                }
-                Err(_) => break,
+        let mut owner: Option<ContainerRecord> = None;
+        for _ in 0..MAX_NETWORK_HOPS {
+            match self.network_target(owner.as_ref().unwrap_or(record)) {
+                Some(Ok(next)) => owner = Some(next),
+                _ => break,
             }
         }
-        self.netns_path(&owner)
+        self.netns_path(&owner.as_ref().unwrap_or(record).id)
+    }
+
+    /// The next hop of `record`'s `--network container:` chain: the container whose network
+    /// namespace it joins, read by the full id its record holds (one file, not every record).
+    /// `None` for the other network modes.
+    pub fn network_target(
+        &self,
+        record: &ContainerRecord,
+    ) -> Option<Result<ContainerRecord, StateError>> {
+        let target = record.config.network.container()?;
+        let not_found = || StateError::NotFound {
+            query: target.to_owned(),
+        };
+        Some(match ContainerId::try_from(target) {
+            Ok(id) => self
+                .load_if_exists(&id)
+                .and_then(|r| r.ok_or_else(not_found)),
+            Err(_) => Err(not_found()),
+        })
     }
 
     /// The container's output log (CRI format, [`crate::state::log`]).

@@ -28,7 +28,7 @@ use berth_topology::{
 use serde::{Deserialize, Serialize};
 
 use crate::lab::source::SourceArgs;
-use crate::lab::state;
+use crate::lab::state::{self, LabState};
 use crate::state::{ContainerRecord, Status, Store};
 
 /// Errors of the `impair` module.
@@ -96,6 +96,11 @@ pub struct ImpairedEnd {
 }
 
 impl ImpairedEnd {
+    /// Whether this is the end `node:ifname`.
+    pub fn is_at(&self, node: &str, ifname: &str) -> bool {
+        self.node == node && self.ifname == ifname
+    }
+
     /// The impairment as berth-topology types (for `save`); what cannot be read back is
     /// left out (it was written by this module from valid values).
     pub fn impairments(&self) -> Impairments {
@@ -308,6 +313,15 @@ pub fn load(root: &Path, lab: &str) -> Result<Vec<ImpairedEnd>, LabImpairError> 
     }
 }
 
+/// The impaired ends of `t` when it is deployed: what is in force (`lab impair` changes
+/// them). `None` for a lab that is not deployed: a file alone has only its own.
+pub fn in_force(store: &Store, t: &Topology) -> Option<Vec<ImpairedEnd>> {
+    let lab = t.name.as_str();
+    LabState::load_if_exists(store.root(), lab)
+        .is_ok_and(|s| s.is_some())
+        .then(|| load(store.root(), lab).unwrap_or_default())
+}
+
 /// Writes the impaired ends atomically; right after each change, so a killed `berth` leaves
 /// a list that names every delay line it started.
 fn save(root: &Path, lab: &str, ends: &[ImpairedEnd]) -> Result<(), LabImpairError> {
@@ -335,7 +349,7 @@ pub fn apply_topology(store: &Store, t: &Topology) -> Result<(), LabImpairError>
         let at = format!("{node}:{ifname}");
         let netns = netns_among(store, &records, t, &node, &at)?;
         let end = apply_in(store, t, &netns, &node, &ifname, &imp)?;
-        ends.retain(|e| !(e.node == node && e.ifname == ifname));
+        ends.retain(|e| !e.is_at(&node, &ifname));
         ends.push(end);
         save(store.root(), lab, &ends)?;
     }
@@ -506,9 +520,7 @@ pub fn dispatch(store: &Store, verb: ImpairVerb) -> Result<u8, LabImpairError> {
     let lab = t.name.as_str();
     let (node, ifname) = (at.node.to_string(), at.ifname.to_string());
     let mut ends = load(store.root(), lab)?;
-    let position = ends
-        .iter()
-        .position(|e| e.node == node && e.ifname == ifname);
+    let position = ends.iter().position(|e| e.is_at(&node, &ifname));
     let imp = values.parse()?;
     if clear_it || !imp.is_empty() {
         if let Some(i) = position {
@@ -521,7 +533,7 @@ pub fn dispatch(store: &Store, verb: ImpairVerb) -> Result<u8, LabImpairError> {
             save(store.root(), lab, &ends)?;
         }
     }
-    let end = ends.iter().find(|e| e.node == node && e.ifname == ifname);
+    let end = ends.iter().find(|e| e.is_at(&node, &ifname));
     let now = end.map(|e| e.impairments().to_string());
     println!(
         "{at}: {}{}",

@@ -10,7 +10,6 @@ use berth_topology::render::{NodeState, RuntimeState};
 use berth_topology::{Attach, Kind, Topology};
 
 use crate::lab::impair::{self, ImpairedEnd};
-use crate::lab::state::LabState;
 use crate::state::Store;
 
 /// Errors of `lab save` and `lab graph`.
@@ -67,9 +66,8 @@ pub fn save(store: &Store, t: &Topology) -> String {
         state.nodes.insert(node.name.clone(), ns);
     }
     // The impairments in force: what `lab impair` set, and none where the file had some
-    // that were cleared. Only for a deployed lab (a file alone has only its own).
-    if LabState::load_if_exists(store.root(), t.name.as_str()).is_ok_and(|s| s.is_some()) {
-        let ends = impair::load(store.root(), t.name.as_str()).unwrap_or_default();
+    // that were cleared.
+    if let Some(ends) = impair::in_force(store, t) {
         for link in &t.links {
             for (side, end) in link.endpoints.iter().enumerate() {
                 let Attach::Node(node) = &end.attach else {
@@ -77,7 +75,7 @@ pub fn save(store: &Store, t: &Topology) -> String {
                 };
                 let now = ends
                     .iter()
-                    .find(|e| e.node == node.as_str() && e.ifname == end.ifname.as_str())
+                    .find(|e| e.is_at(node.as_str(), end.ifname.as_str()))
                     .map(ImpairedEnd::impairments);
                 if now.is_none() && link.impairments_of(side).is_empty() {
                     continue;
@@ -98,17 +96,16 @@ pub fn save(store: &Store, t: &Topology) -> String {
 /// (`lab impair` changes them; what is drawn is what the links do now).
 pub fn in_force(store: &Store, t: &Topology) -> Topology {
     let mut t = t.clone();
-    if !LabState::load_if_exists(store.root(), t.name.as_str()).is_ok_and(|s| s.is_some()) {
+    let Some(ends) = impair::in_force(store, &t) else {
         return t;
-    }
-    let ends = impair::load(store.root(), t.name.as_str()).unwrap_or_default();
+    };
     for link in &mut t.links {
         link.impairments = Default::default();
         for end in &mut link.endpoints {
             end.impairments = match &end.attach {
                 Attach::Node(node) => ends
                     .iter()
-                    .find(|e| e.node == node.as_str() && e.ifname == end.ifname.as_str())
+                    .find(|e| e.is_at(node.as_str(), end.ifname.as_str()))
                     .map(ImpairedEnd::impairments)
                     .unwrap_or_default(),
                 _ => Default::default(),

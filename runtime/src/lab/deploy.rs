@@ -986,7 +986,7 @@ pub fn destroy(
         Ok(host) => {
             for (what, names) in [("link", &state.host_links), ("bridge", &state.bridges)] {
                 for name in names {
-                    if let Err(source) = wire::delete(&host, name) {
+                    if let Err(source) = wire::delete(&host, "host", name) {
                         push(DeployError::Unwire {
                             what,
                             name: name.clone(),

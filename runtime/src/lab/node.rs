@@ -230,6 +230,24 @@ pub fn stop(
     state.save(store.root())?;
     // Delay lines hold the namespaces they work in: off first, back at `start`.
     crate::lab::impair::clear_node(store, t, node).map_err(DeployError::from)?;
+    // Its links go now, at both ends (a veth dies with either end). Left to the namespace's
+    // end, they would go only when the kernel tears it down in the background, after
+    // `lab stop` returned.
+    if let Some(ns) = nets.get(node) {
+        let wire_err = |source| NodeError::Wire {
+            what: format!("links of node {node}"),
+            source,
+        };
+        let netlink = Netlink::open_in(ns).map_err(|source| {
+            wire_err(WireError::Open {
+                netns: node.to_owned(),
+                source: Box::new(source),
+            })
+        })?;
+        for iface in t.interfaces(&name) {
+            wire::delete(&netlink, node, iface.name.as_str()).map_err(wire_err)?;
+        }
+    }
     stop_cmd::stop(store, networks, &container, Duration::ZERO).map_err(|source| {
         NodeError::Stop {
             node: node.to_owned(),

@@ -176,13 +176,15 @@ pub fn ensure_bridge(host: &Netlink, name: &str) -> Result<bool, WireError> {
     Ok(created)
 }
 
-/// Deletes link `name` of `host` if it exists (a veth's peer goes with it).
-pub fn delete(host: &Netlink, name: &str) -> Result<(), WireError> {
-    host.del_link_by_name_if_exists(name)
+/// Deletes link `name` of `netlink`'s namespace (`label` in errors) if it exists (a veth's
+/// peer goes with it).
+pub fn delete(netlink: &Netlink, label: &str, name: &str) -> Result<(), WireError> {
+    netlink
+        .del_link_by_name_if_exists(name)
         .map(drop)
         .map_err(|source| WireError::Link {
             name: name.to_owned(),
-            netns: "host".into(),
+            netns: label.to_owned(),
             source: Box::new(source),
         })
 }

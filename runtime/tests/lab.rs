@@ -159,15 +159,7 @@ impl<'a> Lab<'a> {
 
     /// The lab's entries in the real `/run/netns`.
     fn netns_names(&self) -> Vec<String> {
-        let prefix = format!("clab-{}-", self.name);
-        fs::read_dir("/run/netns")
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.starts_with(&prefix))
-                    .collect()
-            })
-            .unwrap_or_default()
+        common::lab_netns_names(&self.name)
     }
 
     /// `destroy`, then nothing of the lab may remain.
@@ -189,12 +181,7 @@ impl<'a> Lab<'a> {
 
 impl Drop for Lab<'_> {
     fn drop(&mut self) {
-        let _ = self
-            .env
-            .berth(&["lab", "destroy", "--name", &self.name, "-t", self.file()]);
-        for name in self.netns_names() {
-            let _ = fs::remove_file(Path::new("/run/netns").join(name));
-        }
+        common::destroy_lab(self.env, &self.name, &["-t", self.file()]);
     }
 }
 

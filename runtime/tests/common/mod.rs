@@ -460,3 +460,28 @@ pub fn assert_one_line_error(out: &Run) {
     assert_eq!(lines.len(), 1, "{out:?}");
     assert!(lines[0].starts_with("berth: "), "{out:?}");
 }
+
+/// Lab `lab`'s entries in the real `/run/netns`: `clab-<lab>-<node>`, berth's names for its
+/// nodes' namespaces.
+pub fn lab_netns_names(lab: &str) -> Vec<String> {
+    let prefix = format!("clab-{lab}-");
+    fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A test lab's cleanup when the test did not get to destroy it: `lab destroy --name LAB`
+/// (with `more` arguments), then whatever `/run/netns` names of it are still there.
+pub fn destroy_lab(env: &Env, lab: &str, more: &[&str]) {
+    let mut args = vec!["lab", "destroy", "--name", lab];
+    args.extend_from_slice(more);
+    let _ = env.berth(&args);
+    for name in lab_netns_names(lab) {
+        let _ = fs::remove_file(Path::new("/run/netns").join(name));
+    }
+}

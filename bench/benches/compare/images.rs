@@ -24,6 +24,7 @@ use serde_json::json;
 use crate::cni::Impl;
 use crate::podman;
 use crate::proc::{TIME, max_rss_mib, private_mounts, timed};
+use crate::samples::Samples;
 use crate::{Opts, progress};
 
 pub fn run(opts: &Opts, s: &mut Section) -> Result<()> {
@@ -97,25 +98,25 @@ pub fn run(opts: &Opts, s: &mut Section) -> Result<()> {
         "images.pull.cold.podman",
         format!("cold pull, 5 layers, {} MiB", 4 * layer_mb + 1),
         Unit::Ms,
-        cold.cell(),
+        cold.cell(1.0),
         "podman pull",
-        podman_cold.cell(),
+        podman_cold.cell(1.0),
     ));
     s.rows.push(Row::new(
         "images.pull.cold.skopeo",
         format!("cold pull, 5 layers, {} MiB", 4 * layer_mb + 1),
         Unit::Ms,
-        cold.cell(),
+        cold.cell(1.0),
         "skopeo copy (no unpacking)",
-        skopeo_cold.cell(),
+        skopeo_cold.cell(1.0),
     ));
     s.rows.push(Row::new(
         "images.pull.warm.podman",
         "pull, every layer present",
         Unit::Ms,
-        warm.cell(),
+        warm.cell(1.0),
         "podman pull",
-        podman_warm.cell(),
+        podman_warm.cell(1.0),
     ));
 
     // Peak RSS of one big layer's pull.
@@ -178,9 +179,9 @@ pub fn run(opts: &Opts, s: &mut Section) -> Result<()> {
         "images.run.five",
         "run --rm of a pulled 5-layer image (no network)",
         Unit::Ms,
-        layered.cell(),
+        layered.cell(1.0),
         "offline busybox image",
-        busybox.cell(),
+        busybox.cell(1.0),
     ));
     s.notes.push(format!(
         "registry: Debian's docker-registry on 127.0.0.1 in a throwaway namespace (plain http), images built offline and pushed with skopeo; {runs} runs each after one warm-up, round-robin; cold = empty store (berth: fresh --root; podman: `rmi -a -f`, overlay driver when it works, else vfs — see below; skopeo: fresh oci: directory, blobs only, nothing unpacked); peak RSS from GNU time %M; podman: {}",
@@ -221,34 +222,6 @@ fn multi_layer(layout: &mut OciLayout, layer_mb: u64) -> Result<()> {
     let manifest = layout.put_json(media::OCI_MANIFEST, &manifest)?;
     layout.tag("multi", &manifest)?;
     Ok(())
-}
-
-/// Samples of one tool, or why there are none.
-#[derive(Default)]
-struct Samples {
-    values: Vec<f64>,
-    error: Option<String>,
-}
-
-impl Samples {
-    fn push(&mut self, keep: bool, sample: Result<f64>) {
-        match sample {
-            Ok(ms) if keep => self.values.push(ms),
-            Ok(_) => {}
-            Err(e) => {
-                if self.error.is_none() {
-                    self.error = Some(format!("{e:#}"));
-                }
-            }
-        }
-    }
-
-    fn cell(&self) -> Cell {
-        match (&self.error, self.values.is_empty()) {
-            (Some(e), true) => Cell::na(e.clone()),
-            _ => Cell::samples(&self.values),
-        }
-    }
 }
 
 struct Berth {

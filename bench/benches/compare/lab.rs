@@ -28,13 +28,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use berth_bench::{Cell, Row, Section, Unit};
+use berth_bench::{Row, Section, Unit};
 use berth_topology::{Attach, Kind, LinkKind};
 use netns_fixtures::TestNetns;
 
 use crate::cni::{Impl, ms_since};
 use crate::podman;
 use crate::proc::{private_mounts, timed};
+use crate::samples::Samples;
 use crate::start::{busybox_rootfs, remove_cgroup_dirs};
 use crate::{Opts, progress};
 
@@ -338,33 +339,6 @@ fn link_line(links: &str, ifname: &str) -> Option<(u32, bool)> {
         let flags = l.split('<').nth(1)?.split('>').next()?;
         Some((mtu, flags.split(',').any(|f| f == "UP")))
     })
-}
-
-/// Samples of one side in ms, or why there are none.
-#[derive(Default)]
-struct Samples {
-    values: Vec<f64>,
-    error: Option<String>,
-}
-
-impl Samples {
-    fn push(&mut self, keep: bool, sample: Result<f64>) {
-        match sample {
-            Ok(ms) if keep => self.values.push(ms),
-            Ok(_) => {}
-            Err(e) => {
-                self.error.get_or_insert_with(|| format!("{e:#}"));
-            }
-        }
-    }
-
-    /// The samples times `scale` (1e-3: seconds).
-    fn cell(&self, scale: f64) -> Cell {
-        match (&self.error, self.values.is_empty()) {
-            (Some(e), true) => Cell::na(e.clone()),
-            _ => Cell::samples(&self.values.iter().map(|v| v * scale).collect::<Vec<_>>()),
-        }
-    }
 }
 
 /// A command's failure as an error naming it, with its stderr.

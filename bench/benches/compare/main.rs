@@ -20,6 +20,7 @@ mod images;
 mod lab;
 mod podman;
 mod proc;
+mod samples;
 mod scale;
 mod start;
 

@@ -36,7 +36,7 @@ use crate::cni::{Impl, ms_since};
 use crate::podman;
 use crate::proc::{private_mounts, timed};
 use crate::samples::Samples;
-use crate::start::{busybox_rootfs, remove_cgroup_dirs};
+use crate::start::{Berth, busybox_rootfs, remove_cgroup_dirs};
 use crate::{Opts, progress};
 
 const PODMAN_IMAGE: &str = "localhost/berth-bench-busybox";
@@ -49,13 +49,6 @@ const CHAIN_NODES: usize = 50;
 
 pub fn run(opts: &Opts, s: &mut Section) -> Result<()> {
     let ours = Impl::ours();
-    let bin = ours.dir.join("berth");
-    if !bin.is_file() {
-        bail!(
-            "{} missing: cargo build --release --workspace --bins",
-            bin.display()
-        );
-    }
     // The chain's podman side takes tens of seconds a run: fewer runs of it.
     let (clos_runs, chain_runs) = if opts.quick { (2, 2) } else { (5, 3) };
     let host = TestNetns::with_tag("h")?;
@@ -65,13 +58,11 @@ pub fn run(opts: &Opts, s: &mut Section) -> Result<()> {
         Lab::clos(tmp.path(), &format!("bc{tag}"))?,
         Lab::chain(tmp.path(), &format!("bn{tag}"), CHAIN_NODES)?,
     ];
-    let berth = Berth {
-        bin,
-        plugins: ours.dir.clone(),
-        root: tmp.path().join("berth-root"),
-        runroot: tmp.path().join("berth-run"),
-        cgroup_parent: format!("berth-bench-lab-{}", std::process::id()),
-    };
+    let berth = Berth::new(
+        &ours,
+        tmp.path(),
+        format!("berth-bench-lab-{}", std::process::id()),
+    )?;
     let podman = Podman::new(tmp.path(), &host);
     let podman_note = match &podman {
         Ok(p) => format!("{} storage driver", p.driver),
@@ -160,7 +151,7 @@ pub fn run(opts: &Opts, s: &mut Section) -> Result<()> {
             pm_destroy.cell(scale),
         ));
     }
-    berth.cleanup(&host, &labs);
+    berth.cleanup_labs(&host, &labs);
     drop(podman);
 
     s.notes.push(format!(
@@ -353,25 +344,11 @@ fn check_status(what: &str, out: &std::process::Output) -> Result<()> {
     Ok(())
 }
 
-/// The release `berth` with its own state directories.
-struct Berth {
-    bin: PathBuf,
-    plugins: PathBuf,
-    root: PathBuf,
-    runroot: PathBuf,
-    cgroup_parent: String,
-}
-
+/// The lab section's verbs.
 impl Berth {
     fn lab(&self, verb: &str, lab: &Lab) -> Command {
-        let mut c = Command::new(&self.bin);
-        c.arg("--root")
-            .arg(&self.root)
-            .arg("--runroot")
-            .arg(&self.runroot)
-            .arg("--cni-plugin-dir")
-            .arg(&self.plugins)
-            .args(["lab", verb, "-t"])
+        let mut c = self.cmd();
+        c.args(["lab", verb, "-t"])
             .arg(&lab.file)
             .stdin(Stdio::null());
         c
@@ -431,7 +408,7 @@ impl Berth {
         }
     }
 
-    fn cleanup(&self, host: &TestNetns, labs: &[Lab]) {
+    fn cleanup_labs(&self, host: &TestNetns, labs: &[Lab]) {
         // Normally a no-op: every cycle ends with its lab destroyed.
         for lab in labs {
             if !self.netns_names(lab).is_empty() {

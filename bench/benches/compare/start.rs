@@ -85,7 +85,11 @@ pub fn run(opts: &Opts, s: &mut Section) -> Result<()> {
     let host = TestNetns::with_tag("h")?;
     let tmp = tempfile::Builder::new().prefix("berth-bench-").tempdir()?;
     let rootfs = busybox_rootfs(tmp.path())?;
-    let berth = Berth::new(&ours, tmp.path())?;
+    let berth = Berth::new(
+        &ours,
+        tmp.path(),
+        format!("berth-bench-{}", std::process::id()),
+    )?;
     // The network every runtime gets is the one `berth network create` generates, read back
     // from its conflist, so the comparison follows berth's choices; without berth networks,
     // the bridge chain of section 1.
@@ -282,17 +286,18 @@ pub fn busybox_rootfs(dir: &Path) -> Result<PathBuf> {
     Ok(rootfs)
 }
 
-/// The `berth` binary with its own state directories.
-struct Berth {
-    bin: PathBuf,
-    plugins: PathBuf,
-    root: PathBuf,
-    runroot: PathBuf,
-    cgroup_parent: String,
+/// The `berth` binary with its own state directories (also the lab section's).
+pub struct Berth {
+    pub bin: PathBuf,
+    pub plugins: PathBuf,
+    pub root: PathBuf,
+    pub runroot: PathBuf,
+    pub cgroup_parent: String,
 }
 
 impl Berth {
-    fn new(ours: &Impl, tmp: &Path) -> Result<Berth> {
+    /// Ours, with state under `tmp` and its containers under `cgroup_parent`.
+    pub fn new(ours: &Impl, tmp: &Path, cgroup_parent: String) -> Result<Berth> {
         let bin = ours.dir.join("berth");
         if !bin.is_file() {
             bail!(
@@ -305,11 +310,12 @@ impl Berth {
             plugins: ours.dir.clone(),
             root: tmp.join("berth-root"),
             runroot: tmp.join("berth-run"),
-            cgroup_parent: format!("berth-bench-{}", std::process::id()),
+            cgroup_parent,
         })
     }
 
-    fn cmd(&self) -> Command {
+    /// `berth` with these roots and plugins.
+    pub fn cmd(&self) -> Command {
         let mut c = Command::new(&self.bin);
         c.arg("--root")
             .arg(&self.root)

@@ -53,14 +53,12 @@ pub fn create(
     networks: &Networks,
     request: RunRequest,
 ) -> Result<ContainerRecord, CreateError> {
-    let checked = check(store, networks, request)?;
-    let lock = store.lock()?;
-    let records = store.records()?;
-    let record = record_of(store, &records, checked)?;
-    // What killed `berth` processes left: best effort here, `system prune` reports failures.
-    let _ = store.sweep(&lock);
-    store.create(&lock, &record)?;
-    Ok(record)
+    let mut created = create_all(store, networks, vec![request]).map_err(|(_, e)| e)?;
+    created.pop().ok_or_else(|| {
+        CreateError::State(StateError::NotFound {
+            query: "the container just created".into(),
+        })
+    })
 }
 
 /// Several containers at once (the nodes of a lab): each request validated, then all
@@ -87,6 +85,7 @@ pub fn create_all(
         records.push(record.clone());
         created.push(record);
     }
+    // What killed `berth` processes left: best effort here, `system prune` reports failures.
     let _ = store.sweep(&lock);
     store
         .create_all(&lock, &created)

@@ -24,7 +24,7 @@
 //! `containers/<id>` does, and that directory never exists without its record, whatever
 //! instruction a `berth` process is killed at:
 //! - creation writes the record in a staging directory `containers/.new-<id>` and renames it
-//!   into place ([`Store::create`]): the directory appears with its record, atomically;
+//!   into place ([`Store::create_all`]): the directory appears with its record, atomically;
 //! - the record is rewritten through a temporary and a rename (`berth_fs::write_atomic`:
 //!   `.container.json.<pid>.tmp`), and whoever next writes it sweeps a killed writer's
 //!   temporaries;

@@ -370,17 +370,11 @@ impl Store {
         Ok(scan)
     }
 
-    /// Writes the record of a new container: its directory appears with the record in it, in
-    /// one rename (see [`crate::state`]). Durable.
-    pub fn create(&self, lock: &StoreLock, record: &ContainerRecord) -> Result<(), StateError> {
-        self.create_all(lock, std::slice::from_ref(record))
-            .map_err(|(_, e)| e)
-    }
-
-    /// [`Store::create`] of several records: all written before the first fsync, so that a
-    /// few journal commits carry them rather than three per record (the lock is held
-    /// meanwhile, and every container start waits for it). All or nothing: on a failure,
-    /// returned with the index of the record it concerns, none of them is left.
+    /// Writes the records of new containers, each directory appearing with its record in it
+    /// in one rename (see [`crate::state`]); durable. All are written before the first fsync,
+    /// so that a few journal commits carry them rather than three per record (the lock is
+    /// held meanwhile, and every container start waits for it). All or nothing: on a
+    /// failure, returned with the index of the record it concerns, none of them is left.
     pub fn create_all(
         &self,
         lock: &StoreLock,

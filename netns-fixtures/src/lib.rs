@@ -37,7 +37,7 @@ mod world;
 pub use bin::bin;
 pub use leaks::LeakAudit;
 pub use names::{MAX_NAME, PREFIX, unique_name};
-pub use netns::{RUN_NETNS, TestNetns, TestNetnsError};
+pub use netns::{RUN_NETNS, TestNetns, TestNetnsError, run_netns_names};
 pub use plugin::{CniCall, PluginError, PluginOutput, run_plugin};
 pub use registry::{
     FixtureError, TestRegistry, TestRegistryBuilder, Throttle, TokenRequest, TokenServer,

@@ -19,6 +19,19 @@ use crate::root::require_root;
 /// Where iproute2 keeps named network namespaces.
 pub const RUN_NETNS: &str = "/run/netns";
 
+/// The names in [`RUN_NETNS`] that start with `prefix` (`berth lab` names its nodes'
+/// namespaces `clab-<lab>-<node>` there); none when the directory is missing.
+pub fn run_netns_names(prefix: &str) -> Vec<String> {
+    fs::read_dir(RUN_NETNS)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Errors of the `netns` module.
 #[derive(Debug, thiserror::Error)]
 pub enum TestNetnsError {

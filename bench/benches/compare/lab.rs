@@ -383,15 +383,7 @@ impl Berth {
 
     /// The lab's entries in `/run/netns` (berth names each node's namespace there).
     fn netns_names(&self, lab: &Lab) -> Vec<String> {
-        let prefix = format!("clab-{}-", lab.name);
-        fs::read_dir("/run/netns")
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.starts_with(&prefix))
-                    .collect()
-            })
-            .unwrap_or_default()
+        netns_fixtures::run_netns_names(&format!("clab-{}-", lab.name))
     }
 
     /// `lab destroy --cleanup` (also without the lab's state), then any `/run/netns` name

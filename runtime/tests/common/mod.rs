@@ -464,15 +464,7 @@ pub fn assert_one_line_error(out: &Run) {
 /// Lab `lab`'s entries in the real `/run/netns`: `clab-<lab>-<node>`, berth's names for its
 /// nodes' namespaces.
 pub fn lab_netns_names(lab: &str) -> Vec<String> {
-    let prefix = format!("clab-{lab}-");
-    fs::read_dir("/run/netns")
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
-        .unwrap_or_default()
+    netns_fixtures::run_netns_names(&format!("clab-{lab}-"))
 }
 
 /// A test lab's cleanup when the test did not get to destroy it: `lab destroy --name LAB`
